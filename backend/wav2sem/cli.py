@@ -1,0 +1,81 @@
+"""`wav2sem` command line: a thin dispatcher over one module per subcommand.
+
+Each subcommand module defines `add_arguments(parser)` and `run(args) -> int`; it is
+imported only when used so `wav2sem info` and `wav2sem serve` start quickly.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from .errors import Wav2SemError
+
+# name -> (module, one-line help)
+SUBCOMMANDS = {
+    "infer": ("wav2sem.commands.infer", "speech file -> per-frame vertex offsets (.npy)"),
+    "serve": ("wav2sem.serve", "JSON-lines backend server on stdin/stdout (used by the add-on)"),
+    "info": ("wav2sem.commands.info", "print versions, devices and the models found"),
+    "convert": ("wav2sem.commands.convert", "official FaceFormer/Wav2Sem weights -> model bundle"),
+    "synth": ("wav2sem.synth.command", "generate the synthetic speech-to-face corpus"),
+    "train": ("wav2sem.train.command", "train the semantic encoder or the animation model"),
+    "eval": ("wav2sem.train.evaluate", "LVE / FDD / MVE of a model on a corpus split"),
+}
+
+
+def _load(name: str):
+    module_name = SUBCOMMANDS[name][0]
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            return None
+        raise
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="wav2sem", description="Wav2Sem speech-driven 3D face animation backend.")
+    parser.add_argument("--version", action="version", version=f"wav2sem {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    wanted = sys.argv[1] if len(sys.argv) > 1 and sys.argv[1] in SUBCOMMANDS else None
+    for name, (_, help_text) in SUBCOMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        # Only the chosen subcommand's module is imported (fast start-up).
+        if wanted in (None, name):
+            module = _load(name)
+            if module is not None:
+                module.add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,  # stdout is reserved for results / protocol lines
+    )
+    if not args.command:
+        parser.print_help()
+        return 2
+    module = _load(args.command)
+    if module is None:
+        print(f"wav2sem: '{args.command}' is not available in this installation.", file=sys.stderr)
+        return 2
+    try:
+        return int(module.run(args) or 0)
+    except Wav2SemError as exc:
+        print(f"wav2sem: error: {exc.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("wav2sem: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""The neutral face a model animates: vertices, faces, vertex regions and landmarks.
+
+On disk (`template.npz`, see docs/DESIGN.md):
+  vertices          (V, 3) float32, model units (metres for FLAME-like heads)
+  faces             (F, 3) int32, optional (polygons are triangulated or quads split)
+  region_<name>     int32 vertex indices, e.g. region_lips (for LVE), region_upper_face (FDD)
+  landmark_names    (L,) unicode
+  landmark_indices  (L,) int32 vertex indices
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import MODEL_INVALID, MODEL_NOT_FOUND, Wav2SemError
+
+LANDMARK_NAMES = (
+    "upper_lip_center", "lower_lip_center", "mouth_corner_left", "mouth_corner_right",
+    "chin", "nose_tip", "brow_left", "brow_right",
+)
+
+
+@dataclass
+class Template:
+    vertices: np.ndarray                       # (V, 3) float32
+    faces: np.ndarray | None = None            # (F, 3) int32
+    regions: dict[str, np.ndarray] = field(default_factory=dict)
+    landmarks: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.vertices = np.ascontiguousarray(self.vertices, dtype=np.float32)
+        if self.vertices.ndim != 2 or self.vertices.shape[1] != 3:
+            raise Wav2SemError(MODEL_INVALID, f"template vertices must have shape (V, 3), got {self.vertices.shape}")
+        if self.faces is not None:
+            self.faces = np.ascontiguousarray(self.faces, dtype=np.int32)
+        self.regions = {k: np.asarray(v, dtype=np.int32) for k, v in self.regions.items()}
+        self.landmarks = {k: int(v) for k, v in self.landmarks.items()}
+
+    @property
+    def vertex_count(self) -> int:
+        return int(self.vertices.shape[0])
+
+    def save(self, path: str | Path) -> None:
+        arrays: dict[str, np.ndarray] = {"vertices": self.vertices}
+        if self.faces is not None:
+            arrays["faces"] = self.faces
+        for name, idx in self.regions.items():
+            arrays[f"region_{name}"] = idx
+        names = list(self.landmarks)
+        arrays["landmark_names"] = np.array(names, dtype=np.str_)
+        arrays["landmark_indices"] = np.array([self.landmarks[n] for n in names], dtype=np.int32)
+        np.savez(path, **arrays)
+
+    @classmethod
+    def load(cls, path: str | Path, subject: str | None = None) -> "Template":
+        """Load a template from .npz (ours), .npy (V,3), .obj, .ply (ASCII) or templates.pkl.
+
+        For a reference `templates.pkl` (subject -> (V,3) array) give `subject`, or the
+        first subject is used. The pickle is read with a restricted unpickler.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise Wav2SemError(MODEL_NOT_FOUND, f"Template file not found: {path}.")
+        suffix = path.suffix.lower()
+        try:
+            if suffix == ".npz":
+                return cls._from_npz(path)
+            if suffix == ".npy":
+                return cls(np.load(path, allow_pickle=False).reshape(-1, 3))
+            if suffix == ".obj":
+                return cls(*_read_obj(path))
+            if suffix == ".ply":
+                return cls(*_read_ascii_ply(path))
+            if suffix == ".pkl":
+                from .safe_pickle import safe_load
+                table = safe_load(path)
+                if isinstance(table, dict):
+                    if subject is None:
+                        subject = sorted(table)[0]
+                    if subject not in table:
+                        raise Wav2SemError(MODEL_INVALID, f"Subject {subject!r} is not in {path.name}; it has {sorted(table)}.")
+                    return cls(np.asarray(table[subject]).reshape(-1, 3))
+                return cls(np.asarray(table).reshape(-1, 3))
+        except Wav2SemError:
+            raise
+        except Exception as exc:  # corrupt or foreign file
+            raise Wav2SemError(MODEL_INVALID, f"Could not read template {path.name}: {exc}.") from exc
+        raise Wav2SemError(MODEL_INVALID, f"Unsupported template format {suffix!r}; use .npz, .npy, .obj, .ply or .pkl.")
+
+    @classmethod
+    def _from_npz(cls, path: Path) -> "Template":
+        with np.load(path, allow_pickle=False) as data:
+            if "vertices" not in data:
+                raise Wav2SemError(MODEL_INVALID, f"{path.name} has no 'vertices' array.")
+            regions = {k[len("region_"):]: data[k] for k in data.files if k.startswith("region_")}
+            landmarks = {}
+            if "landmark_names" in data:
+                landmarks = dict(zip(data["landmark_names"].tolist(), data["landmark_indices"].tolist()))
+            faces = data["faces"] if "faces" in data else None
+            return cls(data["vertices"], faces, regions, landmarks)
+
+
+def _read_obj(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    verts, faces = [], []
+    for line in path.read_text(errors="replace").splitlines():
+        parts = line.split()
+        if not parts:
+            continue
+        if parts[0] == "v":
+            verts.append([float(x) for x in parts[1:4]])
+        elif parts[0] == "f":
+            idx = [int(p.split("/")[0]) - 1 for p in parts[1:]]
+            faces.extend([idx[0], idx[i], idx[i + 1]] for i in range(1, len(idx) - 1))
+    return np.array(verts, dtype=np.float32), (np.array(faces, dtype=np.int32) if faces else None)
+
+
+def _read_ascii_ply(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    lines = path.read_text(errors="replace").splitlines()
+    n_vert = n_face = 0
+    header_end = 0
+    for i, line in enumerate(lines):
+        if line.startswith("format") and "ascii" not in line:
+            raise ValueError("only ASCII .ply is supported")
+        if line.startswith("element vertex"):
+            n_vert = int(line.split()[-1])
+        elif line.startswith("element face"):
+            n_face = int(line.split()[-1])
+        elif line.strip() == "end_header":
+            header_end = i + 1
+            break
+    verts = np.array([[float(x) for x in lines[header_end + i].split()[:3]] for i in range(n_vert)], dtype=np.float32)
+    faces = []
+    for i in range(n_face):
+        idx = [int(x) for x in lines[header_end + n_vert + i].split()]
+        poly = idx[1:1 + idx[0]]
+        faces.extend([poly[0], poly[j], poly[j + 1]] for j in range(1, len(poly) - 1))
+    return verts, (np.array(faces, dtype=np.int32) if faces else None)
