@@ -1,0 +1,65 @@
+"""Reading speech: any file libsndfile reads (wav, flac, ogg, mp3), any rate and channel
+count -> mono float32 at 16 kHz, plus the normalisation the speech encoder expects."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from .errors import AUDIO_EMPTY, AUDIO_NOT_FOUND, AUDIO_TOO_SHORT, AUDIO_UNREADABLE, Wav2SemError
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16_000          # Hz, what every speech encoder here expects
+MIN_DURATION_S = 0.1          # shorter clips cannot yield a single motion frame reliably
+SILENCE_PEAK = 1e-4           # peak amplitude (full scale = 1) below which a clip counts as silent
+
+
+def load_audio(path: str | Path) -> np.ndarray:
+    """Read `path` as mono float32 at 16 kHz, shape (S,). Raises Wav2SemError with one clear
+    sentence for missing, empty, unreadable or too-short input. Blocks; any thread."""
+    import soundfile as sf
+    import soxr
+
+    path = Path(path)
+    if not path.exists():
+        raise Wav2SemError(AUDIO_NOT_FOUND, f"Audio file not found: {path}. Check the path or the sound strip's file.")
+    if path.is_dir():
+        raise Wav2SemError(AUDIO_NOT_FOUND, f"{path} is a folder, not an audio file.")
+    if path.stat().st_size == 0:
+        raise Wav2SemError(AUDIO_EMPTY, f"Audio file {path.name} is empty (0 bytes).")
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)   # (S, C)
+    except Exception as exc:  # libsndfile raises its own error types; all mean "cannot read"
+        raise Wav2SemError(
+            AUDIO_UNREADABLE,
+            f"Cannot read {path.name} as audio ({exc}). Use a WAV, FLAC, OGG or MP3 file.",
+        ) from exc
+    if data.shape[0] == 0:
+        raise Wav2SemError(AUDIO_EMPTY, f"Audio file {path.name} contains no samples.")
+    duration = data.shape[0] / rate
+    if duration < MIN_DURATION_S:
+        raise Wav2SemError(
+            AUDIO_TOO_SHORT,
+            f"Audio file {path.name} is {duration:.3f} s long; at least {MIN_DURATION_S} s of speech is needed.",
+        )
+    if not np.isfinite(data).all():
+        raise Wav2SemError(AUDIO_UNREADABLE, f"Audio file {path.name} contains invalid (NaN or infinite) samples.")
+    mono = data.mean(axis=1)
+    if rate != SAMPLE_RATE:
+        mono = soxr.resample(mono, rate, SAMPLE_RATE, quality="HQ")
+    return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+def is_silent(waveform: np.ndarray) -> bool:
+    return waveform.size == 0 or float(np.max(np.abs(waveform))) < SILENCE_PEAK
+
+
+def normalize(waveform: np.ndarray, feature_extractor=None) -> np.ndarray:
+    """Zero mean / unit variance over the clip, as Wav2Vec2FeatureExtractor(do_normalize=True)
+    does. Uses the bundle's transformers feature extractor when it has one."""
+    if feature_extractor is not None:
+        out = feature_extractor(waveform, sampling_rate=SAMPLE_RATE, return_tensors="np").input_values
+        return np.asarray(out[0], dtype=np.float32)
+    return ((waveform - waveform.mean()) / np.sqrt(waveform.var() + 1e-7)).astype(np.float32)

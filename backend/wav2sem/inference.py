@@ -1,0 +1,257 @@
+"""Speech -> per-frame vertex offsets with a loaded bundle.
+
+    model = load_model(bundle_dir, device="auto")
+    offsets = generate(model, load_audio("line.wav"))     # (T, V, 3) float32, template units
+
+Long audio: the speech encoder runs over overlapping windows cross-faded at the seams, the
+Wav2Sem vector is computed per utterance (segmentation.py), and the decoder keeps a
+key/value cache, so memory stays bounded and there is no length limit.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from . import audio as audio_io
+from .bundle import Bundle, load_weights, read_bundle
+from .errors import AUDIO_TOO_SHORT, BAD_REQUEST, DEVICE_UNAVAILABLE, OUT_OF_MEMORY, Cancelled, Wav2SemError
+from .models.encoders import encode_aligned, memory_frame_count
+from .models.faceformer import ALIGN_PAIR, FaceFormer
+from .segmentation import utterance_spans
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[str, float, str], None]      # (stage, fraction 0..1, message)
+CancelFn = Callable[[], bool]                        # True -> stop as soon as possible
+
+ENCODER_WINDOW_S = 20     # s, longest audio the speech encoder sees at once (bounded memory)
+ENCODER_OVERLAP_S = 2     # s, cross-faded overlap between consecutive windows
+
+
+@dataclass
+class LoadedModel:
+    bundle: Bundle
+    net: FaceFormer
+    device: torch.device
+    dtype: torch.dtype
+    feature_extractor: object | None = None
+    key: tuple = field(default=())
+
+    @property
+    def fps(self) -> float:
+        return self.bundle.config.fps
+
+    @property
+    def vertex_count(self) -> int:
+        return self.bundle.template.vertex_count
+
+    @property
+    def subjects(self) -> tuple[str, ...]:
+        return self.bundle.config.subjects
+
+
+@dataclass
+class GenerateResult:
+    offsets: np.ndarray            # (T, V, 3) float32
+    fps: float
+    seconds: float                 # wall time of generate
+    warnings: list[str] = field(default_factory=list)
+
+
+def available_devices() -> list[str]:
+    devices = ["cpu"]
+    if torch.cuda.is_available():
+        devices += [f"cuda:{i} ({torch.cuda.get_device_name(i)})" for i in range(torch.cuda.device_count())]
+    return devices
+
+
+def resolve_device(device: str | None) -> torch.device:
+    device = (device or "auto").lower()
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise Wav2SemError(DEVICE_UNAVAILABLE, "CUDA was requested but no CUDA GPU is available to this backend; use device 'auto' or 'cpu'.")
+        return torch.device(device)
+    if device == "cpu":
+        return torch.device("cpu")
+    raise Wav2SemError(BAD_REQUEST, f"Unknown device {device!r}; use 'auto', 'cpu' or 'cuda'.")
+
+
+def load_model(path: str | Path | None = None, device: str | None = "auto") -> LoadedModel:
+    """Read a bundle and put it on a device (half precision on CUDA). Blocks; any thread."""
+    bundle = read_bundle(path)
+    dev = resolve_device(device)
+    net = load_weights(bundle)
+    dtype = torch.float16 if dev.type == "cuda" else torch.float32
+    net = net.to(dev, dtype=dtype).eval()
+    extractor = None
+    if bundle.has_preprocessor:
+        from transformers import AutoFeatureExtractor
+
+        extractor = AutoFeatureExtractor.from_pretrained(str(bundle.directory), local_files_only=True)
+    return LoadedModel(bundle, net, dev, dtype, extractor, key=(str(bundle.directory.resolve()), str(dev)))
+
+
+def subject_weights(model: LoadedModel, subject) -> torch.Tensor:
+    """Speaking-style weights over the training subjects.
+
+    subject: None (first subject), an index, a name, or a blend {name_or_index: weight, ...}.
+    """
+    names = list(model.subjects)
+    n = len(names)
+
+    def index(key) -> int:
+        if isinstance(key, str) and key in names:
+            return names.index(key)
+        try:
+            i = int(key)
+        except (TypeError, ValueError):
+            raise Wav2SemError(BAD_REQUEST, f"Unknown subject {key!r}; this model has {names}.") from None
+        if not 0 <= i < n:
+            raise Wav2SemError(BAD_REQUEST, f"Subject index {i} is out of range; this model has {n} subjects (0..{n - 1}).")
+        return i
+
+    weights = torch.zeros(n)
+    if subject is None:
+        weights[0] = 1.0
+    elif isinstance(subject, dict):
+        for key, w in subject.items():
+            weights[index(key)] += float(w)
+        if float(weights.sum()) <= 0:
+            raise Wav2SemError(BAD_REQUEST, "Subject blend weights must add up to more than 0.")
+        weights /= weights.sum()
+    else:
+        weights[index(subject)] = 1.0
+    return weights
+
+
+def generate(
+    model: LoadedModel,
+    waveform: np.ndarray,
+    subject=None,
+    semantic: bool = True,
+    progress: ProgressFn | None = None,
+    should_cancel: CancelFn | None = None,
+) -> GenerateResult:
+    """Animate 16 kHz mono speech (S,) float32. Returns offsets (T, V, 3) from the template at
+    the model fps. Blocks; call from a worker thread. `should_cancel` is polled between
+    windows and frames; when it returns True, `Cancelled` is raised."""
+    started = time.perf_counter()
+    report = progress or (lambda stage, fraction, message: None)
+    cancelled = should_cancel or (lambda: False)
+    net, cfg = model.net, model.bundle.config
+    alignment = cfg.decoder.alignment
+    warnings: list[str] = []
+    weights = subject_weights(model, subject)
+
+    n_memory = memory_frame_count(net.audio_encoder, waveform.shape[0], cfg.fps, alignment)
+    n_frames = n_memory // 2 if alignment == ALIGN_PAIR else n_memory
+    if n_frames < 1:
+        raise Wav2SemError(AUDIO_TOO_SHORT, "The audio is too short to produce a single animation frame.")
+    if audio_io.is_silent(waveform):
+        # The network is not guaranteed to rest on digital silence; a silent clip is a face at rest.
+        warnings.append("The audio is silent; the face stays at rest.")
+        log.warning(warnings[-1])
+        return GenerateResult(np.zeros((n_frames, model.vertex_count, 3), np.float32), cfg.fps,
+                              time.perf_counter() - started, warnings)
+    use_semantic = semantic and net.has_semantic
+    if semantic and not net.has_semantic:
+        warnings.append("This model has no Wav2Sem module; generated without it.")
+
+    try:
+        with torch.inference_mode():
+            normalized = audio_io.normalize(waveform, model.feature_extractor)
+            wav = torch.from_numpy(normalized).to(model.device, model.dtype).unsqueeze(0)   # (1, S)
+            hidden = _encode_windows(net, wav, cfg.fps, alignment, n_memory, report, cancelled)  # (1, M, H)
+            if use_semantic:
+                hidden = hidden + _semantic_per_frame(net, wav, n_memory, report, cancelled)
+            memory = net.audio_feature_map(hidden)                                     # (1, M, d)
+            style = net.style_embedding(weights.to(model.device))
+            step = max(1, n_frames // 100)
+
+            def on_frame(t: int) -> None:
+                if cancelled():
+                    raise Cancelled()
+                if t % step == 0 or t == n_frames - 1:
+                    report("decode", (t + 1) / n_frames, f"frame {t + 1}/{n_frames}")
+
+            offsets = net.decode(memory, style, n_frames, on_frame)                    # (1, T, V*3)
+    except torch.cuda.OutOfMemoryError as exc:
+        raise Wav2SemError(OUT_OF_MEMORY, "The GPU ran out of memory; use device 'cpu' or free GPU memory.") from exc
+    except MemoryError as exc:
+        raise Wav2SemError(OUT_OF_MEMORY, "The backend ran out of memory; try a shorter clip.") from exc
+    result = offsets.float().cpu().numpy().reshape(n_frames, model.vertex_count, 3)
+    return GenerateResult(np.ascontiguousarray(result, np.float32), cfg.fps, time.perf_counter() - started, warnings)
+
+
+def _encode_windows(net, wav, fps, alignment, n_memory, report, cancelled) -> torch.Tensor:
+    """Speech features for the whole clip from overlapping windows, linearly cross-faded.
+
+    Windows start on whole seconds, so a window's first memory frame is start_s * rate
+    exactly (rate = fps, or 50 Hz for pair alignment). A clip up to ENCODER_WINDOW_S is one
+    window, i.e. exactly the reference computation.
+    """
+    sr = audio_io.SAMPLE_RATE
+    rate = 2 * fps if alignment == ALIGN_PAIR else fps
+    total_s = wav.shape[1] / sr
+    hop_s = ENCODER_WINDOW_S - ENCODER_OVERLAP_S
+    starts = [0] if total_s <= ENCODER_WINDOW_S else list(range(0, int(np.ceil(total_s - ENCODER_OVERLAP_S)), hop_s))
+    fade = int(round(ENCODER_OVERLAP_S * rate))
+    out = None
+    weight_sum = torch.zeros(n_memory, device=wav.device, dtype=torch.float32)
+    for wi, start_s in enumerate(starts):
+        if cancelled():
+            raise Cancelled()
+        report("encode", wi / len(starts), f"speech window {wi + 1}/{len(starts)}")
+        chunk = wav[:, start_s * sr : (start_s + ENCODER_WINDOW_S) * sr]
+        features = encode_aligned(net.audio_encoder, chunk, fps, alignment)[0]         # (m, H)
+        first = int(round(start_s * rate))
+        m = min(features.shape[0], n_memory - first)
+        if m <= 0:
+            continue
+        if out is None:
+            out = torch.zeros(n_memory, features.shape[1], device=wav.device, dtype=torch.float32)
+        w = torch.ones(m, device=wav.device)
+        if wi > 0:                                    # fade in over the overlap
+            k = min(fade, m)
+            w[:k] = torch.linspace(0, 1, k + 2, device=wav.device)[1:-1]
+        if wi < len(starts) - 1:                      # fade out over the overlap
+            k = min(fade, m)
+            w[m - k :] = torch.minimum(w[m - k :], torch.linspace(1, 0, k + 2, device=wav.device)[1:-1])
+        out[first : first + m] += features[:m].float() * w.unsqueeze(1)
+        weight_sum[first : first + m] += w
+    assert out is not None
+    covered = weight_sum > 0
+    out[covered] /= weight_sum[covered].unsqueeze(1)
+    if not bool(covered.all()):                       # rounding at the very end: hold the last frame
+        last = int(covered.nonzero().max())
+        out[last + 1 :] = out[last]
+    report("encode", 1.0, "speech features done")
+    return out.to(wav.dtype).unsqueeze(0)
+
+
+def _semantic_per_frame(net, wav, n_memory, report, cancelled) -> torch.Tensor:
+    """(1, M, H) Wav2Sem vectors (after the fusion layer), one per utterance, spread over its frames."""
+    sr = audio_io.SAMPLE_RATE
+    spans = utterance_spans(wav[0].float().cpu().numpy(), sr)
+    per_frame = None
+    total = wav.shape[1]
+    for si, (a, b) in enumerate(spans):
+        if cancelled():
+            raise Cancelled()
+        report("encode", si / len(spans), f"semantic vector {si + 1}/{len(spans)}")
+        vector = net.semantic_vector(wav[:, a:b])[0]                                   # (H,)
+        if per_frame is None:
+            per_frame = torch.zeros(n_memory, vector.shape[0], device=wav.device, dtype=vector.dtype)
+        first = int(round(a / total * n_memory))
+        last = n_memory if b >= total else int(round(b / total * n_memory))
+        per_frame[first:last] = vector
+    assert per_frame is not None
+    return per_frame.unsqueeze(0)

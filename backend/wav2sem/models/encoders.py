@@ -1,0 +1,113 @@
+"""Speech encoders: transformers audio models built offline from a config or a local folder,
+and their frame-rate alignment to the motion frame rate as FaceFormer does it.
+
+An encoder "spec" is what a bundle's config.json stores: {"type": "wav2vec2"|"hubert"|"wavlm",
+"config": <the transformers config as a dict>}. Weights come from the bundle's safetensors.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import MODEL_INVALID, MODEL_NOT_FOUND, Wav2SemError
+
+CONV_FEATURE_RATE = 50  # Hz: wav2vec 2.0 / HuBERT / WavLM conv features at 16 kHz (stride 320)
+
+
+def _classes(kind: str):
+    from transformers import (HubertConfig, HubertModel, Wav2Vec2Config, Wav2Vec2Model, WavLMConfig,
+                              WavLMModel)
+
+    table = {
+        "wav2vec2": (Wav2Vec2Config, Wav2Vec2Model),
+        "hubert": (HubertConfig, HubertModel),
+        "wavlm": (WavLMConfig, WavLMModel),
+    }
+    if kind not in table:
+        raise Wav2SemError(MODEL_INVALID, f"Unknown speech encoder type {kind!r}; expected one of {sorted(table)}.")
+    return table[kind]
+
+
+def build_encoder(spec: dict) -> nn.Module:
+    """A transformers audio encoder with random weights from a spec (weights are loaded after)."""
+    config_cls, model_cls = _classes(spec["type"])
+    config = config_cls(**spec["config"])
+    model = model_cls(config)
+    return model.eval()
+
+
+def encoder_spec_from_directory(directory: str | Path) -> dict:
+    """Read a local Hugging Face-format encoder folder's config.json into a spec (offline)."""
+    directory = Path(directory)
+    config_path = directory / "config.json"
+    if not config_path.is_file():
+        raise Wav2SemError(MODEL_NOT_FOUND, f"No config.json in speech-encoder folder {directory}; give a local Hugging Face-format folder.")
+    config = json.loads(config_path.read_text())
+    kind = {"wav2vec2": "wav2vec2", "hubert": "hubert", "wavlm": "wavlm"}.get(config.get("model_type", ""))
+    if kind is None:
+        raise Wav2SemError(MODEL_INVALID, f"{config_path} describes a {config.get('model_type')!r} model; wav2vec2, hubert or wavlm is needed.")
+    config_cls, _ = _classes(kind)
+    return {"type": kind, "config": _config_to_dict(config_cls.from_pretrained(directory, local_files_only=True))}
+
+
+def load_pretrained_encoder(directory: str | Path) -> tuple[nn.Module, dict]:
+    """Load encoder weights from a local Hugging Face folder (never the network)."""
+    spec = encoder_spec_from_directory(directory)
+    _, model_cls = _classes(spec["type"])
+    try:
+        model = model_cls.from_pretrained(directory, local_files_only=True)
+    except OSError as exc:
+        raise Wav2SemError(MODEL_NOT_FOUND, f"Could not load encoder weights from {directory}: {exc}") from exc
+    return model.eval(), spec
+
+
+def _config_to_dict(config) -> dict:
+    """A transformers config as plain JSON data, minus bookkeeping keys."""
+    data = config.to_dict()
+    for key in ("transformers_version", "architectures", "_name_or_path", "torch_dtype", "dtype"):
+        data.pop(key, None)
+    return data
+
+
+def conv_feature_count(encoder: nn.Module, n_samples: int) -> int:
+    """Number of 50 Hz conv frames the encoder produces for `n_samples` samples."""
+    length = n_samples
+    for kernel, stride in zip(encoder.config.conv_kernel, encoder.config.conv_stride):
+        length = (length - kernel) // stride + 1
+    return max(int(length), 0)
+
+
+def memory_frame_count(encoder: nn.Module, n_samples: int, fps: float, alignment: str) -> int:
+    """Length of the aligned feature sequence (the decoder memory) for a clip."""
+    n = conv_feature_count(encoder, n_samples)
+    if alignment == "pair":
+        return n - n % 2
+    return int(n / CONV_FEATURE_RATE * fps)
+
+
+def encode_aligned(encoder: nn.Module, waveform: torch.Tensor, fps: float, alignment: str) -> torch.Tensor:
+    """Frame-level speech features at the decoder's memory rate.
+
+    waveform: (1, S) normalised 16 kHz audio. Conv features (50 Hz) are aligned before the
+    feature projection and transformer, as FaceFormer does:
+      interpolate: linear, align_corners=True, to int(N / 50 * fps) frames (VOCASET, 30 fps);
+      pair: an odd last feature is dropped; frame i <-> features 2i, 2i+1 (BIWI, 25 fps).
+    Returns (1, M, hidden).
+    """
+    features = encoder.feature_extractor(waveform)                          # (1, C, N)
+    n = features.shape[-1]
+    if alignment == "pair":
+        features = features[..., : n - n % 2]
+    else:
+        size = max(int(n / CONV_FEATURE_RATE * fps), 1)
+        features = F.interpolate(features, size=size, mode="linear", align_corners=True)
+    features = features.transpose(1, 2)                                     # (1, M, C)
+    projected = encoder.feature_projection(features)
+    if isinstance(projected, tuple):  # wav2vec2 / wavlm return (hidden, normed conv features)
+        projected = projected[0]
+    out = encoder.encoder(projected)
+    return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]

@@ -1,0 +1,245 @@
+"""FaceFormer (CVPR 2022) with the Wav2Sem semantic fusion, in the reference parameter names.
+
+Top-level attribute names match the official `vocaset.pth` / `biwi.pth` state dicts
+(`audio_encoder`, `audio_feature_map`, `vertice_map`, `PPE`, `transformer_decoder`,
+`vertice_map_r`, `obj_vector`), so those load strictly. The optional Wav2Sem parts are
+`semantic_encoder` (a Wav2Vec2Model) and `semantic_fusion` (the Linear layer the reference
+calls `bert_feature_map`).
+
+Two autoregressive decoders live here:
+- `decode` (used for inference): keys/values cached per layer, O(T) work per frame, any length;
+- `decode_reference`: the reference's full-prefix loop, kept only as the test oracle.
+Because the decoder is causal and post-LN, both give the same frames.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .encoders import build_encoder
+
+ALIGN_INTERPOLATE = "interpolate"  # VOCASET: conv features linearly resampled to the motion fps
+ALIGN_PAIR = "pair"                # BIWI: motion frame i <-> conv features 2i and 2i+1
+REFERENCE_MAX_FRAMES = 600         # the reference builds its PPE table for 600 frames
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    vertex_count: int
+    n_subjects: int
+    feature_dim: int = 64
+    period: int = 30
+    n_heads: int = 4
+    n_layers: int = 1
+    ff_dim: int | None = None  # default 2 * feature_dim, as in the reference
+    alignment: str = ALIGN_INTERPOLATE
+
+
+def alibi_slopes(n_heads: int) -> list[float]:
+    """Per-head slopes of the ALiBi bias (geometric; 4 heads -> 1/4, 1/16, 1/64, 1/256)."""
+
+    def power_of_two(n: int) -> list[float]:
+        start = 2.0 ** (-(2.0 ** -(math.log2(n) - 3)))
+        return [start * start**i for i in range(n)]
+
+    if math.log2(n_heads).is_integer():
+        return power_of_two(n_heads)
+    closest = 2 ** math.floor(math.log2(n_heads))
+    return power_of_two(closest) + alibi_slopes(2 * closest)[0::2][: n_heads - closest]
+
+
+def temporal_bias(n_heads: int, period: int, query_positions: torch.Tensor, key_count: int) -> torch.Tensor:
+    """Causal periodic ALiBi bias, shape (H, Q, K): -floor((i - j) / period) * slope, -inf for j > i.
+
+    Computed for any length (the reference precomputes a 600 x 600 table).
+    """
+    slopes = torch.tensor(alibi_slopes(n_heads), dtype=torch.float32, device=query_positions.device)
+    i = query_positions.view(-1, 1).float()                               # (Q, 1)
+    j = torch.arange(key_count, device=query_positions.device).view(1, -1).float()  # (1, K)
+    distance = torch.floor((i - j) / period)                               # (Q, K)
+    bias = -distance.unsqueeze(0) * slopes.view(-1, 1, 1)                  # (H, Q, K)
+    return bias.masked_fill((j > i).unsqueeze(0), float("-inf"))
+
+
+def aligned_memory_indices(frame: int, alignment: str) -> list[int]:
+    """Audio-memory positions motion frame `frame` may attend to."""
+    if alignment == ALIGN_PAIR:
+        return [2 * frame, 2 * frame + 1]
+    return [frame]
+
+
+def alignment_mask(n_frames: int, n_memory: int, alignment: str, device=None) -> torch.Tensor:
+    """Bool (T, S) mask for the cross-attention, True = not allowed (as in the reference)."""
+    mask = torch.ones(n_frames, n_memory, dtype=torch.bool, device=device)
+    for t in range(n_frames):
+        for s in aligned_memory_indices(t, alignment):
+            if s < n_memory:
+                mask[t, s] = False
+    return mask
+
+
+class PeriodicPositionalEncoding(nn.Module):
+    """Sinusoids of length `period`, repeated. Buffer `pe` has the reference shape
+    (1, period * (600 // period + 1), d); positions past it wrap around (the table is periodic)."""
+
+    def __init__(self, d_model: int, period: int, max_seq_len: int = REFERENCE_MAX_FRAMES):
+        super().__init__()
+        self.period = period
+        position = torch.arange(period, dtype=torch.float32).unsqueeze(1)             # (P, 1)
+        div_term = torch.exp(torch.arange(0, d_model, 2).float() * (-math.log(10000.0) / d_model))
+        pe = torch.zeros(period, d_model)
+        pe[:, 0::2] = torch.sin(position * div_term)
+        pe[:, 1::2] = torch.cos(position * div_term)
+        repeats = max_seq_len // period + 1
+        self.register_buffer("pe", pe.unsqueeze(0).repeat(1, repeats, 1))            # (1, P*R, d)
+
+    def at(self, positions: torch.Tensor) -> torch.Tensor:
+        """Encodings for integer positions, shape (len(positions), d)."""
+        return self.pe[0, positions % self.period]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, L, d)
+        positions = torch.arange(x.shape[1], device=x.device)
+        return x + self.at(positions).unsqueeze(0)
+
+
+class FaceFormer(nn.Module):
+    def __init__(self, config: DecoderConfig, encoder_spec: dict, semantic_spec: dict | None = None):
+        super().__init__()
+        self.config = config
+        d = config.feature_dim
+        self.audio_encoder = build_encoder(encoder_spec)
+        audio_dim = self.audio_encoder.config.hidden_size
+        self.audio_feature_map = nn.Linear(audio_dim, d)
+        self.vertice_map = nn.Linear(config.vertex_count * 3, d)
+        self.PPE = PeriodicPositionalEncoding(d, config.period)
+        layer = nn.TransformerDecoderLayer(
+            d_model=d, nhead=config.n_heads, dim_feedforward=config.ff_dim or 2 * d, batch_first=True
+        )
+        self.transformer_decoder = nn.TransformerDecoder(layer, num_layers=config.n_layers)
+        self.vertice_map_r = nn.Linear(d, config.vertex_count * 3)
+        nn.init.zeros_(self.vertice_map_r.weight)  # as the reference: training starts at the template
+        nn.init.zeros_(self.vertice_map_r.bias)
+        self.obj_vector = nn.Linear(config.n_subjects, d, bias=False)
+        self.semantic_encoder = None
+        self.semantic_fusion = None
+        if semantic_spec is not None:
+            self.semantic_encoder = build_encoder(semantic_spec)
+            self.semantic_fusion = nn.Linear(self.semantic_encoder.config.hidden_size, audio_dim)
+
+    @property
+    def has_semantic(self) -> bool:
+        return self.semantic_encoder is not None
+
+    # ----- conditioning -----------------------------------------------------------------
+    def style_embedding(self, subject_weights: torch.Tensor) -> torch.Tensor:
+        """(n_subjects,) weights (a one-hot, or a blend of two subjects) -> (1, 1, d)."""
+        w = subject_weights.to(self.obj_vector.weight)
+        return self.obj_vector(w.view(1, -1)).unsqueeze(1)
+
+    def semantic_vector(self, waveform: torch.Tensor) -> torch.Tensor:
+        """Wav2Sem sentence vector for one utterance, after the fusion layer: (1, audio_dim).
+
+        The fusion Linear is applied here at inference exactly as in training (the reference
+        release skips it at inference, a train/inference mismatch we do not repeat).
+        """
+        assert self.semantic_encoder is not None and self.semantic_fusion is not None
+        hidden = self.semantic_encoder(waveform).last_hidden_state   # (1, N, H_sem)
+        return self.semantic_fusion(hidden.mean(dim=1))               # (1, H_audio)
+
+    # ----- decoding ---------------------------------------------------------------------
+    def decode(
+        self,
+        memory: torch.Tensor,
+        style: torch.Tensor,
+        n_frames: int,
+        on_frame: Callable[[int], None] | None = None,
+    ) -> torch.Tensor:
+        """Key/value-cached autoregressive decoding.
+
+        memory: (1, S, d) audio features after `audio_feature_map`; style: (1, 1, d).
+        Returns offsets from the template, (1, T, V*3). `on_frame(t)` is called after each
+        frame (progress, cancellation: it may raise).
+        """
+        layers = list(self.transformer_decoder.layers)
+        heads = self.config.n_heads
+        d = self.config.feature_dim
+        head_dim = d // heads
+        # Cross-attention keys/values of the whole memory, once per layer: (1, H, S, hd).
+        memory_kv = []
+        for layer in layers:
+            w, b = layer.multihead_attn.in_proj_weight, layer.multihead_attn.in_proj_bias
+            k = F.linear(memory, w[d : 2 * d], b[d : 2 * d])
+            v = F.linear(memory, w[2 * d :], b[2 * d :])
+            memory_kv.append((_split_heads(k, heads), _split_heads(v, heads)))
+        self_k: list[list[torch.Tensor]] = [[] for _ in layers]
+        self_v: list[list[torch.Tensor]] = [[] for _ in layers]
+        slopes = torch.tensor(alibi_slopes(heads), dtype=memory.dtype, device=memory.device).view(1, heads, 1, 1)
+        outputs = []
+        token = style                                                     # (1, 1, d)
+        for t in range(n_frames):
+            x = token + self.PPE.at(torch.tensor([t], device=memory.device)).unsqueeze(0).to(token.dtype)
+            # bias row for query t over keys 0..t: -floor((t - j) / period) * slope
+            distance = torch.floor((t - torch.arange(t + 1, device=memory.device, dtype=memory.dtype)) / self.config.period)
+            bias = -distance.view(1, 1, 1, -1) * slopes                   # (1, H, 1, t+1)
+            mem_idx = aligned_memory_indices(t, self.config.alignment)
+            for li, layer in enumerate(layers):
+                x = self._cached_layer_step(layer, x, self_k[li], self_v[li], bias, memory_kv[li], mem_idx)
+            offset = self.vertice_map_r(x)                                # (1, 1, V*3)
+            outputs.append(offset)
+            token = self.vertice_map(offset) + style
+            if on_frame is not None:
+                on_frame(t)
+        return torch.cat(outputs, dim=1)
+
+    def _cached_layer_step(self, layer, x, cache_k, cache_v, bias, memory_kv, mem_idx):
+        """One post-LN TransformerDecoderLayer for a single new position. x: (1, 1, d)."""
+        d = self.config.feature_dim
+        heads = self.config.n_heads
+        sa = layer.self_attn
+        q, k, v = F.linear(x, sa.in_proj_weight, sa.in_proj_bias).split(d, dim=-1)
+        cache_k.append(_split_heads(k, heads))
+        cache_v.append(_split_heads(v, heads))
+        keys = torch.cat(cache_k, dim=2)                                  # (1, H, t+1, hd)
+        values = torch.cat(cache_v, dim=2)
+        attn = F.scaled_dot_product_attention(_split_heads(q, heads), keys, values, attn_mask=bias)
+        x = layer.norm1(x + sa.out_proj(_merge_heads(attn)))
+        ca = layer.multihead_attn
+        q = F.linear(x, ca.in_proj_weight[:d], ca.in_proj_bias[:d])
+        mem_k, mem_v = memory_kv
+        attn = F.scaled_dot_product_attention(_split_heads(q, heads), mem_k[:, :, mem_idx], mem_v[:, :, mem_idx])
+        x = layer.norm2(x + ca.out_proj(_merge_heads(attn)))
+        return layer.norm3(x + layer.linear2(layer.activation(layer.linear1(x))))
+
+    def decode_reference(self, memory: torch.Tensor, style: torch.Tensor, n_frames: int) -> torch.Tensor:
+        """The reference inference loop (re-runs the decoder over the whole prefix for every
+        frame, O(T^2) per frame). Test oracle only; returns (1, T, V*3) offsets."""
+        heads, period = self.config.n_heads, self.config.period
+        emb = style
+        out = None
+        for t in range(n_frames):
+            length = emb.shape[1]
+            decoder_input = self.PPE(emb)
+            tgt_mask = temporal_bias(heads, period, torch.arange(length, device=memory.device), length)
+            memory_mask = alignment_mask(length, memory.shape[1], self.config.alignment, memory.device)
+            out = self.transformer_decoder(decoder_input, memory, tgt_mask=tgt_mask, memory_mask=memory_mask)
+            out = self.vertice_map_r(out)                                  # (1, L, V*3)
+            emb = torch.cat([emb, self.vertice_map(out[:, -1:, :]) + style], dim=1)
+        assert out is not None
+        return out
+
+
+def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """(1, L, d) -> (1, H, L, d / H)"""
+    b, length, d = x.shape
+    return x.view(b, length, heads, d // heads).transpose(1, 2)
+
+
+def _merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """(1, H, L, hd) -> (1, L, H * hd)"""
+    b, h, length, hd = x.shape
+    return x.transpose(1, 2).reshape(b, length, h * hd)
