@@ -1,0 +1,244 @@
+"""`wav2sem serve`: the JSON-lines backend the add-on talks to (protocol in docs/DESIGN.md).
+
+Threads: the main thread reads stdin and answers `cancel`/`shutdown` at once; one worker
+thread runs every other request in order, so models load once and stay loaded. Protocol
+lines go to the original stdout only; file descriptor 1 is pointed at stderr so stray
+prints from libraries can never corrupt the protocol.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import queue
+import shutil
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from . import PROTOCOL_VERSION, __version__
+from .errors import BAD_REQUEST, INTERNAL, Cancelled, Wav2SemError
+
+log = logging.getLogger(__name__)
+
+PROGRESS_MIN_INTERVAL_S = 0.2   # at most ~5 progress events a second per request...
+PROGRESS_MIN_STEP = 0.05        # ...unless the fraction moved this much or the stage changed
+WORKER_OPS = ("hello", "model_info", "generate")
+
+
+@dataclass
+class Job:
+    id: Any
+    op: str
+    params: dict
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+
+class Server:
+    """Handles parsed requests; `out` receives protocol lines. Thread-safe writes."""
+
+    def __init__(self, out: IO[str], default_model: str | None = None, default_device: str = "auto"):
+        self.out = out
+        self.default_model = default_model
+        self.default_device = default_device
+        self.workdir = Path(tempfile.mkdtemp(prefix="wav2sem-serve-"))
+        self._write_lock = threading.Lock()
+        self._jobs: "queue.Queue[Job | None]" = queue.Queue()
+        self._pending: dict[Any, Job] = {}
+        self._pending_lock = threading.Lock()
+        self._models: dict[tuple, Any] = {}
+        self._worker = threading.Thread(target=self._work, name="wav2sem-worker", daemon=True)
+        self._worker.start()
+
+    # ----- output ---------------------------------------------------------------------
+    def send(self, message: dict) -> None:
+        line = json.dumps(message, separators=(",", ":")) + "\n"
+        with self._write_lock:
+            self.out.write(line)
+            self.out.flush()
+
+    def send_error(self, request_id, code: str, message: str, tb: str | None = None) -> None:
+        error = {"code": code, "message": message}
+        if tb:
+            error["traceback"] = tb
+        self.send({"id": request_id, "type": "error", "error": error})
+
+    # ----- input (main thread) --------------------------------------------------------
+    def handle_line(self, line: str) -> bool:
+        """Parse and dispatch one line. Returns False when the server should stop."""
+        if not line.strip():
+            return True
+        try:
+            request = json.loads(line)
+        except json.JSONDecodeError as exc:
+            self.send_error(None, BAD_REQUEST, f"Request is not valid JSON: {exc}.")
+            return True
+        if not isinstance(request, dict) or not isinstance(request.get("op"), str):
+            self.send_error(request.get("id") if isinstance(request, dict) else None, BAD_REQUEST,
+                            'A request must be a JSON object with "id", "op" and optional "params".')
+            return True
+        request_id, op, params = request.get("id"), request["op"], request.get("params") or {}
+        if not isinstance(params, dict):
+            self.send_error(request_id, BAD_REQUEST, '"params" must be a JSON object.')
+            return True
+        if op == "cancel":
+            self._cancel(request_id, params.get("target"))
+        elif op == "shutdown":
+            self.send({"id": request_id, "type": "result", "data": {}})
+            return False
+        elif op in WORKER_OPS:
+            job = Job(request_id, op, params)
+            with self._pending_lock:
+                self._pending[request_id] = job
+            self._jobs.put(job)
+        else:
+            self.send_error(request_id, BAD_REQUEST, f"Unknown op {op!r}; expected one of hello, model_info, generate, cancel, shutdown.")
+        return True
+
+    def _cancel(self, request_id, target) -> None:
+        with self._pending_lock:
+            job = self._pending.get(target)
+        if job is not None:
+            job.cancel.set()
+        self.send({"id": request_id, "type": "result", "data": {"target": target, "found": job is not None}})
+
+    def stop(self) -> None:
+        """Cancel everything, wait for the worker, remove temporary files. Main thread."""
+        with self._pending_lock:
+            for job in self._pending.values():
+                job.cancel.set()
+        self._jobs.put(None)
+        self._worker.join(timeout=30)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    # ----- worker thread --------------------------------------------------------------
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            try:
+                if job.cancel.is_set():
+                    raise Cancelled()
+                data = getattr(self, f"_op_{job.op}")(job)
+                self.send({"id": job.id, "type": "result", "data": data})
+            except Wav2SemError as exc:
+                self.send_error(job.id, exc.code, exc.message)
+            except Exception as exc:  # keep serving after anything; the add-on shows the message
+                log.exception("request %r failed", job.id)
+                self.send_error(job.id, INTERNAL, f"Internal error in the backend: {exc!r}", traceback.format_exc())
+            finally:
+                with self._pending_lock:
+                    self._pending.pop(job.id, None)
+
+    def _model(self, job: Job, progress=None):
+        from .bundle import resolve_bundle_dir
+        from .inference import load_model, resolve_device
+
+        path = resolve_bundle_dir(job.params.get("model") or self.default_model)
+        device = resolve_device(job.params.get("device") or self.default_device)
+        key = (str(path.resolve()), str(device))
+        if key not in self._models:
+            if progress:
+                progress("load", 0.0, f"loading model {path.name}")
+            self._models[key] = load_model(path, str(device))
+            if progress:
+                progress("load", 1.0, "model loaded")
+        return self._models[key]
+
+    def _op_hello(self, job: Job) -> dict:
+        import torch
+
+        from .inference import available_devices
+
+        return {"protocol": PROTOCOL_VERSION, "version": __version__, "torch": torch.__version__,
+                "devices": available_devices(), "python": sys.version.split()[0]}
+
+    def _op_model_info(self, job: Job) -> dict:
+        model = self._model(job)
+        bundle = model.bundle
+        folder = self.workdir / f"model-{abs(hash(model.key)):x}"
+        if not folder.is_dir():
+            folder.mkdir(parents=True)
+            np.save(folder / "template.npy", bundle.template.vertices)
+            if bundle.template.faces is not None:
+                np.save(folder / "faces.npy", bundle.template.faces)
+            for name, idx in bundle.template.regions.items():
+                np.save(folder / f"region_{name}.npy", idx)
+        faces = folder / "faces.npy"
+        return {
+            "name": bundle.config.name, "fps": bundle.config.fps, "vertex_count": model.vertex_count,
+            "template": str(folder / "template.npy"), "faces": str(faces) if faces.is_file() else None,
+            "subjects": list(bundle.config.subjects), "semantic": model.net.has_semantic,
+            "regions": {name: str(folder / f"region_{name}.npy") for name in bundle.template.regions},
+            "landmarks": bundle.template.landmarks, "directory": str(bundle.directory),
+            "description": bundle.config.description,
+        }
+
+    def _op_generate(self, job: Job) -> dict:
+        from .audio import load_audio
+        from .inference import generate
+        from .outputs import check_output_path, save_npy_atomic
+
+        params = job.params
+        if not isinstance(params.get("audio"), str):
+            raise Wav2SemError(BAD_REQUEST, 'generate needs "audio": the path of a sound file.')
+        semantic = params.get("semantic", True)
+        if not isinstance(semantic, bool):
+            raise Wav2SemError(BAD_REQUEST, '"semantic" must be true or false.')
+        output = Path(params["output"]) if params.get("output") else self.workdir / f"offsets-{_safe_name(job.id)}.npy"
+        check_output_path(output)
+        progress = self._progress_sender(job.id)
+        model = self._model(job, progress)
+        waveform = load_audio(params["audio"])
+        result = generate(model, waveform, subject=params.get("subject"), semantic=semantic,
+                          progress=progress, should_cancel=job.cancel.is_set)
+        save_npy_atomic(output, result.offsets)
+        return {"offsets": str(output), "frames": int(result.offsets.shape[0]), "fps": result.fps,
+                "vertex_count": int(result.offsets.shape[1]), "model": model.bundle.config.name,
+                "seconds": round(result.seconds, 4), "warnings": result.warnings}
+
+    def _progress_sender(self, request_id):
+        last = {"stage": None, "fraction": -1.0, "time": 0.0}
+
+        def progress(stage: str, fraction: float, message: str) -> None:
+            now = time.monotonic()
+            if (stage != last["stage"] or fraction >= 1.0 or fraction - last["fraction"] >= PROGRESS_MIN_STEP
+                    or now - last["time"] >= PROGRESS_MIN_INTERVAL_S):
+                last.update(stage=stage, fraction=fraction, time=now)
+                self.send({"id": request_id, "type": "progress", "stage": stage,
+                           "fraction": round(float(fraction), 4), "message": message})
+
+        return progress
+
+
+def _safe_name(value) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in str(value))[:64] or "request"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", help="default model bundle folder (else $WAV2SEM_MODEL, else the embedded default)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default device")
+
+
+def run(args: argparse.Namespace) -> int:
+    # Keep the real stdout for protocol lines; everything else that writes to fd 1 goes to stderr.
+    protocol_out = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8", buffering=1)
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    sys.stdout = sys.stderr
+    server = Server(protocol_out, args.model, args.device)
+    log.info("wav2sem %s serving on stdin/stdout (protocol %d)", __version__, PROTOCOL_VERSION)
+    try:
+        for line in sys.stdin:
+            if not server.handle_line(line):
+                break
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    return 0
