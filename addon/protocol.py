@@ -1,0 +1,185 @@
+"""Messages of the add-on <-> `wav2sem serve` protocol (docs/DESIGN.md), without bpy.
+
+One JSON object per line, UTF-8. Requests go to the backend's stdin; events come back on
+its stdout. Big arrays travel as .npy paths. Everything here is pure data: frozen
+dataclasses with `to_dict`/`from_dict`, plus line framing that any thread may call.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+PROTOCOL_VERSION = 1
+
+# Error codes the backend sends (DESIGN.md), plus the add-on's own for process failures.
+BAD_REQUEST = "BAD_REQUEST"
+CANCELLED = "CANCELLED"
+INTERNAL = "INTERNAL"
+BACKEND_DIED = "BACKEND_DIED"          # add-on side: the process ended mid-request
+BACKEND_TIMEOUT = "BACKEND_TIMEOUT"    # add-on side: no answer in time
+PROTOCOL_MISMATCH = "PROTOCOL_MISMATCH"
+
+
+class ProtocolError(ValueError):
+    """A line from the backend that is not a valid protocol event."""
+
+
+@dataclass(frozen=True)
+class Request:
+    id: int
+    op: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "op": self.op, "params": dict(self.params)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Request":
+        return cls(int(data["id"]), str(data["op"]), dict(data.get("params") or {}))
+
+
+@dataclass(frozen=True)
+class Progress:
+    id: int | None
+    stage: str
+    fraction: float
+    message: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "type": "progress", "stage": self.stage,
+                "fraction": self.fraction, "message": self.message}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Progress":
+        fraction = min(1.0, max(0.0, float(data.get("fraction", 0.0))))
+        return cls(data.get("id"), str(data.get("stage", "")), fraction, str(data.get("message", "")))
+
+
+@dataclass(frozen=True)
+class Result:
+    id: int | None
+    data: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "type": "result", "data": dict(self.data)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Result":
+        payload = data.get("data")
+        if not isinstance(payload, dict):
+            raise ProtocolError("result event without a 'data' object")
+        return cls(data.get("id"), payload)
+
+
+@dataclass(frozen=True)
+class Error:
+    id: int | None
+    code: str
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "type": "error", "error": {"code": self.code, "message": self.message}}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Error":
+        err = data.get("error")
+        if not isinstance(err, dict):
+            raise ProtocolError("error event without an 'error' object")
+        return cls(data.get("id"), str(err.get("code", INTERNAL)), str(err.get("message", "")))
+
+
+@dataclass(frozen=True)
+class Exited:
+    """Not on the wire: the client's reader saw the backend's stdout close."""
+    returncode: int | None
+    stderr_tail: str = ""
+    id: None = None
+
+
+Event = Union[Progress, Result, Error, Exited]
+_EVENT_TYPES: dict[str, Any] = {"progress": Progress, "result": Result, "error": Error}
+
+
+def encode(message: Request | Progress | Result | Error) -> bytes:
+    """One protocol line (UTF-8, newline-terminated)."""
+    return (json.dumps(message.to_dict(), ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+
+
+def decode_event(line: bytes | str) -> Progress | Result | Error:
+    """Parse one line from the backend; raises ProtocolError for anything else."""
+    if isinstance(line, bytes):
+        line = line.decode("utf-8", errors="replace")
+    try:
+        data = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise ProtocolError(f"not JSON: {line[:200]!r}") from exc
+    if not isinstance(data, dict) or data.get("type") not in _EVENT_TYPES:
+        raise ProtocolError(f"not a protocol event: {line[:200]!r}")
+    event: Progress | Result | Error = _EVENT_TYPES[data["type"]].from_dict(data)
+    return event
+
+
+# --- typed results -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Hello:
+    protocol: int
+    version: str
+    torch: str
+    devices: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"protocol": self.protocol, "version": self.version, "torch": self.torch,
+                "devices": list(self.devices)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Hello":
+        return cls(int(data.get("protocol", 0)), str(data.get("version", "?")),
+                   str(data.get("torch", "?")), tuple(str(d) for d in data.get("devices") or ()))
+
+    def summary(self) -> str:
+        return f"wav2sem {self.version}, torch {self.torch}, devices: {', '.join(self.devices) or 'none'}"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    fps: float
+    vertex_count: int
+    template: str                       # path to (V, 3) float32 .npy
+    faces: str | None = None
+    subjects: tuple[str, ...] = ()
+    regions: dict[str, str] = field(default_factory=dict)
+    landmarks: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "fps": self.fps, "vertex_count": self.vertex_count,
+                "template": self.template, "faces": self.faces, "subjects": list(self.subjects),
+                "regions": dict(self.regions), "landmarks": dict(self.landmarks)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelInfo":
+        return cls(str(data["name"]), float(data["fps"]), int(data["vertex_count"]), str(data["template"]),
+                   data.get("faces"), tuple(str(s) for s in data.get("subjects") or ()),
+                   {str(k): str(v) for k, v in (data.get("regions") or {}).items()},
+                   {str(k): int(v) for k, v in (data.get("landmarks") or {}).items()})
+
+
+@dataclass(frozen=True)
+class GenerateResult:
+    offsets: str                        # path to (T, V, 3) float32 .npy, template space
+    frames: int
+    fps: float
+    vertex_count: int
+    model: str = ""
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"offsets": self.offsets, "frames": self.frames, "fps": self.fps,
+                "vertex_count": self.vertex_count, "model": self.model, "seconds": self.seconds}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "GenerateResult":
+        return cls(str(data["offsets"]), int(data["frames"]), float(data["fps"]), int(data["vertex_count"]),
+                   str(data.get("model", "")), float(data.get("seconds", 0.0)))

@@ -1,0 +1,154 @@
+"""A stand-in for `python -m wav2sem serve` that speaks the same JSON-lines protocol
+(docs/DESIGN.md) with a deterministic, low-rank "mouth" motion and no torch.
+
+Used by tests for what the real backend will not do on request: crash mid-generate, be
+slow (so cancel can be tested), ignore a cancel, write junk on stdout, speak another
+protocol version. Run: python tests/fake_backend.py [--crash-after-progress N] [--slow S]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import queue
+import sys
+import tempfile
+import threading
+import time
+import wave
+from pathlib import Path
+
+import numpy as np
+
+FPS = 30.0
+
+
+def make_template(vertex_count: int) -> np.ndarray:
+    """A deterministic blob of points, Y up, in metres (like FLAME)."""
+    rng = np.random.default_rng(7)
+    points = rng.normal(size=(vertex_count, 3)).astype(np.float32)
+    points /= np.linalg.norm(points, axis=1, keepdims=True)
+    return points * np.float32([0.08, 0.11, 0.09])
+
+
+def motion(template: np.ndarray, frames: int, fps: float) -> np.ndarray:
+    """(T, V, 3) offsets: a jaw opening (lower half moves down) and a lip spread (x)."""
+    t = np.arange(frames, dtype=np.float32) / fps
+    jaw = (0.5 + 0.5 * np.sin(2 * math.pi * 3.0 * t)).astype(np.float32)         # (T,)
+    spread = np.sin(2 * math.pi * 1.3 * t).astype(np.float32)
+    lower = (template[:, 1] < 0).astype(np.float32)
+    jaw_field = np.zeros_like(template)
+    jaw_field[:, 1] = -0.01 * lower
+    spread_field = np.zeros_like(template)
+    spread_field[:, 0] = 0.004 * template[:, 0] / 0.08
+    return (jaw[:, None, None] * jaw_field + spread[:, None, None] * spread_field).astype(np.float32)
+
+
+def audio_seconds(path: str) -> float:
+    with wave.open(path, "rb") as wav:
+        return wav.getnframes() / float(wav.getframerate())
+
+
+class Server:
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.workdir = Path(tempfile.mkdtemp(prefix="fake_wav2sem_"))
+        if args.template:
+            self.template = np.load(args.template).astype(np.float32)
+        else:
+            self.template = make_template(args.vertex_count)
+        self.template_path = self.workdir / "template.npy"
+        np.save(self.template_path, self.template)
+        self.requests: queue.Queue[dict | None] = queue.Queue()
+        self.cancelled: set[int] = set()
+        self.lock = threading.Lock()
+
+    def send(self, message: dict) -> None:
+        with self.lock:
+            sys.stdout.write(json.dumps(message) + "\n")
+            sys.stdout.flush()
+
+    def error(self, request_id, code: str, message: str) -> None:
+        self.send({"id": request_id, "type": "error", "error": {"code": code, "message": message}})
+
+    def read_stdin(self) -> None:
+        for line in sys.stdin:
+            try:
+                request = json.loads(line)
+                if not isinstance(request, dict) or "op" not in request:
+                    raise ValueError(line)
+            except ValueError:
+                self.error(None, "BAD_REQUEST", "not a request")
+                continue
+            if request["op"] == "cancel":   # handled at once, even while generating
+                if not self.args.ignore_cancel:
+                    self.cancelled.add(int(request.get("params", {}).get("target", -1)))
+                continue
+            self.requests.put(request)
+        self.requests.put(None)
+
+    def serve(self) -> int:
+        threading.Thread(target=self.read_stdin, daemon=True).start()
+        print("fake backend ready", file=sys.stderr, flush=True)
+        while True:
+            request = self.requests.get()
+            if request is None or request["op"] == "shutdown":
+                return 0
+            rid, op, params = request.get("id"), request["op"], request.get("params") or {}
+            if op == "hello":
+                self.send({"id": rid, "type": "result", "data": {
+                    "protocol": self.args.protocol, "version": "0.0-fake", "torch": "none", "devices": ["cpu"]}})
+            elif op == "model_info":
+                self.send({"id": rid, "type": "result", "data": {
+                    "name": "fake", "fps": FPS, "vertex_count": len(self.template),
+                    "template": str(self.template_path), "faces": None, "subjects": ["A", "B"],
+                    "regions": {}, "landmarks": {}}})
+            elif op == "generate":
+                self.generate(rid, params)
+            else:
+                self.error(rid, "BAD_REQUEST", f"unknown op {op!r}")
+
+    def generate(self, rid: int, params: dict) -> None:
+        audio = str(params.get("audio", ""))
+        if not os.path.isfile(audio):
+            self.error(rid, "AUDIO_NOT_FOUND", f"Audio file not found: {audio}.")
+            return
+        if self.args.junk_stdout:
+            print("this is not a protocol line", flush=True)
+        frames = max(2, int(audio_seconds(audio) * FPS))
+        steps = 5
+        for step in range(steps):
+            if rid in self.cancelled:
+                self.error(rid, "CANCELLED", "Generation was cancelled.")
+                return
+            self.send({"id": rid, "type": "progress", "stage": "decode", "fraction": step / steps,
+                       "message": f"Decoding {step}/{steps}"})
+            if self.args.crash_after_progress is not None and step >= self.args.crash_after_progress:
+                print("Traceback (most recent call last):\nRuntimeError: fake backend crashed on purpose",
+                      file=sys.stderr, flush=True)
+                os._exit(3)
+            time.sleep(self.args.slow / steps)
+        output = params.get("output") or str(self.workdir / f"offsets_{rid}.npy")
+        np.save(output, motion(self.template, frames, FPS))
+        self.send({"id": rid, "type": "result", "data": {
+            "offsets": output, "frames": frames, "fps": FPS, "vertex_count": len(self.template),
+            "model": "fake", "seconds": 0.0}})
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--vertex-count", type=int, default=200)
+    parser.add_argument("--template", help="(V, 3) .npy to use as the template")
+    parser.add_argument("--slow", type=float, default=0.0, help="seconds a generate takes")
+    parser.add_argument("--crash-after-progress", type=int, default=None)
+    parser.add_argument("--ignore-cancel", action="store_true")
+    parser.add_argument("--junk-stdout", action="store_true")
+    parser.add_argument("--protocol", type=int, default=1)
+    # Also accepted so the fake can be launched like the real thing: fake_backend.py serve
+    parser.add_argument("command", nargs="?", default="serve")
+    return Server(parser.parse_args()).serve()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""Template -> mesh mapping, resampling and basis compression."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from wav2sem_lipsync import mapping
+
+
+def rotation_about(axis: str, degrees: float) -> np.ndarray:
+    c, s = math.cos(math.radians(degrees)), math.sin(math.radians(degrees))
+    return {"x": np.array([[1, 0, 0], [0, c, -s], [0, s, c]]),
+            "z": np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])}[axis]
+
+
+@pytest.fixture
+def template():
+    rng = np.random.default_rng(1)
+    return rng.normal(size=(300, 3)).astype(np.float32) * [0.08, 0.11, 0.09]
+
+
+def test_fit_recovers_y_up_to_z_up_in_centimetres(template):
+    # A template imported Y-up into Blender's Z-up world, in centimetres, shifted.
+    rotation = rotation_about("x", 90)
+    mesh = (100.0 * template @ rotation.T + [5.0, -2.0, 160.0]).astype(np.float32)
+    fit = mapping.fit_similarity(template, mesh)
+    assert fit.scale == pytest.approx(100.0, rel=1e-5)
+    np.testing.assert_allclose(fit.rotation, rotation, atol=1e-5)
+    np.testing.assert_allclose(fit.apply(template), mesh, atol=1e-3)
+    assert fit.relative_rms < 1e-5
+    # An offset straight down in template space (-Y) is -Z on the mesh, 100 x longer.
+    offset = np.array([[0.0, -0.01, 0.0]], np.float32)
+    np.testing.assert_allclose(fit.apply_to_offsets(offset), [[0.0, 0.0, -1.0]], atol=1e-5)
+
+
+def test_fit_never_reflects(template):
+    mirrored = template * [-1.0, 1.0, 1.0]
+    fit = mapping.fit_similarity(template, mirrored)
+    assert np.linalg.det(fit.rotation) == pytest.approx(1.0)
+    assert fit.relative_rms > 0.1   # a mirror image is not a similarity: reported as a poor fit
+
+
+def test_vertex_count_mismatch_names_both_counts(template):
+    with pytest.raises(mapping.MappingError, match=r"Head has 299 vertices .* template has 300"):
+        mapping.prepare_take(template, template[:299], np.zeros((3, 300, 3), np.float32), 30, 30,
+                             mesh_name="Head")
+
+
+@pytest.mark.parametrize("fps, fps_base, expected", [(30, 1.0, 30.0), (30, 1.001, 29.97002997), (24, 1.0, 24.0)])
+def test_scene_fps(fps, fps_base, expected):
+    assert mapping.scene_fps(fps, fps_base) == pytest.approx(expected)
+
+
+def test_resample_keeps_time_and_duration():
+    # A ramp at 30 fps: value = time in seconds. Resampled values must still equal time.
+    source = (np.arange(91, dtype=np.float32) / 30.0).reshape(-1, 1, 1)        # 3.0 s
+    for target_fps in (24.0, 25.0, 30.0 / 1.001, 60.0):
+        out = mapping.resample(source, 30.0, target_fps)
+        times = np.arange(len(out)) / target_fps
+        np.testing.assert_allclose(out[:, 0, 0], times, atol=1e-5)
+        assert times[-1] <= 3.0 + 1e-9 < times[-1] + 1.0 / target_fps
+
+
+def test_resample_same_rate_is_identity():
+    data = np.random.default_rng(0).normal(size=(10, 4, 3)).astype(np.float32)
+    np.testing.assert_array_equal(mapping.resample(data, 30.0, 30.0), data)
+
+
+def low_rank_motion(frames: int, vertices: int, rank: int, noise: float = 0.0) -> np.ndarray:
+    rng = np.random.default_rng(3)
+    weights = rng.normal(size=(frames, rank))
+    fields = rng.normal(size=(rank, vertices * 3)) * 0.01
+    data = weights @ fields + noise * rng.normal(size=(frames, vertices * 3)) * 0.01
+    return data.reshape(frames, vertices, 3).astype(np.float32)
+
+
+@pytest.mark.parametrize("frames, vertices", [(40, 50), (900, 2000)])   # exact and randomized SVD
+def test_compress_round_trip_under_tolerance(frames, vertices):
+    offsets = low_rank_motion(frames, vertices, rank=12, noise=0.02)
+    for tolerance in (0.05, 0.01):
+        take = mapping.compress(offsets, tolerance)
+        error = np.linalg.norm(take.reconstruct() - offsets) / np.linalg.norm(offsets)
+        assert error <= tolerance + 1e-4
+        assert error == pytest.approx(take.relative_error, abs=1e-3)
+        assert len(take.basis) <= mapping.MAX_BASIS_KEYS
+        # Weights are scaled into the slider range [-1, 1] so Blender never clamps them.
+        assert np.abs(take.weights).max() <= 1.0 + 1e-6
+
+
+def test_compress_picks_the_true_rank_for_exact_low_rank_data():
+    offsets = low_rank_motion(200, 400, rank=5)
+    take = mapping.compress(offsets, 1e-3)   # float32 energy is exact to ~3e-4
+    assert len(take.basis) == 5
+    assert take.relative_error < 1e-3
+
+
+def test_compress_caps_keys_and_reports_error():
+    offsets = np.random.default_rng(0).normal(size=(120, 100, 3)).astype(np.float32)   # full rank
+    take = mapping.compress(offsets, 0.001, max_keys=8)
+    assert len(take.basis) == 8
+    assert take.relative_error > 0.001
+    prepared = mapping.prepare_take(np.random.default_rng(1).normal(size=(100, 3)).astype(np.float32),
+                                    np.random.default_rng(1).normal(size=(100, 3)).astype(np.float32),
+                                    offsets, 30, 30, tolerance=1e-6)
+    assert any("tolerance" in w for w in prepared.warnings)
+
+
+def test_compress_all_zero_offsets():
+    take = mapping.compress(np.zeros((10, 20, 3), np.float32))
+    assert take.relative_error == 0.0 and not take.reconstruct().any()
+
+
+def test_prepare_take_maps_resamples_and_scales(template):
+    rotation = rotation_about("x", 90)
+    mesh = (template @ rotation.T * 2.0).astype(np.float32)
+    offsets = low_rank_motion(61, len(template), rank=3)                 # 2 s at 30 fps
+    expected = mapping.resample(offsets, 30.0, 24.0) @ (2.0 * rotation).T * 0.5
+    compact = mapping.prepare_take(template, mesh, offsets, 30.0, 24.0, intensity=0.5, tolerance=1e-3)
+    per_frame = mapping.prepare_take(template, mesh, offsets, 30.0, 24.0, intensity=0.5, mode="PER_FRAME")
+    assert compact.frames == per_frame.frames == 49
+    np.testing.assert_allclose(per_frame.mesh_offsets, expected, atol=1e-6)
+    np.testing.assert_allclose(compact.compact.reconstruct(), expected, atol=1e-5)
+    assert not compact.warnings
+
+
+def test_prepare_take_rejects_unknown_mode(template):
+    with pytest.raises(mapping.MappingError, match="output mode"):
+        mapping.prepare_take(template, template, np.zeros((2, 300, 3), np.float32), 30, 30, mode="BONES")

@@ -1,0 +1,44 @@
+"""Protocol framing and messages, in memory (no process)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from wav2sem_lipsync import protocol
+
+
+def test_request_line_is_one_json_object():
+    line = protocol.encode(protocol.Request(7, "generate", {"audio": "/tmp/é.wav"}))
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    assert json.loads(line) == {"id": 7, "op": "generate", "params": {"audio": "/tmp/é.wav"}}
+
+
+@pytest.mark.parametrize("event", [
+    protocol.Progress(3, "encode", 0.25, "Encoding"),
+    protocol.Result(3, {"offsets": "/x.npy"}),
+    protocol.Error(None, "BAD_REQUEST", "not a request"),
+])
+def test_events_round_trip(event):
+    assert protocol.decode_event(protocol.encode(event)) == event
+
+
+@pytest.mark.parametrize("line", [b"hello\n", b"[1, 2]\n", b'{"id": 1, "type": "nonsense"}\n',
+                                  b'{"id": 1, "type": "error"}\n', b'{"id": 1, "type": "result", "data": 3}\n'])
+def test_invalid_lines_are_rejected(line):
+    with pytest.raises(protocol.ProtocolError):
+        protocol.decode_event(line)
+
+
+def test_progress_fraction_is_clamped():
+    assert protocol.decode_event(b'{"id":1,"type":"progress","stage":"decode","fraction":1.7}').fraction == 1.0
+
+
+def test_typed_results_round_trip():
+    info = protocol.ModelInfo("m", 30.0, 5023, "/t.npy", None, ("A",), {"lips": "/l.npy"}, {"chin": 3})
+    assert protocol.ModelInfo.from_dict(json.loads(json.dumps(info.to_dict()))) == info
+    result = protocol.GenerateResult("/o.npy", 90, 30.0, 5023, "m", 1.5)
+    assert protocol.GenerateResult.from_dict(result.to_dict()) == result
+    hello = protocol.Hello(1, "0.1.0", "2.13", ("cpu",))
+    assert protocol.Hello.from_dict(hello.to_dict()) == hello
+    assert "cpu" in hello.summary()
