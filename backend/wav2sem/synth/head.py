@@ -21,7 +21,7 @@ from ..template import Template
 from . import sdf
 
 # Grid resolution: longitudes x latitudes (plus two poles) -> about 4,300 vertices.
-N_AZIMUTH = 84
+N_AZIMUTH = 88
 N_ELEVATION = 50
 CENTER = np.array([0.0, -0.01, 0.0])        # ray origin inside the head (m)
 MOUTH_Y = -0.058                             # height of the lip line (m)
@@ -55,16 +55,16 @@ def head_sdf(p: np.ndarray) -> np.ndarray:
     for side in (-1.0, 1.0):
         d = sdf.smooth_union(d, e(p, (side * 0.037, -0.018, 0.056), (0.026, 0.024, 0.028)), 0.02)  # cheek
         d = sdf.smooth_union(d, e(p, (side * 0.072, 0.004, -0.008), (0.010, 0.028, 0.016)), 0.01)  # ear
-    d = sdf.smooth_union(d, e(p, (0.0, 0.047, 0.070), (0.058, 0.011, 0.020)), 0.02)    # brow ridge
-    d = sdf.smooth_union(d, e(p, (0.0, 0.010, 0.088), (0.009, 0.026, 0.014)), 0.012)   # nose bridge
-    d = sdf.smooth_union(d, e(p, (0.0, -0.014, 0.101), (0.011, 0.011, 0.012)), 0.012)  # nose tip
+    d = sdf.smooth_union(d, e(p, (0.0, 0.047, 0.070), (0.058, 0.010, 0.018)), 0.025)   # brow ridge
+    d = sdf.smooth_union(d, e(p, (0.0, 0.008, 0.087), (0.010, 0.027, 0.015)), 0.016)   # nose bridge
+    d = sdf.smooth_union(d, e(p, (0.0, -0.014, 0.100), (0.012, 0.011, 0.012)), 0.014)  # nose tip
     for side in (-1.0, 1.0):
         d = sdf.smooth_union(d, e(p, (side * 0.012, -0.022, 0.091), (0.009, 0.007, 0.009)), 0.006)  # nostril wing
     for side in (-1.0, 1.0):
         d = sdf.smooth_subtract(d, e(p, (side * 0.032, 0.027, 0.090), (0.018, 0.013, 0.016)), 0.008)  # eye socket
         d = sdf.smooth_union(d, e(p, (side * 0.032, 0.026, 0.069), (0.0125, 0.0125, 0.0125)), 0.004)   # eyeball
-    d = sdf.smooth_union(d, e(p, (0.0, -0.052, 0.085), (0.024, 0.0075, 0.011)), 0.008)  # upper lip
-    d = sdf.smooth_union(d, e(p, (0.0, -0.065, 0.082), (0.021, 0.0085, 0.011)), 0.008)  # lower lip
+    d = sdf.smooth_union(d, e(p, (0.0, -0.0525, 0.084), (0.025, 0.0070, 0.011)), 0.010)  # upper lip
+    d = sdf.smooth_union(d, e(p, (0.0, -0.0645, 0.081), (0.022, 0.0080, 0.011)), 0.010)  # lower lip
     d = sdf.smooth_union(d, sdf.vertical_capsule(p, 0.0, -0.012, -0.24, -0.06, 0.050), 0.03)  # neck
     # Flat bottom of the neck: intersect with the half-space y > -0.2.
     return np.maximum(d, -0.2 - p[:, 1])
@@ -88,8 +88,9 @@ def _ray_radius(directions: np.ndarray, r_max: float = 0.35, iterations: int = 4
     return 0.5 * (lo + hi)
 
 
-def _warped_samples(n: int, lo: float, hi: float, peaks: list[tuple[float, float, float]]) -> np.ndarray:
-    """`n` samples on [lo, hi) (endpoint excluded) spaced by a density 1 + sum(gain * gauss).
+def _warped_samples(n: int, lo: float, hi: float, peaks: list[tuple[float, float, float]],
+                    endpoint: bool = False) -> np.ndarray:
+    """`n` samples on [lo, hi) (or [lo, hi]) spaced by a density 1 + sum(gain * gauss).
 
     Places grid lines densely where detail is needed (mouth, eyes, nose).
     """
@@ -99,28 +100,26 @@ def _warped_samples(n: int, lo: float, hi: float, peaks: list[tuple[float, float
         density += gain * np.exp(-0.5 * ((fine - center) / width) ** 2)
     cdf = np.concatenate([[0.0], np.cumsum(0.5 * (density[1:] + density[:-1]) * np.diff(fine))])
     cdf /= cdf[-1]
-    return np.interp(np.arange(n) / n, cdf, fine)
+    u = np.linspace(0.0, 1.0, n) if endpoint else np.arange(n) / n
+    return np.interp(u, cdf, fine)
 
 
 def _grid_angles() -> tuple[np.ndarray, np.ndarray, int, int]:
     """Azimuths (n_az,), elevations (n_el,), the mouth row and half the number of slit columns."""
-    # Azimuth: symmetric about 0 (the front column is exactly az = 0), dense on the face.
-    half = _warped_samples(N_AZIMUTH // 2, 0.0, np.pi, [(0.0, 0.45, 3.0)])
-    azimuth = np.concatenate([half, -half[1:][::-1][: N_AZIMUTH // 2 - 1], [np.pi]])
-    azimuth = np.sort(np.where(azimuth > np.pi - 1e-9, np.pi, azimuth))
-    mouth_dir = np.array([0.0, MOUTH_Y - CENTER[1], 0.09])
-    mouth_el = float(np.arctan2(mouth_dir[1], mouth_dir[2]))
+    # Azimuth: exactly mirror-symmetric with a column at az = 0, dense on the face.
+    half = _warped_samples(N_AZIMUTH // 2 + 1, 0.0, np.pi, [(0.0, 0.35, 4.0)], endpoint=True)
+    azimuth = np.concatenate([-half[::-1], half[1:-1]])            # -pi .. 0 .. < pi
+    mouth_el = float(np.arctan2(MOUTH_Y - CENTER[1], 0.09))
     el_min, el_max = -np.pi / 2 + 0.12, np.pi / 2 - 0.08
     peaks = [(mouth_el, 0.12, 3.5), (0.25, 0.2, 1.2)]
     # Two ranges joined at the mouth so that one row lies exactly on the lip line.
     n_below = int(round(N_ELEVATION * 0.34))
     below = _warped_samples(n_below, el_min, mouth_el, peaks)
     above = _warped_samples(N_ELEVATION - n_below, mouth_el, el_max, peaks)
-    above = np.concatenate([above, [el_max]])[: N_ELEVATION - n_below]
     elevation = np.concatenate([below, above])
     # Mouth corners: the columns nearest the half width at the lip's radius.
     mouth_half_angle = np.arctan2(MOUTH_HALF_WIDTH, 0.088)
-    n_half = int(np.sum((azimuth > 0) & (azimuth < mouth_half_angle)))
+    n_half = int(np.sum((azimuth > 0) & (azimuth <= mouth_half_angle)))
     return azimuth, elevation, n_below, n_half
 
 
@@ -159,7 +158,7 @@ def build_head() -> HeadMesh:
                 d = lower_dup.get(c, d)
                 e = lower_dup.get(c1, e)
             # counter-clockwise seen from outside: (a, b, e), (a, e, d)
-            faces.append((a, e, b) if False else (a, b, e))
+            faces.append((a, b, e))
             faces.append((a, e, d))
     for c in range(n_az):
         c1 = (c + 1) % n_az
@@ -217,7 +216,7 @@ def _regions(vertices, v_az, v_el, mouth_el, half_angle) -> dict[str, np.ndarray
     lips_sdf = np.minimum(sdf.ellipsoid(p, (0.0, -0.052, 0.085), (0.030, 0.011, 0.016)),
                           sdf.ellipsoid(p, (0.0, -0.066, 0.082), (0.027, 0.012, 0.016)))
     front = np.abs(v_az) < np.radians(100)
-    lips = np.where((lips_sdf < 0.004) & (p[:, 2] > 0.06))[0]
+    lips = np.where((lips_sdf < 0.0012) & (p[:, 2] > 0.06))[0]
     upper_face = np.where(front & (p[:, 1] > 0.0) & (p[:, 1] < 0.085) & (p[:, 2] > 0.0))[0]
     brows = np.where(front & (np.abs(p[:, 1] - 0.047) < 0.012) & (p[:, 2] > 0.05))[0]
     eyes = np.where(np.minimum(sdf.ellipsoid(p, (0.032, 0.027, 0.080), (0.02, 0.016, 0.02)),
