@@ -118,14 +118,14 @@ def load_weights(bundle: Bundle) -> FaceFormer:
         state = load_file(str(bundle.directory / WEIGHTS_FILE))
     except Exception as exc:
         raise Wav2SemError(MODEL_INVALID, f"Cannot read {bundle.directory / WEIGHTS_FILE}: {exc}.") from exc
-    check_state_dict(model, state, source=str(bundle.directory / WEIGHTS_FILE))
+    check_state_dict(model.state_dict(), state, source=str(bundle.directory / WEIGHTS_FILE))
     model.load_state_dict(state, strict=True)
     return model.eval()
 
 
-def check_state_dict(model: torch.nn.Module, state: dict, source: str) -> None:
-    """Raise MODEL_INVALID naming missing, unexpected and wrongly shaped keys."""
-    expected = model.state_dict()
+def check_state_dict(expected: dict, state: dict, source: str) -> None:
+    """Raise MODEL_INVALID naming missing, unexpected and wrongly shaped keys of `state`
+    against the `expected` state dict."""
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     wrong = sorted(k for k in set(expected) & set(state) if tuple(expected[k].shape) != tuple(state[k].shape))

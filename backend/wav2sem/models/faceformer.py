@@ -103,6 +103,8 @@ class PeriodicPositionalEncoding(nn.Module):
         return self.pe[0, positions % self.period]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, L, d)
+        if x.shape[1] <= self.pe.shape[1]:       # the reference: a slice of the stored table
+            return x + self.pe[:, : x.shape[1]]
         positions = torch.arange(x.shape[1], device=x.device)
         return x + self.at(positions).unsqueeze(0)
 
