@@ -1,0 +1,472 @@
+"""Operators: generate, cancel and clear lip sync; install and check the backend.
+
+Thin by design: gather inputs from Blender, hand them to client/mapping/apply, turn their
+errors into one sentence for the user. In the UI, generate and install are modal (a timer
+drains the backend's queue on the main thread; Esc cancels); in background mode
+(`blender -b`) and from scripts (EXEC) they run synchronously.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import bpy
+import numpy as np
+from bpy.props import EnumProperty, FloatProperty, StringProperty
+
+from . import apply, client, installer, mapping, preferences, properties, protocol, versions
+
+log = logging.getLogger(__name__)
+TIMER_INTERVAL_S = 0.1
+ADDON_DIR = Path(__file__).resolve().parent
+
+
+class UserError(Exception):
+    """Something the user must change in Blender (selection, file, settings)."""
+
+
+def user_message(exc: BaseException) -> str:
+    if isinstance(exc, client.BackendError):
+        return exc.user_message()
+    if isinstance(exc, (UserError, mapping.MappingError)):
+        return str(exc)
+    return f"Lip sync failed unexpectedly: {exc!r} (see the system console)."
+
+
+# --- inputs --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class AudioChoice:
+    path: str
+    frame_start: int
+    strip_name: str = ""
+
+
+def find_audio(scene: bpy.types.Scene, audio_path: str) -> AudioChoice:
+    """The audio to use: `audio_path` if given, else the active or a selected sound strip."""
+    strips = versions.sound_strips(scene)
+    if audio_path:
+        path = os.path.abspath(bpy.path.abspath(audio_path))
+        if not os.path.isfile(path):
+            raise UserError(f"Audio file not found: {path}; choose an existing file.")
+        for strip in strips:  # a file that is also a strip starts where the strip starts
+            if os.path.abspath(versions.sound_strip_path(strip)) == path:
+                return AudioChoice(path, round(strip.frame_start), strip.name)
+        return AudioChoice(path, scene.frame_current)
+    active = versions.active_strip(scene)
+    chosen = active if active is not None and active in strips else None
+    if chosen is None:
+        selected = [s for s in strips if s.select]
+        chosen = selected[0] if selected else (strips[0] if len(strips) == 1 else None)
+    if chosen is None:
+        raise UserError("No audio: select a sound strip in the Video Sequencer or choose an audio file.")
+    path = versions.sound_strip_path(chosen)
+    if not os.path.isfile(path):
+        raise UserError(f"The sound strip '{chosen.name}' plays {path}, which does not exist; relink the sound.")
+    return AudioChoice(path, round(chosen.frame_start), chosen.name)
+
+
+def find_mesh(context: bpy.types.Context, name: str) -> bpy.types.Object:
+    obj = bpy.data.objects.get(name) if name else context.active_object
+    if obj is None:
+        raise UserError(f"There is no object named '{name}'." if name else "Select a mesh object (the head) first.")
+    if obj.type != "MESH":
+        raise UserError(f"'{obj.name}' is a {obj.type.lower()}, not a mesh; select the head mesh.")
+    if obj.library is not None or obj.data.library is not None:
+        raise UserError(f"'{obj.name}' is linked from a library; make it local to animate it.")
+    return obj
+
+
+@dataclass(frozen=True)
+class Inputs:
+    object_name: str
+    take: str
+    audio: AudioChoice
+    target_fps: float
+    subject: str
+    intensity: float
+    output_mode: str
+    model: str
+    device: str
+    tolerance: float
+    keep_warm: bool
+    python: client.PythonChoice
+
+
+def gather(context: bpy.types.Context, op: Any) -> Inputs:
+    obj = find_mesh(context, op.object)
+    audio = find_audio(context.scene, op.audio_path)
+    prefs = preferences.preferences(context)
+    render = context.scene.render
+    model = bpy.path.abspath(prefs.model) if prefs.model else ""
+    return Inputs(obj.name, apply.take_name_for(audio.path), audio, mapping.scene_fps(render.fps, render.fps_base),
+                  op.subject, op.intensity, op.output_mode, model, prefs.device, prefs.tolerance, prefs.keep_warm,
+                  preferences.backend_python(context))
+
+
+# --- one generation: shared by the modal and synchronous paths ---------------------------
+
+class LipSyncRun:
+    """Backend job for one take, then the write. Main thread only."""
+
+    def __init__(self, inputs: Inputs):
+        self.inputs = inputs
+        self.tempdir = tempfile.mkdtemp(prefix="wav2sem_lipsync_")
+        self.cancel_requested = False
+        backend, is_new = client.POOL.get(inputs.python.path)
+        request = client.GenerateRequest(inputs.audio.path, inputs.model, inputs.subject, inputs.device,
+                                         os.path.join(self.tempdir, "offsets.npy"))
+        self.job = client.GenerateJob(backend, request, say_hello=is_new)
+
+    def write(self) -> tuple[apply.TakeSummary, tuple[str, ...]]:
+        """After the job succeeded: map, compress and write the take (raises on failure)."""
+        job, inputs = self.job, self.inputs
+        assert job.model_info is not None and job.result is not None
+        obj = bpy.data.objects.get(inputs.object_name)
+        if obj is None or obj.type != "MESH":
+            raise UserError(f"The mesh '{inputs.object_name}' was removed while lip sync was running.")
+        template = np.load(job.model_info.template, allow_pickle=False)
+        offsets = np.load(job.result.offsets, allow_pickle=False)
+        prepared = mapping.prepare_take(template, apply.rest_positions(obj), offsets, job.result.fps,
+                                        inputs.target_fps, inputs.intensity, inputs.output_mode, inputs.tolerance,
+                                        mesh_name=f"'{obj.name}'")
+        return apply.write_take(obj, inputs.take, prepared, inputs.audio.frame_start), prepared.warnings
+
+    def close(self) -> None:
+        shutil.rmtree(self.tempdir, ignore_errors=True)
+        error = self.job.error
+        if error is not None and error.code in (protocol.BACKEND_DIED, protocol.PROTOCOL_MISMATCH):
+            client.POOL.close()
+        else:
+            client.POOL.release(self.inputs.keep_warm)
+
+
+_ACTIVE: list[LipSyncRun] = []   # at most one; a list so operators can see and cancel it
+
+
+def _finish_message(summary: apply.TakeSummary) -> str:
+    return (f"Lip sync '{summary.name}': frames {summary.frame_start}-{summary.frame_end}, "
+            f"{summary.keys} shape keys" + (f", {summary.relative_error:.2%} compression error"
+                                            if summary.relative_error else ""))
+
+
+class WAV2SEM_OT_generate_lipsync(bpy.types.Operator):
+    """Animate the mesh's mouth from speech (shape keys, one undo step)"""
+    bl_idname = "wav2sem.generate_lipsync"
+    bl_label = "Generate Lip Sync"
+    bl_options = {"REGISTER", "UNDO"}
+
+    object: StringProperty(name="Object", description="Mesh to animate; empty = the active object")  # type: ignore[valid-type]
+    audio_path: StringProperty(name="Audio", subtype="FILE_PATH",  # type: ignore[valid-type]
+                               description="Speech file; empty = the active or selected sound strip")
+    subject: StringProperty(name="Speaking Style", description="Empty = the model's default")  # type: ignore[valid-type]
+    intensity: FloatProperty(name="Intensity", default=1.0, min=0.0, max=5.0)  # type: ignore[valid-type]
+    output_mode: EnumProperty(name="Output", items=properties.OUTPUT_MODES, default="COMPACT")  # type: ignore[valid-type]
+
+    _run: LipSyncRun | None = None
+    _timer: Any = None
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        if bpy.app.background:
+            return True  # headless calls pass everything explicitly; errors are reported by execute
+        reason = why_cannot_generate(context)
+        if reason:
+            cls.poll_message_set(reason)
+        return not reason
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        """Synchronous: background mode and scripts."""
+        try:
+            run = self._start(context)
+        except Exception as exc:
+            return self._fail(exc)
+        try:
+            run.job.wait()
+            return self._complete(context, run)
+        finally:
+            self._cleanup(context)
+
+    def invoke(self, context: bpy.types.Context, event: Any) -> set[str]:
+        if bpy.app.background:
+            return self.execute(context)
+        try:
+            self._start(context)
+        except Exception as exc:
+            return self._fail(exc)
+        wm = context.window_manager
+        self._timer = wm.event_timer_add(TIMER_INTERVAL_S, window=context.window)
+        wm.modal_handler_add(self)
+        wm.progress_begin(0, 100)
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context: bpy.types.Context, event: Any) -> set[str]:
+        run = self._run
+        assert run is not None
+        if event.type == "ESC" and event.value == "PRESS":
+            run.cancel_requested = True
+        if run.cancel_requested:
+            run.job.cancel()
+        if event.type != "TIMER":
+            return {"RUNNING_MODAL"} if event.type == "ESC" else {"PASS_THROUGH"}
+        run.job.poll()
+        self._show_progress(context, run.job.fraction, run.job.message)
+        if not run.job.finished:
+            return {"RUNNING_MODAL"}
+        try:
+            return self._complete(context, run)
+        finally:
+            self._cleanup(context)
+
+    # steps
+    def _start(self, context: bpy.types.Context) -> LipSyncRun:
+        if _ACTIVE:
+            raise UserError("A lip sync is already running; wait for it or cancel it.")
+        run = LipSyncRun(gather(context, self))
+        self._run = run
+        _ACTIVE.append(run)
+        settings = properties.settings(context)
+        settings.running, settings.progress, settings.status = True, 0.0, "Starting the backend"
+        return run
+
+    def _complete(self, context: bpy.types.Context, run: LipSyncRun) -> set[str]:
+        error = run.job.error
+        if error is not None:
+            if error.code == protocol.CANCELLED:
+                self.report({"WARNING"}, "Lip sync cancelled; the mesh is unchanged.")
+                return {"CANCELLED"}
+            return self._fail(error)
+        try:
+            summary, warnings = run.write()
+        except Exception as exc:
+            return self._fail(exc)
+        _remember_subjects(context, run.job.model_info)
+        for warning in warnings:
+            self.report({"WARNING"}, warning)
+        self.report({"INFO"}, _finish_message(summary))
+        return {"FINISHED"}
+
+    def _fail(self, exc: BaseException) -> set[str]:
+        if not isinstance(exc, (client.BackendError, UserError, mapping.MappingError)):
+            log.exception("lip sync failed")
+        self.report({"ERROR"}, user_message(exc))
+        return {"CANCELLED"}
+
+    def _show_progress(self, context: bpy.types.Context, fraction: float, message: str) -> None:
+        settings = properties.settings(context)
+        settings.progress, settings.status = fraction, message
+        context.window_manager.progress_update(int(fraction * 100))
+        if context.workspace is not None:
+            context.workspace.status_text_set(f"Lip sync: {message} ({fraction:.0%}) - Esc to cancel")
+        _redraw_sidebars(context)
+
+    def _cleanup(self, context: bpy.types.Context) -> None:
+        if self._timer is not None:
+            context.window_manager.event_timer_remove(self._timer)
+            context.window_manager.progress_end()
+            if context.workspace is not None:
+                context.workspace.status_text_set(None)
+            self._timer = None
+        if self._run is not None:
+            self._run.close()
+            if self._run in _ACTIVE:
+                _ACTIVE.remove(self._run)
+            self._run = None
+        settings = properties.settings(context)
+        settings.running, settings.progress, settings.status = False, 0.0, ""
+        _redraw_sidebars(context)
+
+
+def why_cannot_generate(context: bpy.types.Context) -> str:
+    """The reason the Generate button is disabled, or '' (panel state; main thread)."""
+    if _ACTIVE:
+        return "A lip sync is running."
+    settings = properties.settings(context)
+    try:
+        find_mesh(context, "")
+        find_audio(context.scene, bpy.path.abspath(settings.audio_file) if settings.audio_source == "FILE" else "")
+        preferences.backend_python(context)
+    except (UserError, client.BackendError) as exc:
+        return user_message(exc)
+    return ""
+
+
+def _remember_subjects(context: bpy.types.Context, info: protocol.ModelInfo | None) -> None:
+    if info is None:
+        return
+    known = properties.settings(context).known_subjects
+    if [s.name for s in known] != list(info.subjects):
+        known.clear()
+        for name in info.subjects:
+            known.add().name = name
+
+
+def _redraw_sidebars(context: bpy.types.Context) -> None:
+    screen = context.screen
+    if screen is None:
+        return
+    for area in screen.areas:
+        if area.type in ("VIEW_3D", "PREFERENCES"):
+            area.tag_redraw()
+
+
+class WAV2SEM_OT_cancel_lipsync(bpy.types.Operator):
+    """Stop the running lip sync; the mesh stays as it was"""
+    bl_idname = "wav2sem.cancel_lipsync"
+    bl_label = "Cancel Lip Sync"
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return bool(_ACTIVE)
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        for run in _ACTIVE:
+            run.cancel_requested = True
+        return {"FINISHED"}
+
+
+class WAV2SEM_OT_clear_lipsync(bpy.types.Operator):
+    """Remove lip-sync takes (their shape keys and actions) from the mesh"""
+    bl_idname = "wav2sem.clear_lipsync"
+    bl_label = "Clear Lip Sync"
+    bl_options = {"REGISTER", "UNDO"}
+
+    object: StringProperty(name="Object", description="Empty = the active object")  # type: ignore[valid-type]
+    take: StringProperty(name="Take", description="Empty = every lip-sync take on the mesh")  # type: ignore[valid-type]
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        try:
+            obj = find_mesh(context, self.object)
+        except UserError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        takes = [self.take] if self.take else apply.list_takes(obj)
+        removed = [take for take in takes if apply.clear_take(obj, take)]
+        if not removed:
+            self.report({"WARNING"}, f"'{obj.name}' has no lip sync" + (f" named {self.take}." if self.take else "."))
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"Removed {', '.join(removed)} from '{obj.name}'.")
+        return {"FINISHED"}
+
+
+class WAV2SEM_OT_check_backend(bpy.types.Operator):
+    """Start the backend and report its versions, devices and model"""
+    bl_idname = "wav2sem.check_backend"
+    bl_label = "Check"
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        prefs = preferences.preferences(context)
+        try:
+            choice = preferences.backend_python(context)
+            hello = client.POOL.hello_sync(choice.path)
+            backend, _ = client.POOL.get(choice.path)
+            model = bpy.path.abspath(prefs.model) if prefs.model else ""
+            info = protocol.ModelInfo.from_dict(backend.call("model_info", {"model": model} if model else {}))
+        except client.BackendError as exc:
+            prefs.status = user_message(exc)
+            self.report({"ERROR"}, prefs.status)
+            return {"CANCELLED"}
+        finally:
+            client.POOL.release(prefs.keep_warm)
+        _remember_subjects(context, info)
+        prefs.status = (f"{hello.summary()}\nPython: {choice.path} ({choice.source})\n"
+                        f"Model: {info.name}, {info.vertex_count} vertices, {info.fps:g} fps, "
+                        f"{len(info.subjects)} speaking styles")
+        self.report({"INFO"}, prefs.status.replace("\n", "; "))
+        return {"FINISHED"}
+
+
+class WAV2SEM_OT_install_backend(bpy.types.Operator):
+    """Create a Python environment for the backend and install it with its dependencies"""
+    bl_idname = "wav2sem.install_backend"
+    bl_label = "Install Backend"
+
+    _installer: installer.Installer | None = None
+    _timer: Any = None
+
+    def _plan(self, context: bpy.types.Context) -> installer.InstallPlan:
+        prefs = preferences.preferences(context)
+        base = bpy.path.abspath(prefs.install_python) if prefs.install_python else sys.executable
+        return installer.InstallPlan(base, str(preferences.managed_venv_dir()),
+                                     str(ADDON_DIR / installer.BACKEND_SOURCE_DIR), tuple(shlex.split(prefs.pip_args)))
+
+    def _begin(self, context: bpy.types.Context) -> bool:
+        client.POOL.close()   # the managed environment may be in use
+        self._installer = installer.Installer(self._plan(context))
+        try:
+            self._installer.start()
+        except installer.InstallError as exc:
+            self._report_status(context, str(exc), error=True)
+            return False
+        self._report_status(context, "Installing the backend...")
+        return True
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        if not self._begin(context):
+            return {"CANCELLED"}
+        assert self._installer is not None
+        self._installer.wait()
+        return self._end(context)
+
+    def invoke(self, context: bpy.types.Context, event: Any) -> set[str]:
+        if bpy.app.background:
+            return self.execute(context)
+        if not self._begin(context):
+            return {"CANCELLED"}
+        self._timer = context.window_manager.event_timer_add(0.25, window=context.window)
+        context.window_manager.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context: bpy.types.Context, event: Any) -> set[str]:
+        inst = self._installer
+        assert inst is not None
+        if event.type == "ESC" and event.value == "PRESS":
+            inst.cancel()
+        if event.type != "TIMER":
+            return {"PASS_THROUGH"}
+        lines = inst.poll()
+        if lines:
+            self._report_status(context, f"{inst.step}\n{lines[-1][:120]}")
+        if not inst.finished:
+            return {"RUNNING_MODAL"}
+        context.window_manager.event_timer_remove(self._timer)
+        return self._end(context)
+
+    def _end(self, context: bpy.types.Context) -> set[str]:
+        inst = self._installer
+        assert inst is not None
+        if inst.error:
+            self._report_status(context, inst.error, error=True)
+            return {"CANCELLED"}
+        self._report_status(context, f"Backend installed in {inst.plan.venv_dir}; click Check to test it.")
+        return {"FINISHED"}
+
+    def _report_status(self, context: bpy.types.Context, text: str, error: bool = False) -> None:
+        preferences.preferences(context).status = text
+        if error or bpy.app.background:
+            self.report({"ERROR"} if error else {"INFO"}, text.replace("\n", ": "))
+        _redraw_sidebars(context)
+
+
+classes = (WAV2SEM_OT_generate_lipsync, WAV2SEM_OT_cancel_lipsync, WAV2SEM_OT_clear_lipsync,
+           WAV2SEM_OT_check_backend, WAV2SEM_OT_install_backend)
+
+
+def register() -> None:
+    for cls in classes:
+        bpy.utils.register_class(cls)
+
+
+def unregister() -> None:
+    for run in list(_ACTIVE):
+        run.job.cancel()
+    for cls in reversed(classes):
+        bpy.utils.unregister_class(cls)
+    client.POOL.close()

@@ -1,0 +1,76 @@
+"""3D View > Sidebar > Lip Sync."""
+from __future__ import annotations
+
+import bpy
+
+from . import apply, operators, properties
+
+
+class WAV2SEM_PT_lipsync(bpy.types.Panel):
+    bl_idname = "WAV2SEM_PT_lipsync"
+    bl_label = "Lip Sync"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "Lip Sync"
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout = self.layout
+        settings = properties.settings(context)
+        obj = context.active_object
+        if obj is not None and obj.type == "MESH":
+            layout.label(text=f"{obj.name} ({len(obj.data.vertices)} vertices)", icon="MESH_DATA")
+        else:
+            layout.label(text="Select the head mesh", icon="ERROR")
+
+        layout.prop(settings, "audio_source", expand=True)
+        if settings.audio_source == "FILE":
+            layout.prop(settings, "audio_file", text="")
+        else:
+            try:
+                audio = operators.find_audio(context.scene, "")
+                layout.label(text=f"{audio.strip_name} at frame {audio.frame_start}", icon="SOUND")
+            except operators.UserError:
+                layout.label(text="No sound strip selected", icon="SOUND")
+        layout.prop_search(settings, "subject", settings, "known_subjects", icon="USER")
+        layout.prop(settings, "intensity", slider=True)
+        layout.prop(settings, "output_mode", text="Output")
+
+        if settings.running:
+            row = layout.row(align=True)
+            row.prop(settings, "progress", text=settings.status or "Working", slider=True)
+            row.operator("wav2sem.cancel_lipsync", text="", icon="CANCEL")
+        else:
+            op = layout.operator("wav2sem.generate_lipsync", icon="PLAY_SOUND")
+            op.object = obj.name if obj is not None else ""
+            op.audio_path = settings.audio_file if settings.audio_source == "FILE" else ""
+            op.subject = settings.subject
+            op.intensity = settings.intensity
+            op.output_mode = settings.output_mode
+            reason = operators.why_cannot_generate(context)
+            if reason:
+                layout.label(text=reason, icon="INFO")
+
+        if obj is not None and obj.type == "MESH":
+            takes = apply.list_takes(obj)
+            if takes:
+                box = layout.box()
+                for take in takes:
+                    row = box.row()
+                    row.label(text=take, icon="SHAPEKEY_DATA")
+                    clear = row.operator("wav2sem.clear_lipsync", text="", icon="X")
+                    clear.object, clear.take = obj.name, take
+                clear_all = box.operator("wav2sem.clear_lipsync", text="Clear Lip Sync", icon="TRASH")
+                clear_all.object = obj.name
+
+
+classes = (WAV2SEM_PT_lipsync,)
+
+
+def register() -> None:
+    for cls in classes:
+        bpy.utils.register_class(cls)
+
+
+def unregister() -> None:
+    for cls in reversed(classes):
+        bpy.utils.unregister_class(cls)

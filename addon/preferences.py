@@ -1,0 +1,97 @@
+"""Add-on preferences (which Python runs the backend, which model) and where the managed
+backend environment lives. Main thread only."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import bpy
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, StringProperty
+
+from . import client, mapping, versions
+
+PACKAGE = versions.addon_package(__name__)
+DEVICES = (("auto", "Auto", "The GPU when there is one, else the CPU"),
+           ("cpu", "CPU", "Always the CPU"),
+           ("cuda", "CUDA", "An NVIDIA GPU"))
+
+
+class WAV2SEM_AP_preferences(bpy.types.AddonPreferences):
+    bl_idname = PACKAGE
+
+    backend_python: StringProperty(  # type: ignore[valid-type]
+        name="Backend Python", subtype="FILE_PATH",
+        description="An interpreter that can import wav2sem; empty = the environment made by Install Backend")
+    model: StringProperty(  # type: ignore[valid-type]
+        name="Model", subtype="DIR_PATH", description="A model bundle directory; empty = the backend's default model")
+    device: EnumProperty(name="Device", items=DEVICES, default="auto")  # type: ignore[valid-type]
+    keep_warm: BoolProperty(  # type: ignore[valid-type]
+        name="Keep Backend Running", default=True,
+        description="Keep the backend and its model loaded between generations (faster, uses memory)")
+    tolerance: FloatProperty(  # type: ignore[valid-type]
+        name="Compact Tolerance", default=mapping.DEFAULT_TOLERANCE, min=0.0005, max=0.2, precision=4,
+        description="Largest relative error allowed when compressing the motion into basis keys")
+    install_python: StringProperty(  # type: ignore[valid-type]
+        name="Install With", subtype="FILE_PATH",
+        description="The Python that creates the backend environment; empty = the Python Blender runs on")
+    pip_args: StringProperty(  # type: ignore[valid-type]
+        name="Extra pip Arguments",
+        description="e.g. --index-url for a mirror, or a CPU-only torch index")
+    status: StringProperty(default="", options={"SKIP_SAVE"})  # type: ignore[valid-type]
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout = self.layout
+        box = layout.box()
+        box.label(text="Backend", icon="CONSOLE")
+        row = box.row(align=True)
+        row.operator("wav2sem.install_backend", icon="IMPORT")
+        row.operator("wav2sem.check_backend", icon="CHECKMARK")
+        if self.status:
+            for line in self.status.split("\n")[-4:]:
+                box.label(text=line)
+        box.prop(self, "backend_python")
+        box.prop(self, "install_python")
+        box.prop(self, "pip_args")
+        box.label(text=f"Managed environment: {managed_venv_dir()}")
+        layout.prop(self, "model")
+        row = layout.row()
+        row.prop(self, "device")
+        row.prop(self, "keep_warm")
+        layout.prop(self, "tolerance")
+
+
+classes = (WAV2SEM_AP_preferences,)
+
+
+def preferences(context: bpy.types.Context | None = None) -> WAV2SEM_AP_preferences:
+    context = context or bpy.context
+    return context.preferences.addons[PACKAGE].preferences  # type: ignore[return-value]
+
+
+def managed_venv_dir() -> Path:
+    """Where Install Backend puts its virtual environment (in Blender's user data)."""
+    return Path(bpy.utils.user_resource("DATAFILES", path=os.path.join(PACKAGE.rpartition(".")[2], "venv")))
+
+
+_CAN_IMPORT: bool | None = None
+
+
+def backend_python(context: bpy.types.Context | None = None) -> client.PythonChoice:
+    """Resolve the backend interpreter (see client.resolve_backend_python). Raises BackendError."""
+    global _CAN_IMPORT
+    if _CAN_IMPORT is None:
+        _CAN_IMPORT = client.current_python_can_import_backend()
+    prefs = preferences(context)
+    return client.resolve_backend_python(os.environ, bpy.path.abspath(prefs.backend_python), managed_venv_dir(),
+                                         sys.executable, _CAN_IMPORT)
+
+
+def register() -> None:
+    for cls in classes:
+        bpy.utils.register_class(cls)
+
+
+def unregister() -> None:
+    for cls in reversed(classes):
+        bpy.utils.unregister_class(cls)

@@ -1,0 +1,78 @@
+"""Every Blender version difference the add-on cares about, in one place (3.4 ... 5.x).
+
+- Animation: 3.x-4.3 keep F-curves in `action.fcurves`; 4.4+ have slotted (layered)
+  actions whose F-curves live in a channel bag of a slot, and 5.0 removed `action.fcurves`.
+- Sequencer: `sequences` / `sequences_all` became `strips` / `strips_all` (5.0).
+Main thread only, like all bpy code.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import bpy
+
+SLOTTED_ACTIONS = bpy.app.version >= (4, 4, 0)
+EXTENSIONS = bpy.app.version >= (4, 2, 0)
+
+
+# --- sequencer ---------------------------------------------------------------------------
+
+def all_strips(scene: bpy.types.Scene) -> Iterable[Any]:
+    editor = scene.sequence_editor
+    if editor is None:
+        return ()
+    strips = getattr(editor, "strips_all", None)
+    return strips if strips is not None else editor.sequences_all
+
+
+def sound_strips(scene: bpy.types.Scene) -> list[Any]:
+    return [strip for strip in all_strips(scene) if strip.type == "SOUND" and strip.sound is not None]
+
+
+def active_strip(scene: bpy.types.Scene) -> Any | None:
+    editor = scene.sequence_editor
+    return editor.active_strip if editor is not None else None
+
+
+def sound_strip_path(strip: Any) -> str:
+    """Absolute file path of a sound strip ('//relative' paths resolved, libraries too)."""
+    sound = strip.sound
+    return bpy.path.abspath(sound.filepath, library=sound.library)
+
+
+# --- actions -----------------------------------------------------------------------------
+
+def new_shape_key_action(name: str, key: bpy.types.Key) -> tuple[bpy.types.Action, Any, Any]:
+    """A new Action for a shape-key datablock -> (action, slot or None, F-curve collection)."""
+    action = bpy.data.actions.new(name)
+    if SLOTTED_ACTIONS:
+        from bpy_extras import anim_utils
+        slot = action.slots.new(id_type="KEY", name=key.name)
+        return action, slot, anim_utils.action_ensure_channelbag_for_slot(action, slot).fcurves
+    action.id_root = "KEY"
+    return action, None, action.fcurves
+
+
+def action_fcurves(action: bpy.types.Action) -> list[Any]:
+    """All F-curves of an action, whatever its kind."""
+    if SLOTTED_ACTIONS and action.is_action_layered:
+        curves: list[Any] = []
+        for layer in action.layers:
+            for strip in layer.strips:
+                for bag in strip.channelbags:
+                    curves.extend(bag.fcurves)
+        return curves
+    return list(action.fcurves)
+
+
+def add_nla_strip(track: Any, name: str, start: int, action: bpy.types.Action, slot: Any) -> Any:
+    strip = track.strips.new(name, start, action)
+    if slot is not None and getattr(strip, "action_slot", None) != slot:
+        strip.action_slot = slot
+    return strip
+
+
+def addon_package(module_name: str) -> str:
+    """The name Blender registered the add-on under: `wav2sem_lipsync` for the legacy
+    install, `bl_ext.<repository>.wav2sem_lipsync` for a 4.2+ extension."""
+    return module_name.rpartition(".")[0]
