@@ -33,7 +33,12 @@ def _classes(kind: str):
 
 
 def build_encoder(spec: dict) -> nn.Module:
-    """A transformers audio encoder with random weights from a spec (weights are loaded after)."""
+    """An encoder with random weights from a spec (weights are loaded after): a transformers
+    audio model, or our compact log-mel encoder (type "logmel")."""
+    if spec["type"] == "logmel":
+        from .logmel import LogMelConfig, LogMelEncoder
+
+        return LogMelEncoder(LogMelConfig(**spec["config"])).eval()
     config_cls, model_cls = _classes(spec["type"])
     config = config_cls(**spec["config"])
     model = model_cls(config)
@@ -83,6 +88,8 @@ def conv_feature_count(encoder: nn.Module, n_samples: int) -> int:
 
 def memory_frame_count(encoder: nn.Module, n_samples: int, fps: float, alignment: str) -> int:
     """Length of the aligned feature sequence (the decoder memory) for a clip."""
+    if hasattr(encoder, "memory_frame_count"):
+        return encoder.memory_frame_count(n_samples, fps, alignment)
     n = conv_feature_count(encoder, n_samples)
     if alignment == "pair":
         return n - n % 2
@@ -98,6 +105,8 @@ def encode_aligned(encoder: nn.Module, waveform: torch.Tensor, fps: float, align
       pair: an odd last feature is dropped; frame i <-> features 2i, 2i+1 (BIWI, 25 fps).
     Returns (1, M, hidden).
     """
+    if hasattr(encoder, "encode_aligned"):
+        return encoder.encode_aligned(waveform, fps, alignment)
     features = encoder.feature_extractor(waveform)                          # (1, C, N)
     n = features.shape[-1]
     if alignment == "pair":

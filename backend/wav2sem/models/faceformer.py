@@ -178,8 +178,9 @@ class FaceFormer(nn.Module):
             k = F.linear(memory, w[d : 2 * d], b[d : 2 * d])
             v = F.linear(memory, w[2 * d :], b[2 * d :])
             memory_kv.append((_split_heads(k, heads), _split_heads(v, heads)))
-        self_k: list[list[torch.Tensor]] = [[] for _ in layers]
-        self_v: list[list[torch.Tensor]] = [[] for _ in layers]
+        # Self-attention key/value caches, preallocated: (1, H, T, hd) per layer.
+        self_k = [memory.new_zeros(1, heads, n_frames, head_dim) for _ in layers]
+        self_v = [memory.new_zeros(1, heads, n_frames, head_dim) for _ in layers]
         slopes = torch.tensor(alibi_slopes(heads), dtype=memory.dtype, device=memory.device).view(1, heads, 1, 1)
         outputs = []
         token = style                                                     # (1, 1, d)
@@ -190,7 +191,7 @@ class FaceFormer(nn.Module):
             bias = -distance.view(1, 1, 1, -1) * slopes                   # (1, H, 1, t+1)
             mem_idx = aligned_memory_indices(t, self.config.alignment)
             for li, layer in enumerate(layers):
-                x = self._cached_layer_step(layer, x, self_k[li], self_v[li], bias, memory_kv[li], mem_idx)
+                x = self._cached_layer_step(layer, x, t, self_k[li], self_v[li], bias, memory_kv[li], mem_idx)
             offset = self.vertice_map_r(x)                                # (1, 1, V*3)
             outputs.append(offset)
             token = self.vertice_map(offset) + style
@@ -198,16 +199,16 @@ class FaceFormer(nn.Module):
                 on_frame(t)
         return torch.cat(outputs, dim=1)
 
-    def _cached_layer_step(self, layer, x, cache_k, cache_v, bias, memory_kv, mem_idx):
-        """One post-LN TransformerDecoderLayer for a single new position. x: (1, 1, d)."""
+    def _cached_layer_step(self, layer, x, t, cache_k, cache_v, bias, memory_kv, mem_idx):
+        """One post-LN TransformerDecoderLayer for the new position t. x: (1, 1, d)."""
         d = self.config.feature_dim
         heads = self.config.n_heads
         sa = layer.self_attn
         q, k, v = F.linear(x, sa.in_proj_weight, sa.in_proj_bias).split(d, dim=-1)
-        cache_k.append(_split_heads(k, heads))
-        cache_v.append(_split_heads(v, heads))
-        keys = torch.cat(cache_k, dim=2)                                  # (1, H, t+1, hd)
-        values = torch.cat(cache_v, dim=2)
+        cache_k[:, :, t : t + 1] = _split_heads(k, heads)
+        cache_v[:, :, t : t + 1] = _split_heads(v, heads)
+        keys = cache_k[:, :, : t + 1]                                     # (1, H, t+1, hd)
+        values = cache_v[:, :, : t + 1]
         attn = F.scaled_dot_product_attention(_split_heads(q, heads), keys, values, attn_mask=bias)
         x = layer.norm1(x + sa.out_proj(_merge_heads(attn)))
         ca = layer.multihead_attn

@@ -1,0 +1,89 @@
+"""A compact speech encoder trained from scratch: log-mel front end, conv stack, GRU.
+
+Used by the embedded default model because no pretrained wav2vec 2.0 can be had offline
+here. It offers the same interface the inference code uses for transformers encoders
+(`config.hidden_size`, `feature_count`, `feature_rate`, `encode_aligned`, and a forward
+returning `.last_hidden_state`), so bundles, windows and Wav2Sem fusion work unchanged.
+The mel filterbank comes from transformers.audio_utils; the STFT is torch's.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from types import SimpleNamespace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+SAMPLE_RATE = 16_000
+HOP = 160            # samples: 100 mel frames per second
+N_FFT = 400          # 25 ms window
+
+
+@dataclass
+class LogMelConfig:
+    n_mels: int = 80
+    conv_channels: int = 128
+    hidden_size: int = 128          # output feature size (GRU is bidirectional: 2 x hidden/2)
+    gru_layers: int = 2
+    dropout: float = 0.1
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class LogMelEncoder(nn.Module):
+    feature_rate = SAMPLE_RATE / HOP  # Hz
+
+    def __init__(self, config: LogMelConfig):
+        super().__init__()
+        from transformers.audio_utils import mel_filter_bank
+
+        self.config = config
+        filters = mel_filter_bank(num_frequency_bins=N_FFT // 2 + 1, num_mel_filters=config.n_mels,
+                                  min_frequency=50.0, max_frequency=7600.0, sampling_rate=SAMPLE_RATE,
+                                  norm="slaney", mel_scale="slaney")                    # (freq, mels)
+        self.register_buffer("mel_filters", torch.tensor(filters, dtype=torch.float32).T, persistent=False)
+        self.register_buffer("window", torch.hann_window(N_FFT), persistent=False)
+        c = config.conv_channels
+        self.input_norm = nn.LayerNorm(config.n_mels)
+        self.conv = nn.Sequential(
+            nn.Conv1d(config.n_mels, c, 5, padding=2), nn.GELU(),
+            nn.Conv1d(c, c, 5, padding=2), nn.GELU(),
+            nn.Conv1d(c, c, 3, padding=1), nn.GELU(),
+        )
+        self.gru = nn.GRU(c, config.hidden_size // 2, num_layers=config.gru_layers, batch_first=True,
+                          bidirectional=True, dropout=config.dropout if config.gru_layers > 1 else 0.0)
+        self.out_norm = nn.LayerNorm(config.hidden_size)
+
+    def feature_count(self, n_samples: int) -> int:
+        return n_samples // HOP + 1            # centred STFT
+
+    def log_mel(self, waveform: torch.Tensor) -> torch.Tensor:
+        """(B, S) -> (B, F100, n_mels) log-mel energies."""
+        spec = torch.stft(waveform.float(), N_FFT, HOP, window=self.window, return_complex=True)
+        power = spec.abs() ** 2                                                          # (B, freq, F)
+        mel = torch.matmul(self.mel_filters, power).clamp_min(1e-10).log10()             # (B, mels, F)
+        return self.input_norm(mel.transpose(1, 2)).to(waveform.dtype)
+
+    def _frames(self, mel: torch.Tensor, size: int | None) -> torch.Tensor:
+        x = self.conv(mel.transpose(1, 2))                                               # (B, C, F)
+        if size is not None:
+            x = F.interpolate(x, size=size, mode="linear", align_corners=True)
+        x, _ = self.gru(x.transpose(1, 2))
+        return self.out_norm(x)                                                          # (B, M, H)
+
+    def forward(self, waveform: torch.Tensor) -> SimpleNamespace:
+        """Features at the mel rate (100 Hz), as transformers encoders return theirs."""
+        return SimpleNamespace(last_hidden_state=self._frames(self.log_mel(waveform), None))
+
+    def memory_frame_count(self, n_samples: int, fps: float, alignment: str) -> int:
+        """M = int(F100 / 100 * rate), rate = fps (or 2 * fps, even, for 'pair' alignment)."""
+        rate = 2 * fps if alignment == "pair" else fps
+        size = max(int(self.feature_count(n_samples) / self.feature_rate * rate), 1)
+        return size - size % 2 if alignment == "pair" else size
+
+    def encode_aligned(self, waveform: torch.Tensor, fps: float, alignment: str) -> torch.Tensor:
+        """(1, S) -> (1, M, H) at the decoder memory rate."""
+        size = self.memory_frame_count(waveform.shape[1], fps, alignment)
+        return self._frames(self.log_mel(waveform), size)
