@@ -75,12 +75,10 @@ def aligned_memory_indices(frame: int, alignment: str) -> list[int]:
 
 def alignment_mask(n_frames: int, n_memory: int, alignment: str, device=None) -> torch.Tensor:
     """Bool (T, S) mask for the cross-attention, True = not allowed (as in the reference)."""
-    mask = torch.ones(n_frames, n_memory, dtype=torch.bool, device=device)
-    for t in range(n_frames):
-        for s in aligned_memory_indices(t, alignment):
-            if s < n_memory:
-                mask[t, s] = False
-    return mask
+    t = torch.arange(n_frames, device=device).view(-1, 1)
+    s = torch.arange(n_memory, device=device).view(1, -1)
+    allowed = (s // 2 == t) if alignment == ALIGN_PAIR else (s == t)
+    return ~allowed
 
 
 class PeriodicPositionalEncoding(nn.Module):
@@ -217,6 +215,21 @@ class FaceFormer(nn.Module):
         attn = F.scaled_dot_product_attention(_split_heads(q, heads), mem_k[:, :, mem_idx], mem_v[:, :, mem_idx])
         x = layer.norm2(x + ca.out_proj(_merge_heads(attn)))
         return layer.norm3(x + layer.linear2(layer.activation(layer.linear1(x))))
+
+    def decode_teacher_forced(self, memory: torch.Tensor, style: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Training pass: ground-truth offsets shifted by one frame as decoder input.
+
+        memory: (B, S, d); style: (B, 1, d); target: (B, T, V*3) offsets. Returns (B, T, V*3).
+        Frame t sees the style and frames < t, as `decode` does at inference.
+        """
+        batch, n_frames = target.shape[:2]
+        inputs = torch.cat([style, self.vertice_map(target[:, :-1]) + style], dim=1)     # (B, T, d)
+        bias = temporal_bias(self.config.n_heads, self.config.period,
+                             torch.arange(n_frames, device=target.device), n_frames)
+        tgt_mask = bias.repeat(batch, 1, 1).to(inputs.dtype)                            # (B*H, T, T)
+        memory_mask = alignment_mask(n_frames, memory.shape[1], self.config.alignment, target.device)
+        out = self.transformer_decoder(self.PPE(inputs), memory, tgt_mask=tgt_mask, memory_mask=memory_mask)
+        return self.vertice_map_r(out)
 
     def decode_reference(self, memory: torch.Tensor, style: torch.Tensor, n_frames: int) -> torch.Tensor:
         """The reference inference loop (re-runs the decoder over the whole prefix for every
