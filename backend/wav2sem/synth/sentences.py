@@ -135,7 +135,8 @@ def _minimal_pair_sentence(rng: np.random.Generator) -> str:
 
 
 def make_sentences(count: int, seed: int) -> list[str]:
-    """`count` sentences, deterministic for a seed: 35 % minimal pairs, 20 % hand-written, rest grammar."""
+    """`count` sentences, deterministic for a seed: 35 % minimal pairs, 20 % hand-written, rest grammar;
+    half of the short ones get a second minimal-pair phrase."""
     rng = np.random.default_rng([seed, 0x5E17])
     out = []
     for _ in range(count):
@@ -146,4 +147,6 @@ def make_sentences(count: int, seed: int) -> list[str]:
             out.append(HANDWRITTEN[int(rng.integers(len(HANDWRITTEN)))])
         else:
             out.append(_grammar_sentence(rng))
+        if len(out[-1].split()) < 7 and rng.random() < 0.5:   # lengthen short carrier clips
+            out[-1] += " " + _minimal_pair_sentence(rng)
     return out

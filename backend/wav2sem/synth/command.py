@@ -1,0 +1,49 @@
+"""`wav2sem synth`: generate the synthetic speech-to-face corpus (see docs/synth.md)."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from ..errors import BAD_REQUEST, Wav2SemError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, help="corpus folder (created; an existing one is resumed)")
+    parser.add_argument("--hours", type=float, required=True, help="hours of speech to generate (estimated)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="worker processes (default: all cores)")
+    parser.add_argument("--engines", default="espeak,festival",
+                        help="comma-separated TTS engines: espeak, festival (default both)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from .corpus import generate
+
+    if not args.hours > 0:
+        raise Wav2SemError(BAD_REQUEST, "--hours must be a positive number of hours, e.g. --hours 1.")
+    engines = tuple(e.strip() for e in args.engines.split(",") if e.strip())
+    bar = None
+    if not args.no_progress:
+        from tqdm import tqdm
+        bar = tqdm(total=0, unit="clip", file=sys.stderr, dynamic_ncols=True, desc="synth")
+
+    def progress(done: int, total: int) -> None:
+        if bar is not None:
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+
+    start = time.perf_counter()
+    try:
+        info = generate(args.out, args.hours, args.seed, args.workers, engines, progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    elapsed = time.perf_counter() - start
+    print(f"{args.out}: {info['items']} clips, {info['hours'] * 60:.1f} min of speech, "
+          f"splits {info['splits']}, {elapsed:.0f} s", file=sys.stderr)
+    return 0
