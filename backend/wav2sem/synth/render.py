@@ -50,7 +50,10 @@ def draw_head(ax, template: Template, vertices: np.ndarray | None = None, view: 
     polys = PolyCollection(tri[order][:, :, :2], facecolors=np.clip(colour[order], 0, 1),
                            edgecolors="none", antialiased=False)
     ax.add_collection(polys)
-    if zoom_mouth:
+    if zoom_mouth and view == "side":   # profile of the lower face
+        ax.set_xlim(0.02, 0.13)
+        ax.set_ylim(-0.13, 0.0)
+    elif zoom_mouth:
         ax.set_xlim(-0.045, 0.045)
         ax.set_ylim(-0.105, -0.015)
     else:

@@ -28,7 +28,7 @@ JAW_PIVOT_YZ = np.array([-0.015, 0.0])     # (y, z) metres, the jaw hinge (x axi
 JAW_SLIDE = np.array([0.0, -0.002, 0.004])  # metres at jaw_open = 1 (condyle slides forward)
 CLOSURE_SATURATION = 0.85                  # lip_close >= this: lips touch
 UPPER_SHARE = 0.4                          # part of the closing done by the upper lip
-TUCK_OFFSET = np.array([0.0, -0.0015, -0.0045])  # lower lip ends behind/below the upper lip (m)
+TUCK_OFFSET = np.array([0.0, -0.0015, -0.0035])  # lower lip ends behind/below the upper lip (m)
 PRESS_DEPTH = 0.0018                       # lips pushed back when fully pressed (m)
 
 
@@ -95,7 +95,7 @@ class Rig:
         upper_fall = np.where(upper & in_pair, np.exp(-(dy / 0.008) ** 2), 0.0)
         lower_fall = np.where(~upper & in_pair, np.exp(-(dy / 0.015) ** 2), 0.0)
         press_weight = mouth_band * np.exp(-(dy / 0.009) ** 2) * front
-        pair_taper = 1.0 - (np.abs(head.azimuth[interior_upper]) / head.mouth_half_angle) ** 4
+        pair_taper = 1.0 - (np.abs(head.azimuth[interior_upper]) / head.mouth_half_angle) ** 2
         return cls(p, linear, linear_names, jaw_weight, interior_upper, interior_lower, pair_of,
                    upper_fall, lower_fall, press_weight, pair_taper)
 

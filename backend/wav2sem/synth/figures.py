@@ -1,0 +1,123 @@
+"""Make the inspection images in results/synth/ (run: python -m wav2sem.synth.figures [OUT]).
+
+  head.png              the template head from the front, three-quarter and side, and the mouth
+  visemes.png           the mouth at each viseme class (rig at the phoneme's targets)
+  articulators.png      articulator curves over a spoken sentence with phone boundaries,
+                        the lip gap, and frames at the centres of chosen phones
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .head import build_head
+from .motion import FPS, SAMPLE_RATE, animate, default_rig
+from .coarticulation import Style
+from .phonemes import PHONEMES, VISEMES
+from .render import contact_sheet, draw_head
+from .rig import ARTICULATORS
+
+log = logging.getLogger(__name__)
+SENTENCE = "Bob thought the five fat bats were fine, but I said map."
+
+
+def viseme_pose(arpabet: str) -> np.ndarray:
+    """Rig values at a phoneme's (first) target. -> (1, A)"""
+    target = PHONEMES[arpabet][0]
+    return np.array([[target.values.get(a, 0.0) for a in ARTICULATORS]])
+
+
+def lip_gap(vertices: np.ndarray) -> np.ndarray:
+    """Vertical distance (m) between the lip centres per frame. (T, V, 3) -> (T,)"""
+    lm = build_head().template.landmarks
+    return vertices[:, lm["upper_lip_center"], 1] - vertices[:, lm["lower_lip_center"], 1]
+
+
+def make_head_sheet(out: Path) -> None:
+    t = build_head().template
+    contact_sheet(out / "head.png", t, [("front", None, "front", False), ("three-quarter", None, "three_quarter", False),
+                                        ("side", None, "side", False), ("mouth (rest)", None, "front", True)],
+                  columns=4, panel_size=4.0)
+
+
+def make_viseme_sheet(out: Path) -> None:
+    t = build_head().template
+    rig = default_rig()
+    panels = []
+    for name, members in VISEMES.items():
+        verts = rig.apply(viseme_pose(members[0]))[0]
+        panels.append((f"{name}", verts, "front", True))
+    panels.append(("aa: three-quarter", rig.apply(viseme_pose("AA"))[0], "three_quarter", False))
+    for name, phone in (("rest", "SIL"), ("PP", "M"), ("FF", "F"), ("U", "UW")):
+        panels.append((f"{name}: side", rig.apply(viseme_pose(phone))[0], "side", True))
+    contact_sheet(out / "visemes.png", t, panels, columns=5, panel_size=2.8)
+
+
+def make_articulator_plot(out: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import soxr
+
+    from .tts.espeak import EspeakEngine
+
+    clip = EspeakEngine.get().synthesize(SENTENCE, "en-us", "m3", 150, 50)
+    audio = soxr.resample(clip.audio, clip.sample_rate, SAMPLE_RATE).astype(np.float32)
+    track, verts = animate(clip.segments, audio, SAMPLE_RATE, Style(), np.random.default_rng(0))
+    times = np.arange(len(track)) / FPS
+    gap_mm = lip_gap(verts) * 1000
+
+    fig = plt.figure(figsize=(16, 10))
+    grid = fig.add_gridspec(3, 6, height_ratios=[2.2, 1.0, 1.6])
+    ax = fig.add_subplot(grid[0, :])
+    for i, name in enumerate(ARTICULATORS):
+        ax.plot(times, track[:, i], label=name, lw=1.6)
+    for seg in clip.segments:
+        ax.axvline(seg.start, color="0.85", lw=0.6, zorder=0)
+        if seg.arpabet != "SIL":
+            ax.text((seg.start + seg.end) / 2, 1.03, seg.arpabet, ha="center", fontsize=7, rotation=90)
+    ax.set_xlim(0, times[-1])
+    ax.set_ylim(0, 1.12)
+    ax.set_ylabel("articulator value")
+    ax.legend(ncol=7, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.08))
+    ax.set_title(f'espeak-ng en-us+m3: "{SENTENCE}"', pad=28)
+    ax2 = fig.add_subplot(grid[1, :])
+    ax2.plot(times, gap_mm, color="k")
+    for seg in clip.segments:
+        if seg.arpabet in ("P", "B", "M"):
+            ax2.axvspan(seg.start, seg.end, color="tab:red", alpha=0.25)
+        elif seg.arpabet in ("F", "V"):
+            ax2.axvspan(seg.start, seg.end, color="tab:green", alpha=0.25)
+    ax2.set_xlim(0, times[-1])
+    ax2.set_ylabel("lip gap (mm)")
+    ax2.set_xlabel("time (s)   red: p/b/m   green: f/v")
+    # Frames at the centres of some phones.
+    wanted = ["B", "TH", "F", "AE", "M", "AY"]
+    t = build_head().template
+    for k, phone in enumerate(wanted):
+        seg = next(s for s in clip.segments if s.arpabet == phone)
+        frame = min(len(verts) - 1, int(round((seg.start + seg.end) / 2 * FPS)))
+        axk = fig.add_subplot(grid[2, k])
+        draw_head(axk, t, verts[frame], "front", zoom_mouth=True)
+        axk.set_title(f"{phone} ({seg.symbol}) t={frame / FPS:.2f}s", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out / "articulators.png", dpi=100)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    out = Path(argv[0] if argv else "results/synth")
+    out.mkdir(parents=True, exist_ok=True)
+    make_head_sheet(out)
+    make_viseme_sheet(out)
+    make_articulator_plot(out)
+    print(f"wrote {out}/head.png, visemes.png, articulators.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
