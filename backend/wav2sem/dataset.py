@@ -1,0 +1,245 @@
+"""One loader for speech-to-face corpora: ours (`wav2sem synth`) and the VOCASET / BIWI layouts.
+
+    ds = open_dataset("corpus")                 # layout detected
+    train = ds.subset("train")
+    item = train[0]                             # SpeechFaceItem, loaded on access
+    item.audio      (N,) float32, 16 kHz mono
+    item.vertices   (T, V, 3) float32 at ds.fps
+    item.subject    speaker / subject id (ds.train_subjects gives the style one-hot order)
+
+Layouts (all: a folder with wav/ and vertices_npy/, file stem = item id "<subject>_<n>"):
+  wav2sem   corpus.json, template.npz, splits/*.txt, items.tsv, text/, phonemes/ (30 fps)
+  vocaset   templates.pkl (subject -> (5023, 3)); vertices at 60 fps, used at 30 fps
+  biwi      templates.pkl (subject -> (23370, 3)); vertices at 25 fps
+For VOCASET/BIWI the splits are the FaceFormer ones (subjects and sentence numbers) unless
+the folder has splits/{train,val,test}.txt. templates.pkl is read with a restricted
+unpickler that admits only numpy arrays and builtin containers.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from .audio import SAMPLE_RATE, load_audio
+from .errors import MODEL_INVALID, MODEL_NOT_FOUND, Wav2SemError
+from .safe_pickle import safe_load
+from .synth.timing import PhoneSegment, read_segments
+from .template import Template
+
+log = logging.getLogger(__name__)
+
+LAYOUTS = ("wav2sem", "vocaset", "biwi")
+SPLITS = ("train", "val", "test")
+SOURCE_FPS = {"vocaset": 60.0, "biwi": 25.0}
+DEFAULT_FPS = {"vocaset": 30.0, "biwi": 25.0}
+# FaceFormer's subject lists and sentence ranges.
+REFERENCE_SUBJECTS = {
+    "vocaset": {
+        "train": ("FaceTalk_170728_03272_TA", "FaceTalk_170904_00128_TA", "FaceTalk_170725_00137_TA",
+                  "FaceTalk_170915_00223_TA", "FaceTalk_170811_03274_TA", "FaceTalk_170913_03279_TA",
+                  "FaceTalk_170904_03276_TA", "FaceTalk_170912_03278_TA"),
+        "val": ("FaceTalk_170811_03275_TA", "FaceTalk_170908_03277_TA"),
+        "test": ("FaceTalk_170809_00138_TA", "FaceTalk_170731_00024_TA"),
+    },
+    "biwi": {"train": ("F2", "F3", "F4", "M3", "M4", "M5"), "val": ("F2", "F3", "F4", "M3", "M4", "M5"),
+             "test": ("F2", "F3", "F4", "M3", "M4", "M5")},
+}
+REFERENCE_SENTENCES = {
+    "vocaset": {"train": range(1, 41), "val": range(21, 41), "test": range(21, 41)},
+    "biwi": {"train": range(1, 33), "val": range(33, 37), "test": range(37, 41)},
+}
+
+
+@dataclass
+class SpeechFaceItem:
+    """One clip: speech and the matching face motion."""
+
+    id: str
+    subject: str
+    audio: np.ndarray                          # (N,) float32, 16 kHz mono
+    vertices: np.ndarray                       # (T, V, 3) float32, at `fps`
+    fps: float
+    template: np.ndarray                       # (V, 3) float32, the subject's neutral face
+    transcript: str | None = None
+    phonemes: list[PhoneSegment] | None = None
+
+    @property
+    def offsets(self) -> np.ndarray:
+        """Displacements from the template. -> (T, V, 3) float32"""
+        return self.vertices - self.template[None]
+
+
+def subject_of(item_id: str) -> str:
+    """VOCASET/FaceFormer convention: the subject is everything before the last "_"."""
+    return item_id.rsplit("_", 1)[0] if "_" in item_id else item_id
+
+
+def detect_layout(root: str | Path) -> str:
+    """Guess the layout of a corpus folder; raises Wav2SemError when it is none of LAYOUTS."""
+    root = Path(root)
+    if not (root / "wav").is_dir() or not (root / "vertices_npy").is_dir():
+        raise Wav2SemError(MODEL_NOT_FOUND, f"{root} is not a corpus folder: it needs wav/ and vertices_npy/ "
+                                            "(make one with `wav2sem synth --out DIR --hours H`).")
+    if (root / "corpus.json").is_file() and (root / "template.npz").is_file():
+        return "wav2sem"
+    if (root / "templates.pkl").is_file():
+        stems = [p.stem for p in (root / "vertices_npy").glob("*.npy")]
+        return "vocaset" if any(s.startswith("FaceTalk") for s in stems) else "biwi"
+    raise Wav2SemError(MODEL_INVALID, f"{root} has neither corpus.json + template.npz (wav2sem synth) nor "
+                                      "templates.pkl (VOCASET/BIWI); add the template file.")
+
+
+def load_templates_pkl(path: str | Path) -> dict[str, np.ndarray]:
+    """Reference templates.pkl -> subject -> (V, 3) float32, refusing anything but arrays."""
+    try:
+        table = safe_load(path)
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as exc:
+        raise Wav2SemError(MODEL_INVALID, f"Refused to load {Path(path).name}: {exc}. Use a templates.pkl that "
+                                          "holds only numpy arrays (subject -> vertices).") from exc
+    if not isinstance(table, dict) or not table:
+        raise Wav2SemError(MODEL_INVALID, f"{Path(path).name} must map subject names to (V, 3) vertex arrays.")
+    out = {}
+    for subject, verts in table.items():
+        arr = np.asarray(verts, dtype=np.float32)
+        if arr.size % 3:
+            raise Wav2SemError(MODEL_INVALID, f"Template of {subject!r} in {Path(path).name} is not (V, 3).")
+        out[str(subject)] = arr.reshape(-1, 3)
+    return out
+
+
+class SpeechFaceDataset(Sequence[SpeechFaceItem]):
+    """Items of one corpus (or one split of it), loaded from disk on access. Thread-safe reads."""
+
+    def __init__(self, root: str | Path, layout: str = "auto", fps: float | None = None,
+                 template_path: str | Path | None = None):
+        self.root = Path(root)
+        self.layout = detect_layout(self.root) if layout == "auto" else layout
+        if self.layout not in LAYOUTS:
+            raise Wav2SemError(MODEL_INVALID, f"Unknown corpus layout {layout!r}; use one of {LAYOUTS} or auto.")
+        self.sample_rate = SAMPLE_RATE
+        self.transcripts_available = self.layout == "wav2sem"
+        if self.layout == "wav2sem":
+            info = json.loads((self.root / "corpus.json").read_text(encoding="utf-8"))
+            self.info: dict = info
+            self.source_fps = float(info["fps"])
+            self.template = Template.load(self.root / "template.npz")
+            ids = sorted(p.stem for p in (self.root / "vertices_npy").glob("*.npy") if not p.stem.endswith(".tmp"))
+            self.subject_templates = {subject_of(i): self.template.vertices for i in ids}
+            self.splits = self._read_split_files(ids) or {"train": ids, "val": [], "test": []}
+        else:
+            self.info = {}
+            self.source_fps = SOURCE_FPS[self.layout]
+            self.subject_templates = load_templates_pkl(self.root / "templates.pkl")
+            ids = sorted(p.stem for p in (self.root / "vertices_npy").glob("*.npy")
+                         if subject_of(p.stem) in self.subject_templates)
+            first = sorted(self.subject_templates)[0]
+            self.template = Template(self.subject_templates[first])
+            self.splits = self._read_split_files(ids) or self._reference_splits(ids)
+        if template_path is not None:      # e.g. a template.npz with FLAME regions
+            self.template = Template.load(template_path)
+        self.fps = float(fps or (DEFAULT_FPS.get(self.layout, self.source_fps)))
+        self._ids = [i for s in SPLITS for i in self.splits.get(s, [])]
+        self.subjects = sorted({subject_of(i) for i in self._ids})
+        self.train_subjects = sorted({subject_of(i) for i in self.splits.get("train", [])})
+
+    # -- splits ---------------------------------------------------------------------------
+    def _read_split_files(self, ids: list[str]) -> dict[str, list[str]] | None:
+        folder = self.root / "splits"
+        if not all((folder / f"{s}.txt").is_file() for s in SPLITS):
+            return None
+        present = set(ids)
+        return {s: [line.strip() for line in (folder / f"{s}.txt").read_text(encoding="utf-8").splitlines()
+                    if line.strip() in present] for s in SPLITS}
+
+    def _reference_splits(self, ids: list[str]) -> dict[str, list[str]]:
+        subjects, sentences = REFERENCE_SUBJECTS[self.layout], REFERENCE_SENTENCES[self.layout]
+        known = {s for group in subjects.values() for s in group}
+        if not any(subject_of(i) in known for i in ids):
+            log.warning("%s: no FaceFormer subject names found; every clip is put in the train split "
+                        "(add splits/{train,val,test}.txt to choose)", self.root)
+            return {"train": list(ids), "val": [], "test": []}
+        out: dict[str, list[str]] = {s: [] for s in SPLITS}
+        for item_id in ids:
+            match = re.search(r"(\d+)$", item_id)
+            sentence = int(match.group(1)[-2:]) if match else -1
+            for split in SPLITS:
+                if subject_of(item_id) in subjects[split] and sentence in sentences[split]:
+                    out[split].append(item_id)
+        return out
+
+    def subset(self, split: str) -> "SpeechFaceDataset":
+        """A view with only the items of one split (same template, subjects and fps)."""
+        if split not in SPLITS:
+            raise Wav2SemError(MODEL_INVALID, f"Unknown split {split!r}; use one of {SPLITS}.")
+        view = object.__new__(SpeechFaceDataset)
+        view.__dict__.update(self.__dict__)
+        view._ids = list(self.splits.get(split, []))
+        return view
+
+    # -- items ----------------------------------------------------------------------------
+    @property
+    def ids(self) -> list[str]:
+        return list(self._ids)
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __iter__(self) -> Iterator[SpeechFaceItem]:
+        for item_id in self._ids:
+            yield self.item(item_id)
+
+    def __getitem__(self, index):  # type: ignore[override]
+        if isinstance(index, slice):
+            return [self.item(i) for i in self._ids[index]]
+        if isinstance(index, str):
+            return self.item(index)
+        return self.item(self._ids[index])
+
+    def item(self, item_id: str) -> SpeechFaceItem:
+        """Load one clip by id. Blocks on disk reads."""
+        subject = subject_of(item_id)
+        template = self.subject_templates.get(subject, self.template.vertices)
+        audio = load_audio(self.root / "wav" / f"{item_id}.wav")
+        flat = np.load(self.root / "vertices_npy" / f"{item_id}.npy", allow_pickle=False)
+        vertices = np.asarray(flat, dtype=np.float32).reshape(len(flat), -1, 3)     # (T, V, 3)
+        if vertices.shape[1] != template.shape[0]:
+            raise Wav2SemError(MODEL_INVALID, f"{item_id}: {vertices.shape[1]} vertices per frame but the "
+                                              f"template has {template.shape[0]}.")
+        vertices = resample_frames(vertices, self.source_fps, self.fps)
+        transcript = phonemes = None
+        if self.layout == "wav2sem":
+            text = self.root / "text" / f"{item_id}.txt"
+            transcript = text.read_text(encoding="utf-8").strip() if text.is_file() else None
+            tsv = self.root / "phonemes" / f"{item_id}.tsv"
+            phonemes = read_segments(tsv) if tsv.is_file() else None
+        return SpeechFaceItem(item_id, subject, audio, vertices, self.fps, template, transcript, phonemes)
+
+
+def resample_frames(vertices: np.ndarray, source_fps: float, fps: float) -> np.ndarray:
+    """Change the frame rate: an integer ratio keeps every n-th frame (as FaceFormer does for
+    VOCASET), otherwise linear interpolation at times k / fps. (T, V, 3) -> (T', V, 3)"""
+    if abs(source_fps - fps) < 1e-6:
+        return vertices
+    ratio = source_fps / fps
+    if abs(ratio - round(ratio)) < 1e-6 and ratio >= 1:
+        return np.ascontiguousarray(vertices[:: int(round(ratio))])
+    n_out = max(1, int(np.floor((len(vertices) - 1) * fps / source_fps)) + 1)
+    pos = np.arange(n_out) * source_fps / fps
+    lo = np.clip(np.floor(pos).astype(int), 0, len(vertices) - 1)
+    hi = np.clip(lo + 1, 0, len(vertices) - 1)
+    w = (pos - lo)[:, None, None].astype(np.float32)
+    return (vertices[lo] * (1 - w) + vertices[hi] * w).astype(np.float32)
+
+
+def open_dataset(root: str | Path, layout: str = "auto", split: str | None = None, fps: float | None = None,
+                 template_path: str | Path | None = None) -> SpeechFaceDataset:
+    """Open a corpus folder (optionally one split of it)."""
+    ds = SpeechFaceDataset(root, layout, fps, template_path)
+    return ds.subset(split) if split else ds
