@@ -1,39 +1,14 @@
-"""Shared fixtures for the backend tests: tiny random bundles, real audio files, subprocess
-helpers for the `wav2sem` command and a JSON-lines `ServerProcess` driver.
-
-Everything runs on the CPU in seconds. Subprocesses run `python -m wav2sem` with the
-interpreter that runs pytest, so the tests work wherever the package is importable.
-"""
+"""Shared fixtures for the backend tests: tiny random bundles, loaded models, real audio files.
+Plain helpers (audio generators, CLI runners, ServerProcess) live in w2s_helpers.py."""
 from __future__ import annotations
 
-import json
-import os
-import queue
-import subprocess
-import sys
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
 
-SR = 16_000
-
-# One thread per process: the test machines are small and shared; oversubscribed BLAS threads
-# make tiny models slower, not faster. Results do not depend on the thread count (tolerances).
-SUBPROCESS_ENV = {
-    **os.environ,
-    "OMP_NUM_THREADS": "1",
-    "MKL_NUM_THREADS": "1",
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "PYTHONUNBUFFERED": "1",
-    "PYTHONDONTWRITEBYTECODE": "1",
-}
-SUBPROCESS_ENV.pop("WAV2SEM_MODEL", None)
+from w2s_helpers import speechlike, write_audio
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -42,33 +17,6 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-# ----- audio ------------------------------------------------------------------------------
-def speechlike(seconds: float, sr: int = SR, seed: int = 0, amplitude: float = 0.3) -> np.ndarray:
-    """Band-limited noise with a ~4 Hz syllable envelope: loud, never silent, no pauses."""
-    rng = np.random.default_rng(seed)
-    n = int(round(seconds * sr))
-    noise = rng.standard_normal(n + 64)
-    kernel = np.hanning(9)
-    kernel /= kernel.sum()
-    voiced = np.convolve(noise, kernel, mode="same")[:n]
-    t = np.arange(n) / sr
-    envelope = 0.6 + 0.4 * np.sin(2 * np.pi * 4.0 * t + rng.uniform(0, 2 * np.pi))
-    tone = 0.5 * np.sin(2 * np.pi * (140 + 30 * np.sin(2 * np.pi * 0.5 * t)) * t)
-    x = (voiced / (np.abs(voiced).max() + 1e-9) + tone) * envelope
-    return (amplitude * x / np.abs(x).max()).astype(np.float32)
-
-
-def sine(freq: float, seconds: float, sr: int, amplitude: float = 0.5) -> np.ndarray:
-    t = np.arange(int(round(seconds * sr))) / sr
-    return (amplitude * np.sin(2 * np.pi * freq * t)).astype(np.float32)
-
-
-def write_audio(path: Path, signal: np.ndarray, sr: int = SR, **kwargs) -> Path:
-    path = Path(path)
-    sf.write(str(path), signal, sr, **kwargs)
-    return path
 
 
 @pytest.fixture(scope="session")
@@ -89,7 +37,6 @@ def speech_wav_44k_stereo(audio_dir) -> Path:
     return write_audio(audio_dir / "speech_44k.wav", np.stack([left, right], 1), 44_100)
 
 
-# ----- bundles ----------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def bundle_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("bundles")
@@ -140,151 +87,3 @@ def tiny_model_pair(tiny_bundle_pair):
     return load_model(tiny_bundle_pair, "cpu")
 
 
-# ----- the command line -------------------------------------------------------------------
-def wav2sem_cmd(*args) -> list[str]:
-    return [sys.executable, "-m", "wav2sem", *map(str, args)]
-
-
-def run_wav2sem(*args, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(wav2sem_cmd(*args), capture_output=True, text=True, timeout=timeout,
-                          env=SUBPROCESS_ENV, stdin=subprocess.DEVNULL)
-
-
-def run_wav2sem_many(arg_lists, timeout: float = 180) -> list[subprocess.CompletedProcess]:
-    """Run several `wav2sem` invocations concurrently (start-up dominates: imports)."""
-    procs = [subprocess.Popen(wav2sem_cmd(*a), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env=SUBPROCESS_ENV, stdin=subprocess.DEVNULL) for a in arg_lists]
-    results = []
-    deadline = time.monotonic() + timeout
-    for a, p in zip(arg_lists, procs):
-        try:
-            out, err = p.communicate(timeout=max(1.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            for q in procs:
-                q.kill()
-            raise
-        results.append(subprocess.CompletedProcess(wav2sem_cmd(*a), p.returncode, out, err))
-    return results
-
-
-def error_lines(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if line.startswith("wav2sem: error:")]
-
-
-def assert_clean_failure(proc: subprocess.CompletedProcess, *must_contain: str) -> str:
-    """Non-zero exit, exactly one `wav2sem: error:` line, no traceback; returns that line."""
-    assert proc.returncode != 0, f"expected failure, got exit 0; stderr:\n{proc.stderr}"
-    lines = error_lines(proc.stderr)
-    assert len(lines) == 1, f"expected one 'wav2sem: error:' line, stderr was:\n{proc.stderr}"
-    assert "Traceback" not in proc.stderr, proc.stderr
-    for text in must_contain:
-        assert text.lower() in lines[0].lower(), f"{text!r} not in {lines[0]!r}"
-    return lines[0]
-
-
-# ----- the server -------------------------------------------------------------------------
-class ServerProcess:
-    """`wav2sem serve` in a subprocess, driven through pipes. A reader thread parses stdout
-    lines onto a queue, so every wait has a timeout: a hang fails the test instead of blocking."""
-
-    def __init__(self, *args, env=None):
-        self.proc = subprocess.Popen(
-            wav2sem_cmd("serve", *args), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, encoding="utf-8", bufsize=1, env=env or SUBPROCESS_ENV,
-        )
-        self.messages: "queue.Queue[dict]" = queue.Queue()
-        self.raw_lines: list[str] = []
-        self.bad_lines: list[str] = []     # stdout lines that were not a JSON object
-        self.stderr_lines: list[str] = []
-        self._held: list[dict] = []        # read but not yet consumed by a wait
-        self._next_id = 0
-        threading.Thread(target=self._read_stdout, daemon=True).start()
-        threading.Thread(target=self._read_stderr, daemon=True).start()
-
-    def _read_stdout(self):
-        for line in self.proc.stdout:
-            self.raw_lines.append(line)
-            try:
-                msg = json.loads(line)
-                if not isinstance(msg, dict):
-                    raise ValueError("not an object")
-            except ValueError:
-                self.bad_lines.append(line)
-                continue
-            self.messages.put(msg)
-
-    def _read_stderr(self):
-        for line in self.proc.stderr:
-            self.stderr_lines.append(line)
-
-    @property
-    def stderr(self) -> str:
-        return "".join(self.stderr_lines)
-
-    def send_raw(self, text: str) -> None:
-        self.proc.stdin.write(text if text.endswith("\n") else text + "\n")
-        self.proc.stdin.flush()
-
-    def send(self, op: str, params=None, id=None, **extra) -> object:
-        if id is None:
-            self._next_id += 1
-            id = f"r{self._next_id}"
-        message = {"id": id, "op": op, **extra}
-        if params is not None:
-            message["params"] = params
-        self.send_raw(json.dumps(message))
-        return id
-
-    def next_message(self, timeout: float) -> dict:
-        try:
-            return self.messages.get(timeout=timeout)
-        except queue.Empty:
-            raise AssertionError(f"no message from the server within {timeout} s; stderr:\n{self.stderr[-3000:]}") from None
-
-    def wait_for(self, request_id, timeout: float = 60, until=("result", "error")) -> tuple[list[dict], dict]:
-        """Messages for `request_id` until one whose type is in `until`: (events before, final)."""
-        deadline = time.monotonic() + timeout
-        events: list[dict] = []
-        while True:
-            for i, msg in enumerate(self._held):
-                if msg.get("id") == request_id:
-                    self._held.pop(i)
-                    break
-            else:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise AssertionError(f"timed out waiting for {request_id!r}; got {events}; stderr:\n{self.stderr[-3000:]}")
-                msg = self.next_message(remaining)
-                if msg.get("id") != request_id:
-                    self._held.append(msg)
-                    continue
-            if msg.get("type") in until:
-                return events, msg
-            events.append(msg)
-
-    def request(self, op: str, params=None, timeout: float = 60, **kwargs) -> tuple[list[dict], dict]:
-        rid = self.send(op, params, **kwargs)
-        return self.wait_for(rid, timeout)
-
-    def result(self, op: str, params=None, timeout: float = 60) -> dict:
-        events, final = self.request(op, params, timeout)
-        assert final["type"] == "result", final
-        return final["data"]
-
-    def wait_exit(self, timeout: float) -> int:
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(f"server did not exit within {timeout} s") from None
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                self.proc.stdin.close()
-            except OSError:
-                pass
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
