@@ -165,7 +165,7 @@ def _animate(obj: bpy.types.Object, name: str, blocks: list[Any], curves: list[t
     track.name = name
     created["track"] = track
     strip = versions.add_nla_strip(track, name, strip_start, action, slot)
-    strip.extrapolation = "NOTHING"
+    strip.extrapolation = "HOLD"   # the zero keys at both ends then hold: silent outside the take
 
 
 def _discard(obj: bpy.types.Object, created: dict[str, Any], created_basis: bool) -> None:

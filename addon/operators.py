@@ -189,7 +189,11 @@ class WAV2SEM_OT_generate_lipsync(bpy.types.Operator):
         except Exception as exc:
             return self._fail(exc)
         try:
-            run.job.wait()
+            try:
+                run.job.wait()
+            except KeyboardInterrupt:   # Ctrl+C in a terminal: cancel like Esc
+                run.job.cancel()
+                run.job.wait()
             return self._complete(context, run)
         finally:
             self._cleanup(context)

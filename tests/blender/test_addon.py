@@ -1,0 +1,175 @@
+"""The installed add-on in Blender 5.0 (bpy module) with a real backend subprocess."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from bpy_helpers import (MESH_OFFSET, MESH_SCALE, PACKAGE, Y_UP_TO_Z_UP, add_sound_strip, assert_same, bpy,
+                       evaluated_coords, make_head, snapshot)
+
+STRIP_FRAME = 10
+SCENE_FPS = 30 / 1.001
+
+
+@pytest.fixture(scope="session")
+def reference_offsets(bundle, speech, workdir) -> np.ndarray:
+    """The backend's own answer for the same audio, from its command line (independent path)."""
+    out = workdir / "reference.npy"
+    subprocess.run([sys.executable, "-m", "wav2sem", "infer", str(speech), "-o", str(out), "--model", str(bundle)],
+                   check=True, capture_output=True)
+    return np.load(out).astype(np.float64)
+
+
+def expected_mesh(template, offsets, scene_frame, start=STRIP_FRAME, intensity=1.0, model_fps=30.0):
+    """Rest mesh plus the offsets linearly interpolated at this frame's time, in mesh space."""
+    position = (scene_frame - start) / SCENE_FPS * model_fps
+    lower = int(np.floor(position))
+    frac = position - lower
+    upper = min(lower + 1, len(offsets) - 1)
+    offset = offsets[lower] * (1 - frac) + offsets[upper] * frac
+    return (template + intensity * offset) @ Y_UP_TO_Z_UP.T * MESH_SCALE + MESH_OFFSET
+
+
+def take_frames(offsets, model_fps=30.0):
+    return int(np.floor((len(offsets) - 1) / model_fps * SCENE_FPS + 1e-6)) + 1
+
+
+def test_installed_addon_registers_everything(addon):
+    for op in ("generate_lipsync", "clear_lipsync", "install_backend", "check_backend", "cancel_lipsync"):
+        assert hasattr(bpy.ops.wav2sem, op)
+    assert hasattr(bpy.types, "WAV2SEM_PT_lipsync")
+    assert hasattr(bpy.types.Scene, "wav2sem_lipsync")
+    assert bpy.context.preferences.addons[PACKAGE].preferences.keep_warm
+
+
+def test_compact_take_follows_backend_offsets(scene, template, speech, reference_offsets, addon):
+    head = make_head(template)
+    head.shape_key_add(name="Basis", from_mix=False)
+    smile = head.shape_key_add(name="Smile", from_mix=False)
+    smile.data[0].co = (9.0, 9.0, 9.0)          # a user key with its own data, switched off
+    smile.value = 0.0
+    add_sound_strip(scene, speech, STRIP_FRAME)
+    before = snapshot(head)
+
+    result = bpy.ops.wav2sem.generate_lipsync(object="Head")      # audio: the active sound strip
+    assert result == {"FINISHED"}
+
+    key = head.data.shape_keys
+    names = [b.name for b in key.key_blocks]
+    assert names[:2] == ["Basis", "Smile"]
+    take_keys = names[2:]
+    assert 1 <= len(take_keys) <= 64 and all(n.startswith("LipSync_line.") for n in take_keys)
+    # Basis and the user's key are untouched.
+    after = snapshot(head)
+    for old, new in zip(before["keys"], after["keys"][:2]):
+        assert old[:5] == new[:5]
+        np.testing.assert_array_equal(old[5], new[5])
+    # One action on one NLA track, named after the take.
+    assert [a.name for a in bpy.data.actions] == ["LipSync_line"]
+    assert [t.name for t in key.animation_data.nla_tracks] == ["LipSync_line"]
+
+    frames = take_frames(reference_offsets)
+    tolerance = bpy.context.preferences.addons[PACKAGE].preferences.tolerance
+    errors, norms = [], []
+    for frame in range(STRIP_FRAME, STRIP_FRAME + frames):
+        expected = expected_mesh(template, reference_offsets, frame)
+        rest = expected_mesh(template, np.zeros_like(reference_offsets), frame)
+        errors.append(np.sum((evaluated_coords(head, frame) - expected) ** 2))
+        norms.append(np.sum((expected - rest) ** 2))
+    relative = np.sqrt(sum(errors) / sum(norms))
+    assert relative <= tolerance + 1e-3, relative
+    assert sum(norms) > 0  # the tiny model really moves the face
+    # Silent outside the take: the rest shape before it starts and after it ends.
+    rest = expected_mesh(template, np.zeros_like(reference_offsets), STRIP_FRAME)
+    np.testing.assert_allclose(evaluated_coords(head, STRIP_FRAME - 1), rest, atol=1e-5)
+    np.testing.assert_allclose(evaluated_coords(head, STRIP_FRAME + frames + 1), rest, atol=1e-5)
+
+
+def test_per_frame_take_is_exact_and_regenerating_replaces(scene, template, speech, reference_offsets, addon):
+    head = make_head(template)
+    bpy.ops.wav2sem.generate_lipsync(object="Head", audio_path=str(speech))       # COMPACT, at frame 1
+    result = bpy.ops.wav2sem.generate_lipsync(object="Head", audio_path=str(speech), output_mode="PER_FRAME",
+                                              intensity=0.5)
+    assert result == {"FINISHED"}
+    frames = take_frames(reference_offsets)
+    key = head.data.shape_keys
+    assert len(key.key_blocks) == 1 + frames                 # Basis + one key per frame, old take gone
+    assert [a.name for a in bpy.data.actions] == ["LipSync_line"]
+    assert len(key.animation_data.nla_tracks) == 1
+    for frame in (1, 2, frames // 2, frames):
+        np.testing.assert_allclose(evaluated_coords(head, frame),
+                                   expected_mesh(template, reference_offsets, frame, start=1, intensity=0.5),
+                                   atol=2e-5)
+
+    assert bpy.ops.wav2sem.clear_lipsync(object="Head") == {"FINISHED"}
+    assert head.data.shape_keys is None                      # the add-on made the Basis: gone too
+    assert not bpy.data.actions
+
+
+def test_vertex_count_mismatch_names_both_counts_and_changes_nothing(scene, template, speech, addon):
+    head = make_head(template, vertex_count=350)
+    before = snapshot(head)
+    with pytest.raises(RuntimeError, match=r"'Head' has 350 vertices but the model's template has 400"):
+        bpy.ops.wav2sem.generate_lipsync(object="Head", audio_path=str(speech))
+    assert_same(before, snapshot(head))
+
+
+def test_missing_audio_and_object_are_clear_errors(scene, template, addon):
+    make_head(template)
+    with pytest.raises(RuntimeError, match="No audio: select a sound strip"):
+        bpy.ops.wav2sem.generate_lipsync(object="Head")
+    with pytest.raises(RuntimeError, match="no object named 'Nose'"):
+        bpy.ops.wav2sem.generate_lipsync(object="Nose", audio_path="x.wav")
+
+
+def test_failure_while_writing_rolls_back(scene, template, speech, addon, monkeypatch):
+    head = make_head(template)
+    head.shape_key_add(name="Basis", from_mix=False)
+    bpy.ops.wav2sem.generate_lipsync(object="Head", audio_path=str(speech))     # an existing take
+    before = snapshot(head)
+    versions = sys.modules[PACKAGE + ".versions"]
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated failure after the keys were added")
+    monkeypatch.setattr(versions, "add_nla_strip", broken)
+    with pytest.raises(RuntimeError, match="simulated failure"):
+        bpy.ops.wav2sem.generate_lipsync(object="Head", audio_path=str(speech), output_mode="PER_FRAME")
+    assert_same(before, snapshot(head))
+
+
+def test_backend_crash_leaves_mesh_unchanged_and_shows_stderr(scene, template, speech, addon, fake_python,
+                                                              monkeypatch):
+    head = make_head(template)
+    before = snapshot(head)
+    monkeypatch.setenv("WAV2SEM_PYTHON", fake_python("--crash-after-progress", "1"))
+    with pytest.raises(RuntimeError, match=r"stopped unexpectedly \(exit code 3\).*crashed on purpose"):
+        bpy.ops.wav2sem.generate_lipsync(object="Head", audio_path=str(speech))
+    assert_same(before, snapshot(head))
+    assert sys.modules[PACKAGE + ".operators"]._ACTIVE == []
+
+
+def test_cancel_leaves_mesh_unchanged(scene, template, speech, addon, fake_python, monkeypatch, workdir):
+    """The modal path's steps (start, poll, cancel, complete) on a slow backend."""
+    np.save(workdir / "template.npy", template.astype(np.float32))
+    monkeypatch.setenv("WAV2SEM_PYTHON", fake_python("--slow", "30", "--template", str(workdir / "template.npy")))
+    head = make_head(template)
+    before = snapshot(head)
+    operators = sys.modules[PACKAGE + ".operators"]
+
+    class Props:  # what the panel passes to the operator
+        object, audio_path, subject, intensity, output_mode = "Head", str(speech), "", 1.0, "COMPACT"
+    run = operators.LipSyncRun(operators.gather(bpy.context, Props))
+    try:
+        while run.job.fraction == 0.0:
+            assert not run.job.poll(0.2)
+        run.cancel_requested = True
+        run.job.cancel()
+        while not run.job.poll(0.2):
+            pass
+        assert run.job.error.code == "CANCELLED" and run.job.result is None
+    finally:
+        run.close()
+    assert_same(before, snapshot(head))
