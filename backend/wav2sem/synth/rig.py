@@ -92,8 +92,12 @@ class Rig:
         for v in range(len(p)):
             pair_of[v] = column_to_pair.get(int(head.column[v]), -1)
         in_pair = pair_of >= 0
-        upper_fall = np.where(upper & in_pair, np.exp(-(dy / 0.008) ** 2), 0.0)
-        lower_fall = np.where(~upper & in_pair, np.exp(-(dy / 0.015) ** 2), 0.0)
+        # Falloff from the slit vertex of the same column: exactly 1 on the slit itself.
+        safe_pair = np.where(in_pair, pair_of, 0)
+        d_upper = y - p[interior_upper[safe_pair], 1]
+        d_lower = y - p[interior_lower[safe_pair], 1]
+        upper_fall = np.where(upper & in_pair, np.exp(-(d_upper / 0.008) ** 2), 0.0)
+        lower_fall = np.where(~upper & in_pair, np.exp(-(d_lower / 0.015) ** 2), 0.0)
         press_weight = mouth_band * np.exp(-(dy / 0.009) ** 2) * front
         pair_taper = 1.0 - (np.abs(head.azimuth[interior_upper]) / head.mouth_half_angle) ** 2
         return cls(p, linear, linear_names, jaw_weight, interior_upper, interior_lower, pair_of,
@@ -137,18 +141,20 @@ class Rig:
 
 
 def _jaw_weight(head: HeadMesh, y: np.ndarray) -> np.ndarray:
-    """How much each vertex follows the jaw: 1 on the lower lip and chin, 0 above the lip
-    line and on the skull, a soft boundary that rises from the mouth corners to the hinge."""
+    """How much each vertex follows the jaw: 1 on the lower lip and chin, 0 on the upper lip
+    and the skull. A soft boundary runs from the mouth corners up to the hinge; across the
+    slit the weight jumps (0 above, 1 below) at the mouth centre, fading to 0.5 at the
+    corners, so the field is continuous everywhere except across the opening."""
     az, el = np.abs(head.azimuth), head.elevation
     beyond = np.clip(az - head.mouth_half_angle, 0.0, None)
     hinge_el = np.arctan2(JAW_PIVOT_YZ[0] - (-0.01), 0.06)
     slope = (hinge_el - head.mouth_elevation) / (np.pi / 2 - head.mouth_half_angle)
-    boundary = head.mouth_elevation + slope * beyond
-    width = 0.012 + 0.35 * beyond
-    w = 1.0 - _smoothstep(-1.0, 1.0, (el - boundary) / width)
-    inside = az < head.mouth_half_angle - 1e-9
-    w = np.where(inside, head.lower_side.astype(float), w)
+    offset = el - (head.mouth_elevation + slope * beyond)                  # radians above the boundary
+    base = 1.0 - _smoothstep(-1.0, 1.0, offset / (0.06 + 0.15 * beyond))
+    across = np.clip(1.0 - (az / head.mouth_half_angle) ** 2, 0.0, 1.0) * np.exp(-(offset / 0.08) ** 2)
+    w = np.where(head.lower_side, base + (1.0 - base) * across, base * (1.0 - across))
     w *= _smoothstep(-0.19, -0.11, y)                     # the neck stays
-    w *= 1.0 - _smoothstep(1.45, 1.9, az)                   # so does the back of the head
+    w *= 1.0 - _smoothstep(JAW_PIVOT_YZ[0] - 0.02, JAW_PIVOT_YZ[0], y)   # nothing above the hinge
+    w *= 1.0 - _smoothstep(1.45, 1.9, az)                   # nor the back of the head
     w[head.row < 0] = 0.0                                   # poles
     return w
