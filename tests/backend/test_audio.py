@@ -1,0 +1,101 @@
+"""`wav2sem.audio.load_audio`: formats, rates, channels -> mono float32 16 kHz; error codes."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from w2s_helpers import SR, sine, write_audio
+from wav2sem.errors import AUDIO_EMPTY, AUDIO_NOT_FOUND, AUDIO_TOO_SHORT, AUDIO_UNREADABLE, Wav2SemError
+
+FORMATS = {  # extension -> soundfile format / subtype
+    "wav": dict(format="WAV", subtype="PCM_16"),
+    "flac": dict(format="FLAC", subtype="PCM_16"),
+    "ogg": dict(format="OGG", subtype="VORBIS"),
+    "mp3": dict(format="MP3", subtype="MPEG_LAYER_III"),
+}
+SECONDS = 1.5
+
+
+def can_write(ext: str) -> bool:
+    spec = FORMATS[ext]
+    return spec["format"] in sf.available_formats() and spec["subtype"] in sf.available_subtypes(spec["format"])
+
+
+def peak_frequency(x: np.ndarray, sr: int) -> float:
+    window = np.hanning(len(x))
+    spectrum = np.abs(np.fft.rfft(x * window))
+    return float(np.fft.rfftfreq(len(x), 1 / sr)[np.argmax(spectrum)])
+
+
+@pytest.mark.parametrize("ext", list(FORMATS))
+@pytest.mark.parametrize("rate,channels,freq", [(44_100, 2, 440.0), (8_000, 1, 1000.0)])
+def test_formats_rates_channels_to_mono_16k(tmp_path, ext, rate, channels, freq):
+    if not can_write(ext):
+        pytest.skip(f"this libsndfile cannot write {ext}")
+    from wav2sem.audio import load_audio
+
+    mono = sine(freq, SECONDS, rate)
+    data = np.stack([mono, 0.5 * mono], 1) if channels == 2 else mono
+    path = tmp_path / f"tone.{ext}"
+    try:
+        write_audio(path, data, rate, **FORMATS[ext])
+    except (sf.LibsndfileError, RuntimeError, TypeError) as exc:  # e.g. mp3 at 8 kHz mono unsupported
+        pytest.skip(f"cannot write {ext} at {rate} Hz here: {exc}")
+    out = load_audio(path)
+    assert out.dtype == np.float32 and out.ndim == 1
+    n_file = sf.info(str(path)).frames
+    assert abs(len(out) - n_file * SR / rate) <= 1
+    if ext != "mp3":      # mp3 decoders may add encoder delay/padding; the others are exact
+        assert abs(len(out) - SECONDS * SR) <= 1
+    else:
+        assert abs(len(out) - SECONDS * SR) <= 0.1 * SR
+    middle = out[len(out) // 4 : 3 * len(out) // 4]
+    assert abs(peak_frequency(middle, SR) - freq) < 5.0
+    # stereo is averaged: (1 + 0.5) / 2 = 0.75 of the original amplitude
+    expected_amp = 0.5 * (0.75 if channels == 2 else 1.0)
+    assert np.abs(middle).max() == pytest.approx(expected_amp, rel=0.08)
+
+
+def test_16k_wav_is_read_exactly(tmp_path):
+    from wav2sem.audio import load_audio
+
+    x = (np.random.default_rng(0).uniform(-0.5, 0.5, SR)).astype(np.float32)
+    write_audio(tmp_path / "f.wav", x, SR, subtype="FLOAT")
+    np.testing.assert_array_equal(load_audio(tmp_path / "f.wav"), x)
+
+
+def code_of(path) -> tuple[str, str]:
+    from wav2sem.audio import load_audio
+
+    with pytest.raises(Wav2SemError) as info:
+        load_audio(path)
+    return info.value.code, info.value.message
+
+
+def test_error_codes(tmp_path):
+    assert code_of(tmp_path / "nope.wav")[0] == AUDIO_NOT_FOUND
+    (tmp_path / "folder.wav").mkdir()
+    code, message = code_of(tmp_path / "folder.wav")
+    assert code == AUDIO_NOT_FOUND and "folder" in message
+    (tmp_path / "empty.wav").write_bytes(b"")
+    assert code_of(tmp_path / "empty.wav")[0] == AUDIO_EMPTY
+    (tmp_path / "text.wav").write_text("this is not audio, just a renamed text file\n" * 20)
+    code, message = code_of(tmp_path / "text.wav")
+    assert code == AUDIO_UNREADABLE and "text.wav" in message
+    write_audio(tmp_path / "short.wav", sine(300, 0.05, SR), SR)
+    code, message = code_of(tmp_path / "short.wav")
+    assert code == AUDIO_TOO_SHORT and "0.050" in message
+    write_audio(tmp_path / "header_only.wav", np.zeros(0, np.float32), SR)
+    assert code_of(tmp_path / "header_only.wav")[0] == AUDIO_EMPTY
+
+
+def test_silent_audio_gives_rest_pose_with_warning(tiny_model):
+    from wav2sem.inference import generate
+
+    result = generate(tiny_model, np.zeros(2 * SR, np.float32))
+    n_conv = (2 * SR - 400) // 320 + 1
+    assert result.offsets.shape == (int(n_conv / 50 * 30), tiny_model.vertex_count, 3)
+    assert result.offsets.dtype == np.float32
+    assert not result.offsets.any()
+    assert any("silent" in w.lower() for w in result.warnings)
