@@ -1,0 +1,151 @@
+"""Templates in every supported format, and reference pickles through the restricted unpickler."""
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+
+import numpy as np
+import pytest
+
+from wav2sem.errors import MODEL_INVALID, MODEL_NOT_FOUND, Wav2SemError
+from wav2sem.template import Template
+
+VERTS = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0], [0.5, 0.5, 1]], dtype=np.float32) * 0.1
+
+
+def test_npy(tmp_path):
+    np.save(tmp_path / "t.npy", VERTS.astype(np.float64))
+    t = Template.load(tmp_path / "t.npy")
+    assert t.vertices.dtype == np.float32 and t.vertex_count == 5
+    np.testing.assert_allclose(t.vertices, VERTS)
+    np.save(tmp_path / "flat.npy", VERTS.reshape(-1))          # flat (V*3,) arrays are accepted too
+    np.testing.assert_allclose(Template.load(tmp_path / "flat.npy").vertices, VERTS)
+
+
+def test_obj_with_quads_and_texture_indices(tmp_path):
+    lines = ["# a pyramid", "o thing"] + [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in VERTS]
+    lines += ["vt 0 0", "vn 0 0 1", "f 1/1/1 2/1/1 3/1/1 4/1/1", "f 1//1 2//1 5//1", "f 2 3 5"]
+    (tmp_path / "t.obj").write_text("\n".join(lines) + "\n")
+    t = Template.load(tmp_path / "t.obj")
+    np.testing.assert_allclose(t.vertices, VERTS, atol=1e-6)
+    assert t.faces.tolist() == [[0, 1, 2], [0, 2, 3], [0, 1, 4], [1, 2, 4]]
+
+
+def test_ascii_ply(tmp_path):
+    header = ["ply", "format ascii 1.0", "comment test", "element vertex 5", "property float x", "property float y",
+              "property float z", "element face 2", "property list uchar int vertex_indices", "end_header"]
+    body = [f"{x} {y} {z}" for x, y, z in VERTS] + ["4 0 1 2 3", "3 0 1 4"]
+    (tmp_path / "t.ply").write_text("\n".join(header + body) + "\n")
+    t = Template.load(tmp_path / "t.ply")
+    np.testing.assert_allclose(t.vertices, VERTS, atol=1e-6)
+    assert t.faces.tolist() == [[0, 1, 2], [0, 2, 3], [0, 1, 4]]
+    (tmp_path / "bin.ply").write_bytes(b"ply\nformat binary_little_endian 1.0\nelement vertex 0\nend_header\n")
+    with pytest.raises(Wav2SemError) as info:
+        Template.load(tmp_path / "bin.ply")
+    assert info.value.code == MODEL_INVALID
+
+
+def test_npz_round_trip_keeps_regions_and_landmarks(tmp_path):
+    original = Template(VERTS, np.array([[0, 1, 2], [0, 2, 3]]), {"lips": [1, 2], "upper_face": np.array([3, 4])},
+                        {"nose_tip": 4, "chin": np.int64(0)})
+    original.save(tmp_path / "t.npz")
+    loaded = Template.load(tmp_path / "t.npz")
+    np.testing.assert_array_equal(loaded.vertices, VERTS)
+    np.testing.assert_array_equal(loaded.faces, [[0, 1, 2], [0, 2, 3]])
+    assert set(loaded.regions) == {"lips", "upper_face"}
+    np.testing.assert_array_equal(loaded.regions["lips"], [1, 2])
+    assert loaded.regions["lips"].dtype == np.int32
+    assert loaded.landmarks == {"nose_tip": 4, "chin": 0}
+    # and the npz is readable without pickle (what the add-on does)
+    with np.load(tmp_path / "t.npz", allow_pickle=False) as data:
+        assert {"vertices", "faces", "region_lips", "region_upper_face", "landmark_names", "landmark_indices"} <= set(data.files)
+
+
+def test_template_errors(tmp_path):
+    with pytest.raises(Wav2SemError) as info:
+        Template.load(tmp_path / "missing.npy")
+    assert info.value.code == MODEL_NOT_FOUND
+    (tmp_path / "t.stl").write_text("solid x")
+    with pytest.raises(Wav2SemError) as info:
+        Template.load(tmp_path / "t.stl")
+    assert info.value.code == MODEL_INVALID and ".stl" in info.value.message
+    np.save(tmp_path / "bad.npy", np.zeros((4, 2)))
+    with pytest.raises(Wav2SemError) as info:
+        Template.load(tmp_path / "bad.npy")
+    assert info.value.code == MODEL_INVALID
+
+
+@pytest.mark.parametrize("protocol", [0, 2, pickle.DEFAULT_PROTOCOL, pickle.HIGHEST_PROTOCOL])
+def test_templates_pkl_dict_of_arrays(tmp_path, protocol):
+    table = {"FaceTalk_B": VERTS + 1, "FaceTalk_A": VERTS.astype(np.float64)}
+    (tmp_path / "templates.pkl").write_bytes(pickle.dumps(table, protocol=protocol))
+    from wav2sem.safe_pickle import safe_load
+
+    loaded = safe_load(tmp_path / "templates.pkl")
+    assert set(loaded) == set(table)
+    np.testing.assert_array_equal(loaded["FaceTalk_B"], VERTS + 1)
+    t = Template.load(tmp_path / "templates.pkl", subject="FaceTalk_B")
+    np.testing.assert_allclose(t.vertices, VERTS + 1)
+    first = Template.load(tmp_path / "templates.pkl")        # no subject: the first in sorted order
+    np.testing.assert_allclose(first.vertices, VERTS)
+    with pytest.raises(Wav2SemError) as info:
+        Template.load(tmp_path / "templates.pkl", subject="nobody")
+    assert info.value.code == MODEL_INVALID and "FaceTalk_A" in info.value.message
+
+
+class SystemPayload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+class EvalPayload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (eval, (f"open({str(self.marker)!r}, 'w').write('pwned')",))
+
+
+class LocalClass:                     # a harmless-looking custom class is refused too
+    def __init__(self):
+        self.x = 1
+
+
+@pytest.mark.parametrize("make", [
+    lambda m: {"FaceTalk_A": VERTS, "evil": SystemPayload(m)},
+    lambda m: [EvalPayload(m)],
+    lambda m: {"x": LocalClass()},
+])
+def test_malicious_pickles_are_refused_and_do_not_run(tmp_path, make):
+    from wav2sem.safe_pickle import safe_load
+
+    marker = tmp_path / "marker"
+    data = pickle.dumps(make(marker), protocol=2)
+    path = tmp_path / "templates.pkl"
+    path.write_bytes(data)
+    with pytest.raises(pickle.UnpicklingError):
+        safe_load(path)
+    with pytest.raises(pickle.UnpicklingError):
+        safe_load(data)
+    with pytest.raises(Wav2SemError) as info:
+        Template.load(path)
+    assert info.value.code == MODEL_INVALID
+    assert not marker.exists(), "the pickle payload ran"
+
+
+def test_hand_written_global_opcode_is_refused(tmp_path):
+    """A raw GLOBAL/REDUCE payload (protocol 0, no helper classes): subprocess.Popen."""
+    from wav2sem.safe_pickle import safe_load
+
+    marker = tmp_path / "marker2"
+    payload = b"csubprocess\ncheck_call\n((Vtouch\nV" + str(marker).encode() + b"\nltR."
+    with pytest.raises(pickle.UnpicklingError):
+        safe_load(payload)
+    assert not marker.exists()
+    # control: the same bytes through the plain unpickler do run (the payload is live)
+    pickle.loads(payload)
+    assert marker.exists()
