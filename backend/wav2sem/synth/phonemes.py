@@ -59,13 +59,13 @@ PHONEMES: dict[str, tuple[Target, ...]] = {
     "EY": (_t(jaw=0.45, spread=0.45, dom=_VOWEL_DOM), _t(jaw=0.18, spread=0.70, dom=_VOWEL_DOM)),
     "OW": (_t(jaw=0.55, round_=0.55, dom=_VOWEL_DOM), _t(jaw=0.20, round_=0.90, dom=_VOWEL_DOM)),
     "OY": (_t(jaw=0.55, round_=0.60, dom=_VOWEL_DOM), _t(jaw=0.20, spread=0.60, dom=_VOWEL_DOM)),
-    # bilabials: lips closed and pressed, overriding everything around them
-    "P": (_t(jaw=0.06, close=1.0, dom={"lip_close": 25.0, "jaw_open": 1.5, "lower_lip_tuck": 5.0}),),
-    "B": (_t(jaw=0.06, close=1.0, dom={"lip_close": 25.0, "jaw_open": 1.5, "lower_lip_tuck": 5.0}),),
-    "M": (_t(jaw=0.05, close=1.0, dom={"lip_close": 25.0, "jaw_open": 1.5, "lower_lip_tuck": 5.0}),),
-    # labiodentals: lower lip tucked under the upper teeth
-    "F": (_t(jaw=0.12, tuck=1.0, raise_=0.35, dom={"lower_lip_tuck": 20.0, "jaw_open": 1.5, "lip_close": 5.0, "upper_lip_raise": 2.0}),),
-    "V": (_t(jaw=0.12, tuck=1.0, raise_=0.35, dom={"lower_lip_tuck": 20.0, "jaw_open": 1.5, "lip_close": 5.0, "upper_lip_raise": 2.0}),),
+    # bilabials: lips closed and pressed (coarticulation.GESTURES guarantees the closure)
+    "P": (_t(jaw=0.06, close=1.0, dom={"lip_close": 2.0, "jaw_open": 0.8, "lower_lip_tuck": 2.0}),),
+    "B": (_t(jaw=0.06, close=1.0, dom={"lip_close": 2.0, "jaw_open": 0.8, "lower_lip_tuck": 2.0}),),
+    "M": (_t(jaw=0.05, close=1.0, dom={"lip_close": 2.0, "jaw_open": 0.8, "lower_lip_tuck": 2.0}),),
+    # labiodentals: lower lip tucked under the upper teeth (guaranteed by a gesture too)
+    "F": (_t(jaw=0.12, tuck=1.0, raise_=0.35, dom={"lower_lip_tuck": 2.0, "jaw_open": 0.8, "lip_close": 2.0, "upper_lip_raise": 1.0}),),
+    "V": (_t(jaw=0.12, tuck=1.0, raise_=0.35, dom={"lower_lip_tuck": 2.0, "jaw_open": 0.8, "lip_close": 2.0, "upper_lip_raise": 1.0}),),
     # dentals: tongue between the teeth, lips a little apart, not tucked
     "TH": (_t(jaw=0.22, spread=0.20, dom={**_LOOSE_LIPS, "jaw_open": 1.2, "lip_close": 3.0, "lower_lip_tuck": 3.0}),),
     "DH": (_t(jaw=0.20, spread=0.20, dom={**_LOOSE_LIPS, "jaw_open": 1.0, "lip_close": 3.0, "lower_lip_tuck": 3.0}),),
