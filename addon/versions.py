@@ -76,3 +76,11 @@ def addon_package(module_name: str) -> str:
     """The name Blender registered the add-on under: `wav2sem_lipsync` for the legacy
     install, `bl_ext.<repository>.wav2sem_lipsync` for a 4.2+ extension."""
     return module_name.rpartition(".")[0]
+
+
+def new_sound_strip(scene: bpy.types.Scene, name: str, path: str, frame: int) -> Any:
+    """Add a sound strip on the first free channel above the others."""
+    editor = scene.sequence_editor or scene.sequence_editor_create()
+    strips = editor.strips if hasattr(editor, "strips") else editor.sequences
+    channel = max((s.channel for s in all_strips(scene)), default=0) + 1
+    return strips.new_sound(name, path, channel, frame)

@@ -1,0 +1,90 @@
+"""The legacy zip in Debian's Blender 3.4: the documented headless command and batch.py,
+with a real backend subprocess."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import SCENE_FPS, write_wav
+
+pytestmark = pytest.mark.blender_cli
+
+READ_BACK = """
+import bpy, json, sys, numpy as np
+obj = bpy.data.objects["Head"]
+out = {"keys": [k.name for k in obj.data.shape_keys.key_blocks], "actions": [a.name for a in bpy.data.actions],
+       "frames": {}}
+for frame in %s:
+    bpy.context.scene.frame_set(frame)
+    ev = obj.evaluated_get(bpy.context.evaluated_depsgraph_get())
+    co = np.empty(len(ev.data.vertices) * 3, np.float32)
+    ev.data.vertices.foreach_get("co", co)
+    out["frames"][frame] = co.tolist()
+print("RESULT " + json.dumps(out))
+"""
+
+
+def read_back(cli, blend, frames):
+    script = cli.work / "read_back.py"
+    script.write_text(READ_BACK % list(frames))
+    result = cli(str(blend), "--python", str(script))
+    line = next(l for l in result.stdout.splitlines() if l.startswith("RESULT "))
+    return json.loads(line[len("RESULT "):])
+
+
+def test_headless_operator_matches_backend(cli):
+    audio = write_wav(cli.work / "line.wav", 1.5)
+    out = cli.work / "out.blend"
+    result = cli(str(cli.work / "scene.blend"), "--python-exit-code", "1", "--python-expr",
+                 "import bpy; bpy.ops.wav2sem.generate_lipsync(object='Head', audio_path='line.wav', "
+                 "output_mode='PER_FRAME'); "
+                 f"bpy.ops.wm.save_as_mainfile(filepath={str(out)!r})")
+    assert "Lip sync 'LipSync_line'" in result.stdout
+    reference = cli.work / "reference.npy"
+    subprocess.run([sys.executable, "-m", "wav2sem", "infer", str(audio), "-o", str(reference),
+                    "--model", str(cli.bundle)], check=True, capture_output=True)
+    offsets = np.load(reference).astype(np.float64)
+    frames = [1, 5, 17, 30]
+    state = read_back(cli, out, [0] + frames)
+    assert state["actions"] == ["LipSync_line"] and state["keys"][0] == "Basis"
+    linear = np.array([[1, 0, 0], [0, 0, -1], [0, 1, 0]]).T * 10.0
+    rest = cli.template @ linear + [0.2, -0.1, 1.5]
+    np.testing.assert_allclose(np.array(state["frames"]["0"]).reshape(-1, 3), rest, atol=1e-5)   # before
+    for frame in frames:
+        position = (frame - 1) / SCENE_FPS * 30.0          # current frame 1 = start; model 30 fps
+        lower = int(position)
+        frac = position - lower
+        offset = offsets[lower] * (1 - frac) + offsets[min(lower + 1, len(offsets) - 1)] * frac
+        np.testing.assert_allclose(np.array(state["frames"][str(frame)]).reshape(-1, 3), rest + offset @ linear,
+                                   atol=5e-5)
+
+
+def test_headless_error_gives_message_and_exit_code(cli):
+    result = cli(str(cli.work / "scene.blend"), "--python-exit-code", "1", "--python-expr",
+                 "import bpy; bpy.ops.wav2sem.generate_lipsync(object='Head', audio_path='missing.wav')", check=False)
+    assert result.returncode == 1
+    assert "Audio file not found" in result.stderr + result.stdout
+
+
+def test_batch_many_shots_with_preview(cli):
+    audios = [write_wav(cli.work / name, seconds) for name, seconds in (("a.wav", 1.0), ("b.wav", 0.8))]
+    out, movie = cli.work / "batch.blend", cli.work / "preview.mp4"
+    result = cli(str(cli.work / "scene.blend"), "--python", str(cli.addon_dir / "batch.py"), "--",
+                 "--object", "Head", "--audio", str(audios[0]), "--audio", str(audios[1]),
+                 "--audio", str(cli.work / "nope.wav"), "--output", str(out), "--preview", str(movie),
+                 "--preview-scale", "10", check=False, timeout=300)
+    lines = result.stdout.splitlines()
+    assert any(l.startswith("[1/3] a.wav: frames 1-25") for l in lines), result.stdout[-2000:]
+    assert any(l.startswith("[2/3] b.wav: frames 38-57") for l in lines), result.stdout[-2000:]
+    assert any(l.startswith("[3/3] nope.wav: FAILED") for l in lines)
+    assert any(l.startswith("summary: 2 of 3 shots animated, 1 failed") for l in lines)
+    assert result.returncode == 1                      # one shot failed
+    assert movie.stat().st_size > 1000
+    state = read_back(cli, out, [1])
+    assert state["actions"] == ["LipSync_a", "LipSync_b"]
+    data = movie.read_bytes()
+    assert b"avc1" in data and b"mp4a" in data       # H.264 video and AAC sound sample entries
