@@ -65,7 +65,7 @@ def list_takes(obj: bpy.types.Object) -> list[str]:
     if key is None or key.animation_data is None:
         return []
     return [track.name for track in key.animation_data.nla_tracks
-            if any(s.action is not None and TAKE_PROPERTY in s.action for s in track.strips)]
+            if any(s.action is not None and TAKE_PROPERTY in s.action for s in track.strips)]  # type: ignore[operator]
 
 
 def write_take(obj: bpy.types.Object, take: str, prepared: PreparedTake, frame_start: int) -> TakeSummary:
@@ -78,7 +78,7 @@ def write_take(obj: bpy.types.Object, take: str, prepared: PreparedTake, frame_s
     try:
         if created_basis:
             obj.shape_key_add(name="Basis", from_mix=False)
-            mesh.shape_keys[CREATED_BASIS_PROPERTY] = True
+            mesh.shape_keys[CREATED_BASIS_PROPERTY] = True  # type: ignore[index]  # ID property
         key = mesh.shape_keys
         rest = rest_positions(obj)
         pending = take + _PENDING
@@ -145,6 +145,7 @@ def _add_keys(obj: bpy.types.Object, name: str, shapes: list[np.ndarray], create
 def _animate(obj: bpy.types.Object, name: str, blocks: list[Any], curves: list[tuple[np.ndarray, np.ndarray]],
              strip_start: int, created: dict[str, Any]) -> None:
     key = obj.data.shape_keys
+    assert key is not None
     action, slot, fcurves = versions.new_shape_key_action(name, key)
     created["action"] = action
     action[TAKE_PROPERTY] = name[:-len(_PENDING)]
@@ -194,7 +195,8 @@ def clear_take(obj: bpy.types.Object, take: str, keep_basis: bool = False) -> bo
     animation = key.animation_data
     if animation is not None:
         for track in [t for t in animation.nla_tracks if t.name == take]:
-            actions = [s.action for s in track.strips if s.action is not None and TAKE_PROPERTY in s.action]
+            actions = [s.action for s in track.strips
+                       if s.action is not None and TAKE_PROPERTY in s.action]  # type: ignore[operator]
             if not actions:
                 continue
             animation.nla_tracks.remove(track)

@@ -37,7 +37,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def enable_addon() -> str:
     """Enable the add-on this file belongs to (legacy or extension install)."""
-    for module in addon_utils.modules():
+    for module in addon_utils.modules():  # type: ignore[func-returns-value,attr-defined]
         if Path(module.__file__).resolve().parent == HERE:
             addon_utils.enable(module.__name__, default_set=True)
             return str(module.__name__)
@@ -61,7 +61,7 @@ def ensure_camera(scene: bpy.types.Scene, obj: bpy.types.Object) -> None:
 
 def render_preview(scene: bpy.types.Scene, obj: bpy.types.Object, path: str, scale: int) -> None:
     ensure_camera(scene, obj)
-    scene.render.engine = "BLENDER_WORKBENCH"
+    scene.render.engine = "BLENDER_WORKBENCH"  # type: ignore[assignment]  # stubs list one engine
     scene.render.resolution_percentage = scale
     scene.render.image_settings.file_format = "FFMPEG"
     scene.render.ffmpeg.format = "MPEG4"
@@ -77,6 +77,7 @@ def main(argv: list[str]) -> int:
     from importlib import import_module
     versions = import_module(enable_addon() + ".versions")
     scene = bpy.context.scene
+    assert scene is not None
     if bpy.data.objects.get(args.object) is None:
         print(f"batch: there is no object named {args.object!r} in {bpy.data.filepath or 'the scene'}")
         return 2
@@ -93,7 +94,7 @@ def main(argv: list[str]) -> int:
         strip = versions.new_sound_strip(scene, Path(audio).stem, audio_path, frame)
         shot_start = time.monotonic()
         try:
-            bpy.ops.wav2sem.generate_lipsync(object=args.object, audio_path=audio_path, subject=args.subject,
+            bpy.ops.wav2sem.generate_lipsync(  # type: ignore[attr-defined]  # registered by the add-onobject=args.object, audio_path=audio_path, subject=args.subject,
                                              intensity=args.intensity, output_mode=args.mode)
         except RuntimeError as exc:
             print(f"{label}: FAILED: {str(exc).strip()}", flush=True)

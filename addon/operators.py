@@ -15,7 +15,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import bpy
 import numpy as np
@@ -25,6 +25,8 @@ from . import apply, client, installer, mapping, preferences, properties, protoc
 
 log = logging.getLogger(__name__)
 TIMER_INTERVAL_S = 0.1
+# What execute/invoke/modal return (Blender's operator status flags).
+Status = set[Literal["RUNNING_MODAL", "CANCELLED", "FINISHED", "PASS_THROUGH", "INTERFACE"]]
 ADDON_DIR = Path(__file__).resolve().parent
 
 
@@ -102,6 +104,7 @@ class Inputs:
 
 def gather(context: bpy.types.Context, op: Any) -> Inputs:
     obj = find_mesh(context, op.object)
+    assert context.scene is not None
     audio = find_audio(context.scene, op.audio_path)
     prefs = preferences.preferences(context)
     render = context.scene.render
@@ -182,7 +185,7 @@ class WAV2SEM_OT_generate_lipsync(bpy.types.Operator):
             cls.poll_message_set(reason)
         return not reason
 
-    def execute(self, context: bpy.types.Context) -> set[str]:
+    def execute(self, context: bpy.types.Context) -> Status:
         """Synchronous: background mode and scripts."""
         try:
             run = self._start(context)
@@ -198,7 +201,7 @@ class WAV2SEM_OT_generate_lipsync(bpy.types.Operator):
         finally:
             self._cleanup(context)
 
-    def invoke(self, context: bpy.types.Context, event: Any) -> set[str]:
+    def invoke(self, context: bpy.types.Context, event: Any) -> Status:
         if bpy.app.background:
             return self.execute(context)
         try:
@@ -211,7 +214,7 @@ class WAV2SEM_OT_generate_lipsync(bpy.types.Operator):
         wm.progress_begin(0, 100)
         return {"RUNNING_MODAL"}
 
-    def modal(self, context: bpy.types.Context, event: Any) -> set[str]:
+    def modal(self, context: bpy.types.Context, event: Any) -> Status:
         run = self._run
         assert run is not None
         if event.type == "ESC" and event.value == "PRESS":
@@ -240,7 +243,7 @@ class WAV2SEM_OT_generate_lipsync(bpy.types.Operator):
         settings.running, settings.progress, settings.status = True, 0.0, "Starting the backend"
         return run
 
-    def _complete(self, context: bpy.types.Context, run: LipSyncRun) -> set[str]:
+    def _complete(self, context: bpy.types.Context, run: LipSyncRun) -> Status:
         error = run.job.error
         if error is not None:
             if error.code == protocol.CANCELLED:
@@ -257,7 +260,7 @@ class WAV2SEM_OT_generate_lipsync(bpy.types.Operator):
         self.report({"INFO"}, _finish_message(summary))
         return {"FINISHED"}
 
-    def _fail(self, exc: BaseException) -> set[str]:
+    def _fail(self, exc: BaseException) -> Status:
         if not isinstance(exc, (client.BackendError, UserError, mapping.MappingError)):
             log.exception("lip sync failed")
         self.report({"ERROR"}, user_message(exc))
@@ -293,6 +296,7 @@ def why_cannot_generate(context: bpy.types.Context) -> str:
     if _ACTIVE:
         return "A lip sync is running."
     settings = properties.settings(context)
+    assert context.scene is not None
     try:
         find_mesh(context, "")
         find_audio(context.scene, bpy.path.abspath(settings.audio_file) if settings.audio_source == "FILE" else "")
@@ -330,7 +334,7 @@ class WAV2SEM_OT_cancel_lipsync(bpy.types.Operator):
     def poll(cls, context: bpy.types.Context) -> bool:
         return bool(_ACTIVE)
 
-    def execute(self, context: bpy.types.Context) -> set[str]:
+    def execute(self, context: bpy.types.Context) -> Status:
         for run in _ACTIVE:
             run.cancel_requested = True
         return {"FINISHED"}
@@ -345,7 +349,7 @@ class WAV2SEM_OT_clear_lipsync(bpy.types.Operator):
     object: StringProperty(name="Object", description="Empty = the active object")  # type: ignore[valid-type]
     take: StringProperty(name="Take", description="Empty = every lip-sync take on the mesh")  # type: ignore[valid-type]
 
-    def execute(self, context: bpy.types.Context) -> set[str]:
+    def execute(self, context: bpy.types.Context) -> Status:
         try:
             obj = find_mesh(context, self.object)
         except UserError as exc:
@@ -365,7 +369,7 @@ class WAV2SEM_OT_check_backend(bpy.types.Operator):
     bl_idname = "wav2sem.check_backend"
     bl_label = "Check"
 
-    def execute(self, context: bpy.types.Context) -> set[str]:
+    def execute(self, context: bpy.types.Context) -> Status:
         prefs = preferences.preferences(context)
         try:
             choice = preferences.backend_python(context)
@@ -412,14 +416,14 @@ class WAV2SEM_OT_install_backend(bpy.types.Operator):
         self._report_status(context, "Installing the backend...")
         return True
 
-    def execute(self, context: bpy.types.Context) -> set[str]:
+    def execute(self, context: bpy.types.Context) -> Status:
         if not self._begin(context):
             return {"CANCELLED"}
         assert self._installer is not None
         self._installer.wait()
         return self._end(context)
 
-    def invoke(self, context: bpy.types.Context, event: Any) -> set[str]:
+    def invoke(self, context: bpy.types.Context, event: Any) -> Status:
         if bpy.app.background:
             return self.execute(context)
         if not self._begin(context):
@@ -428,7 +432,7 @@ class WAV2SEM_OT_install_backend(bpy.types.Operator):
         context.window_manager.modal_handler_add(self)
         return {"RUNNING_MODAL"}
 
-    def modal(self, context: bpy.types.Context, event: Any) -> set[str]:
+    def modal(self, context: bpy.types.Context, event: Any) -> Status:
         inst = self._installer
         assert inst is not None
         if event.type == "ESC" and event.value == "PRESS":
@@ -443,7 +447,7 @@ class WAV2SEM_OT_install_backend(bpy.types.Operator):
         context.window_manager.event_timer_remove(self._timer)
         return self._end(context)
 
-    def _end(self, context: bpy.types.Context) -> set[str]:
+    def _end(self, context: bpy.types.Context) -> Status:
         inst = self._installer
         assert inst is not None
         if inst.error:

@@ -27,6 +27,7 @@ class WAV2SEM_PT_lipsync(bpy.types.Panel):
             layout.prop(settings, "audio_file", text="")
         else:
             try:
+                assert context.scene is not None
                 audio = operators.find_audio(context.scene, "")
                 layout.label(text=f"{audio.strip_name} at frame {audio.frame_start}", icon="SOUND")
             except operators.UserError:

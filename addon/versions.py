@@ -22,7 +22,7 @@ def all_strips(scene: bpy.types.Scene) -> Iterable[Any]:
     if editor is None:
         return ()
     strips = getattr(editor, "strips_all", None)
-    return strips if strips is not None else editor.sequences_all
+    return strips if strips is not None else editor.sequences_all  # type: ignore[attr-defined]  # < 5.0
 
 
 def sound_strips(scene: bpy.types.Scene) -> list[Any]:
@@ -49,8 +49,8 @@ def new_shape_key_action(name: str, key: bpy.types.Key) -> tuple[bpy.types.Actio
         from bpy_extras import anim_utils
         slot = action.slots.new(id_type="KEY", name=key.name)
         return action, slot, anim_utils.action_ensure_channelbag_for_slot(action, slot).fcurves
-    action.id_root = "KEY"
-    return action, None, action.fcurves
+    action.id_root = "KEY"  # type: ignore[attr-defined]  # legacy actions (< 4.4)
+    return action, None, action.fcurves  # type: ignore[attr-defined]
 
 
 def action_fcurves(action: bpy.types.Action) -> list[Any]:
@@ -59,10 +59,10 @@ def action_fcurves(action: bpy.types.Action) -> list[Any]:
         curves: list[Any] = []
         for layer in action.layers:
             for strip in layer.strips:
-                for bag in strip.channelbags:
+                for bag in strip.channelbags:  # type: ignore[attr-defined]  # keyframe strips
                     curves.extend(bag.fcurves)
         return curves
-    return list(action.fcurves)
+    return list(action.fcurves)  # type: ignore[attr-defined]  # < 5.0
 
 
 def add_nla_strip(track: Any, name: str, start: int, action: bpy.types.Action, slot: Any) -> Any:
@@ -81,6 +81,6 @@ def addon_package(module_name: str) -> str:
 def new_sound_strip(scene: bpy.types.Scene, name: str, path: str, frame: int) -> Any:
     """Add a sound strip on the first free channel above the others."""
     editor = scene.sequence_editor or scene.sequence_editor_create()
-    strips = editor.strips if hasattr(editor, "strips") else editor.sequences
+    strips = editor.strips if hasattr(editor, "strips") else editor.sequences  # type: ignore[attr-defined]
     channel = max((s.channel for s in all_strips(scene)), default=0) + 1
     return strips.new_sound(name, path, channel, frame)
