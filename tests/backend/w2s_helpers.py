@@ -129,6 +129,9 @@ def assert_clean_failure(proc: subprocess.CompletedProcess, *must_contain: str) 
 
 
 # ----- the server -------------------------------------------------------------------------
+_EOF = {"__eof__": True}
+
+
 class ServerProcess:
     """`wav2sem serve` in a subprocess, driven through pipes. A reader thread parses stdout
     lines onto a queue, so every wait has a timeout: a hang fails the test instead of blocking."""
@@ -158,6 +161,7 @@ class ServerProcess:
                 self.bad_lines.append(line)
                 continue
             self.messages.put(msg)
+        self.messages.put(_EOF)
 
     def _read_stderr(self):
         for line in self.proc.stderr:
@@ -183,9 +187,18 @@ class ServerProcess:
 
     def next_message(self, timeout: float) -> dict:
         try:
-            return self.messages.get(timeout=timeout)
+            msg = self.messages.get(timeout=timeout)
         except queue.Empty:
             raise AssertionError(f"no message from the server within {timeout} s; stderr:\n{self.stderr[-3000:]}") from None
+        if msg is _EOF:
+            self.messages.put(_EOF)          # every later wait fails at once too
+            try:
+                code = self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                code = None
+            time.sleep(0.2)                  # let the stderr reader catch up
+            raise AssertionError(f"the server closed its stdout (exit code {code}); stderr:\n{self.stderr[-3000:]}")
+        return msg
 
     def wait_for(self, request_id, timeout: float = 60, until=("result", "error")) -> tuple[list[dict], dict]:
         """Messages for `request_id` until one whose type is in `until`: (events before, final)."""
