@@ -7,6 +7,7 @@ one thread, Blender's main thread, which drains the queue on a timer or in a loo
 """
 from __future__ import annotations
 
+import atexit
 import collections
 import itertools
 import logging
@@ -465,6 +466,9 @@ class BackendPool:
 
 
 POOL = BackendPool()
+# Blender does not unregister add-ons when it quits; the backend would also end on the
+# end of its stdin, but say goodbye properly.
+atexit.register(POOL.close)
 
 
 def current_python_can_import_backend() -> bool:

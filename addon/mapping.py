@@ -16,7 +16,9 @@ MAX_BASIS_KEYS = 64
 DEFAULT_TOLERANCE = 0.01        # relative RMS reconstruction error of COMPACT mode
 FIT_WARN_RELATIVE_RMS = 0.05    # rest-shape mismatch above which the user is warned
 _RANDOMIZED_OVERSAMPLE = 16
-_POWER_ITERATIONS = 2
+# Power iterations of the randomized SVD: none is exact for model output (rank <= feature
+# size < sketch size); two more are tried only when the tolerance is not met without.
+_POWER_ITERATION_TRIES = (0, 2)
 
 
 class MappingError(ValueError):
@@ -112,7 +114,7 @@ class CompactTake:
         return (self.weights @ self.basis.reshape(k, -1)).reshape(len(self.weights), v, 3)
 
 
-def _top_singular(matrix: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _top_singular(matrix: np.ndarray, rank: int, power_iterations: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Leading `rank` singular triplets of an (N, M) matrix: exact when small, otherwise a
     randomized range finder with power iterations (Halko et al. 2011)."""
     n, m = matrix.shape
@@ -122,7 +124,7 @@ def _top_singular(matrix: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray
         return u[:, :rank], s[:rank], vt[:rank]
     rng = np.random.default_rng(0)
     y = matrix @ rng.standard_normal((m, sketch)).astype(matrix.dtype)     # (N, l)
-    for _ in range(_POWER_ITERATIONS):
+    for _ in range(power_iterations):
         q, _ = np.linalg.qr(y)
         z, _ = np.linalg.qr(matrix.T @ q)                                 # (M, l)
         y = matrix @ z
@@ -141,10 +143,14 @@ def compress(offsets: np.ndarray, tolerance: float = DEFAULT_TOLERANCE,
     if n == 0 or total == 0.0:
         return CompactTake(np.zeros((1, v, 3), np.float32), np.zeros((n, 1), np.float32), 0.0)
     rank = max(1, min(max_keys, n, v * 3))
-    u, s, vt = _top_singular(flat, rank)
-    captured = np.cumsum(s.astype(np.float64) ** 2)
-    errors = np.sqrt(np.clip(total - captured, 0.0, None) / total)
-    within = np.nonzero(errors <= tolerance)[0]
+    for power_iterations in _POWER_ITERATION_TRIES:
+        # The residual energy of the found subspace is exact, whatever its quality.
+        u, s, vt = _top_singular(flat, rank, power_iterations)
+        captured = np.cumsum(s.astype(np.float64) ** 2)
+        errors = np.sqrt(np.clip(total - captured, 0.0, None) / total)
+        within = np.nonzero(errors <= tolerance)[0]
+        if len(within):
+            break
     keys = int(within[0]) + 1 if len(within) else rank
     weights = (u[:, :keys] * s[:keys]).astype(np.float32)                    # (N, K)
     scale = np.abs(weights).max(axis=0)

@@ -173,3 +173,23 @@ def test_cancel_leaves_mesh_unchanged(scene, template, speech, addon, fake_pytho
     finally:
         run.close()
     assert_same(before, snapshot(head))
+
+
+def test_backend_stays_warm_and_ends_when_the_addon_is_disabled(scene, template, speech, addon, bundle):
+    """Runs last in this file: it disables and re-enables the add-on."""
+    import os
+
+    import addon_utils
+    make_head(template)
+    bpy.ops.wav2sem.generate_lipsync(object="Head", audio_path=str(speech))
+    pool = sys.modules[PACKAGE + ".client"].POOL
+    backend, is_new = pool.get(sys.executable)
+    assert not is_new and backend.alive            # kept warm between clicks
+    pid = backend.pid
+    addon_utils.disable(PACKAGE)
+    try:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    finally:
+        addon_utils.enable(PACKAGE)
+        bpy.context.preferences.addons[PACKAGE].preferences.model = str(bundle)
