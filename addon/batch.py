@@ -81,7 +81,7 @@ def main(argv: list[str]) -> int:
     if bpy.data.objects.get(args.object) is None:
         print(f"batch: there is no object named {args.object!r} in {bpy.data.filepath or 'the scene'}")
         return 2
-    frame = scene.frame_start if args.start is None else args.start
+    frame = first_frame = scene.frame_start if args.start is None else args.start
     failures, started = [], time.monotonic()
     last_frame = frame
     for index, audio in enumerate(args.audio, 1):
@@ -94,8 +94,9 @@ def main(argv: list[str]) -> int:
         strip = versions.new_sound_strip(scene, Path(audio).stem, audio_path, frame)
         shot_start = time.monotonic()
         try:
-            bpy.ops.wav2sem.generate_lipsync(  # type: ignore[attr-defined]  # registered by the add-onobject=args.object, audio_path=audio_path, subject=args.subject,
-                                             intensity=args.intensity, output_mode=args.mode)
+            bpy.ops.wav2sem.generate_lipsync(  # type: ignore[attr-defined]  # registered by the add-on
+                object=args.object, audio_path=audio_path, subject=args.subject, intensity=args.intensity,
+                output_mode=args.mode)
         except RuntimeError as exc:
             print(f"{label}: FAILED: {str(exc).strip()}", flush=True)
             failures.append(audio)
@@ -104,7 +105,7 @@ def main(argv: list[str]) -> int:
                   f"in {time.monotonic() - shot_start:.1f} s", flush=True)
         last_frame = round(strip.frame_final_end)
         frame = last_frame + args.gap
-    scene.frame_end = max(scene.frame_end, last_frame)
+    scene.frame_start, scene.frame_end = first_frame, max(first_frame, last_frame - 1)   # the shots, for playback
     bpy.ops.wm.save_as_mainfile(filepath=str(Path(args.output).resolve()))
     print(f"saved {args.output}", flush=True)
     if args.preview:

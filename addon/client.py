@@ -383,8 +383,8 @@ class GenerateJob:
             if event.code == protocol.CANCELLED:
                 self._fail(BackendError(protocol.CANCELLED, "Lip sync was cancelled."))
             else:
-                self._fail(BackendError(event.code, event.message, self.backend.stderr_tail()
-                                        if event.code == protocol.INTERNAL else ""))
+                detail = (event.traceback or self.backend.stderr_tail()) if event.code == protocol.INTERNAL else ""
+                self._fail(BackendError(event.code, event.message, detail))
         elif isinstance(event, Progress) and event.id == self._generate_id:
             self.fraction = event.fraction
             self.message = event.message or event.stage.capitalize()

@@ -140,7 +140,8 @@ class LipSyncRun:
         prepared = mapping.prepare_take(template, apply.rest_positions(obj), offsets, job.result.fps,
                                         inputs.target_fps, inputs.intensity, inputs.output_mode, inputs.tolerance,
                                         mesh_name=f"'{obj.name}'")
-        return apply.write_take(obj, inputs.take, prepared, inputs.audio.frame_start), prepared.warnings
+        summary = apply.write_take(obj, inputs.take, prepared, inputs.audio.frame_start)
+        return summary, job.result.warnings + prepared.warnings
 
     def close(self) -> None:
         shutil.rmtree(self.tempdir, ignore_errors=True)

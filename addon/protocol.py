@@ -77,16 +77,21 @@ class Error:
     id: int | None
     code: str
     message: str
+    traceback: str = ""                 # INTERNAL errors carry the backend's traceback
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "type": "error", "error": {"code": self.code, "message": self.message}}
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.traceback:
+            error["traceback"] = self.traceback
+        return {"id": self.id, "type": "error", "error": error}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Error":
         err = data.get("error")
         if not isinstance(err, dict):
             raise ProtocolError("error event without an 'error' object")
-        return cls(data.get("id"), str(err.get("code", INTERNAL)), str(err.get("message", "")))
+        return cls(data.get("id"), str(err.get("code", INTERNAL)), str(err.get("message", "")),
+                   str(err.get("traceback") or ""))
 
 
 @dataclass(frozen=True)
@@ -174,12 +179,15 @@ class GenerateResult:
     vertex_count: int
     model: str = ""
     seconds: float = 0.0
+    warnings: tuple[str, ...] = ()      # sentences for the user, e.g. silent audio
 
     def to_dict(self) -> dict[str, Any]:
         return {"offsets": self.offsets, "frames": self.frames, "fps": self.fps,
-                "vertex_count": self.vertex_count, "model": self.model, "seconds": self.seconds}
+                "vertex_count": self.vertex_count, "model": self.model, "seconds": self.seconds,
+                "warnings": list(self.warnings)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "GenerateResult":
         return cls(str(data["offsets"]), int(data["frames"]), float(data["fps"]), int(data["vertex_count"]),
-                   str(data.get("model", "")), float(data.get("seconds", 0.0)))
+                   str(data.get("model", "")), float(data.get("seconds", 0.0)),
+                   tuple(str(w) for w in data.get("warnings") or ()))

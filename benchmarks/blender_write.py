@@ -153,7 +153,8 @@ def main() -> int:
     template, faces = grid_mesh(VERTICES)
     offsets = faceformer_like_offsets(SECONDS * FPS, VERTICES)
     rows = [measure(mode, template, faces, offsets) for mode in ("COMPACT", "PER_FRAME")]
-    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Blender {bpy.app.version_string}"
+    machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Blender {bpy.app.version_string}, "
+               f"load average {os.getloadavg()[0]:.1f} at the end (the machine is shared)")
     lines = [f"# Blender write benchmark: {SECONDS} s at {FPS} fps, {VERTICES} vertices", "",
              f"Machine: {machine}", "",
              "| mode | keys | rel. error | prepare (s) | write (s) | .blend (MB) | eval (ms/frame) |",

@@ -133,7 +133,7 @@ class Server:
         np.save(output, motion(self.template, frames, FPS))
         self.send({"id": rid, "type": "result", "data": {
             "offsets": output, "frames": frames, "fps": FPS, "vertex_count": len(self.template),
-            "model": "fake", "seconds": 0.0}})
+            "model": "fake", "seconds": 0.0, "warnings": list(self.args.warning)}})
 
 
 def main() -> int:
@@ -145,6 +145,7 @@ def main() -> int:
     parser.add_argument("--ignore-cancel", action="store_true")
     parser.add_argument("--junk-stdout", action="store_true")
     parser.add_argument("--protocol", type=int, default=1)
+    parser.add_argument("--warning", action="append", default=[], help="a warning to put in every result")
     # Also accepted so the fake can be launched like the real thing: fake_backend.py serve
     parser.add_argument("command", nargs="?", default="serve")
     return Server(parser.parse_args()).serve()

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import SCENE_FPS, write_wav
+from cli_helpers import SCENE_FPS, write_wav
 
 pytestmark = pytest.mark.blender_cli
 

@@ -92,6 +92,13 @@ def test_junk_on_stdout_is_skipped(start_fake, wav_file):
     assert job.error is None and job.result.frames == 15
 
 
+def test_result_warnings_reach_the_job(start_fake, wav_file):
+    backend = start_fake("--warning", "The audio is nearly silent.")
+    job = GenerateJob(backend, GenerateRequest(str(wav_file(0.5))))
+    job.wait(timeout=30)
+    assert job.result.warnings == ("The audio is nearly silent.",)
+
+
 def test_protocol_mismatch_is_a_clear_error(start_fake):
     backend = start_fake("--protocol", "2")
     with pytest.raises(BackendError, match="Install Backend") as caught:

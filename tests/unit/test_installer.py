@@ -4,13 +4,14 @@ from __future__ import annotations
 import importlib.util
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from wav2sem_lipsync import installer
 from wav2sem_lipsync.client import managed_python
 
-from conftest import REPO
+REPO = Path(__file__).resolve().parents[2]
 
 
 def load_build_addon():

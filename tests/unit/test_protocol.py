@@ -18,6 +18,7 @@ def test_request_line_is_one_json_object():
     protocol.Progress(3, "encode", 0.25, "Encoding"),
     protocol.Result(3, {"offsets": "/x.npy"}),
     protocol.Error(None, "BAD_REQUEST", "not a request"),
+    protocol.Error(4, "INTERNAL", "boom", "Traceback (most recent call last):\nValueError"),
 ])
 def test_events_round_trip(event):
     assert protocol.decode_event(protocol.encode(event)) == event
@@ -37,7 +38,7 @@ def test_progress_fraction_is_clamped():
 def test_typed_results_round_trip():
     info = protocol.ModelInfo("m", 30.0, 5023, "/t.npy", None, ("A",), {"lips": "/l.npy"}, {"chin": 3})
     assert protocol.ModelInfo.from_dict(json.loads(json.dumps(info.to_dict()))) == info
-    result = protocol.GenerateResult("/o.npy", 90, 30.0, 5023, "m", 1.5)
+    result = protocol.GenerateResult("/o.npy", 90, 30.0, 5023, "m", 1.5, ("The audio is silent.",))
     assert protocol.GenerateResult.from_dict(result.to_dict()) == result
     hello = protocol.Hello(1, "0.1.0", "2.13", ("cpu",))
     assert protocol.Hello.from_dict(hello.to_dict()) == hello
