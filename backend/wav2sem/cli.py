@@ -34,14 +34,15 @@ def _load(name: str):
         raise
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     from . import __version__
 
     parser = argparse.ArgumentParser(prog="wav2sem", description="Wav2Sem speech-driven 3D face animation backend.")
     parser.add_argument("--version", action="version", version=f"wav2sem {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    wanted = sys.argv[1] if len(sys.argv) > 1 and sys.argv[1] in SUBCOMMANDS else None
+    args = sys.argv[1:] if argv is None else argv
+    wanted = args[0] if args and args[0] in SUBCOMMANDS else None
     for name, (_, help_text) in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         # Only the chosen subcommand's module is imported (fast start-up).
@@ -53,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

@@ -112,6 +112,8 @@ def subject_weights(model: LoadedModel, subject) -> torch.Tensor:
             return names.index(key)
         try:
             i = int(key)
+            if isinstance(key, float) and key != i:
+                raise ValueError(key)
         except (TypeError, ValueError):
             raise Wav2SemError(BAD_REQUEST, f"Unknown subject {key!r}; this model has {names}.") from None
         if not 0 <= i < n:
@@ -169,9 +171,10 @@ def generate(
         with torch.inference_mode():
             normalized = audio_io.normalize(waveform, model.feature_extractor)
             wav = torch.from_numpy(normalized).to(model.device, model.dtype).unsqueeze(0)   # (1, S)
-            hidden = _encode_windows(net, wav, cfg.fps, alignment, n_memory, report, cancelled)  # (1, M, H)
+            split = 0.8 if use_semantic else 1.0
+            hidden = _encode_windows(net, wav, cfg.fps, alignment, n_memory, report, cancelled, 0.0, split)  # (1, M, H)
             if use_semantic:
-                hidden = hidden + _semantic_per_frame(net, wav, n_memory, report, cancelled)
+                hidden = hidden + _semantic_per_frame(net, wav, n_memory, report, cancelled, split, 1.0)
             memory = net.audio_feature_map(hidden)                                     # (1, M, d)
             style = net.style_embedding(weights.to(model.device))
             step = max(1, n_frames // 100)
@@ -191,7 +194,7 @@ def generate(
     return GenerateResult(np.ascontiguousarray(result, np.float32), cfg.fps, time.perf_counter() - started, warnings)
 
 
-def _encode_windows(net, wav, fps, alignment, n_memory, report, cancelled) -> torch.Tensor:
+def _encode_windows(net, wav, fps, alignment, n_memory, report, cancelled, lo=0.0, hi=1.0) -> torch.Tensor:
     """Speech features for the whole clip from overlapping windows, linearly cross-faded.
 
     Windows start on whole seconds, so a window's first memory frame is start_s * rate
@@ -209,7 +212,7 @@ def _encode_windows(net, wav, fps, alignment, n_memory, report, cancelled) -> to
     for wi, start_s in enumerate(starts):
         if cancelled():
             raise Cancelled()
-        report("encode", wi / len(starts), f"speech window {wi + 1}/{len(starts)}")
+        report("encode", lo + (hi - lo) * wi / len(starts), f"speech window {wi + 1}/{len(starts)}")
         chunk = wav[:, start_s * sr : (start_s + ENCODER_WINDOW_S) * sr]
         features = encode_aligned(net.audio_encoder, chunk, fps, alignment)[0]         # (m, H)
         first = int(round(start_s * rate))
@@ -233,11 +236,11 @@ def _encode_windows(net, wav, fps, alignment, n_memory, report, cancelled) -> to
     if not bool(covered.all()):                       # rounding at the very end: hold the last frame
         last = int(covered.nonzero().max())
         out[last + 1 :] = out[last]
-    report("encode", 1.0, "speech features done")
+    report("encode", hi, "speech features done")
     return out.to(wav.dtype).unsqueeze(0)
 
 
-def _semantic_per_frame(net, wav, n_memory, report, cancelled) -> torch.Tensor:
+def _semantic_per_frame(net, wav, n_memory, report, cancelled, lo=0.0, hi=1.0) -> torch.Tensor:
     """(1, M, H) Wav2Sem vectors (after the fusion layer), one per utterance, spread over its frames."""
     sr = audio_io.SAMPLE_RATE
     spans = utterance_spans(wav[0].float().cpu().numpy(), sr)
@@ -246,7 +249,7 @@ def _semantic_per_frame(net, wav, n_memory, report, cancelled) -> torch.Tensor:
     for si, (a, b) in enumerate(spans):
         if cancelled():
             raise Cancelled()
-        report("encode", si / len(spans), f"semantic vector {si + 1}/{len(spans)}")
+        report("encode", lo + (hi - lo) * si / len(spans), f"semantic vector {si + 1}/{len(spans)}")
         vector = net.semantic_vector(wav[:, a:b])[0]                                   # (H,)
         if per_frame is None:
             per_frame = torch.zeros(n_memory, vector.shape[0], device=wav.device, dtype=vector.dtype)
@@ -254,4 +257,5 @@ def _semantic_per_frame(net, wav, n_memory, report, cancelled) -> torch.Tensor:
         last = n_memory if b >= total else int(round(b / total * n_memory))
         per_frame[first:last] = vector
     assert per_frame is not None
+    report("encode", hi, "semantic vectors done")
     return per_frame.unsqueeze(0)

@@ -15,6 +15,8 @@ _ALLOWED = {
     ("numpy.core.multiarray", "scalar"),
     ("numpy._core.multiarray", "scalar"),
     ("numpy", "ndarray"),
+    ("numpy.core.numeric", "_frombuffer"),   # protocol-5 pickles of arrays
+    ("numpy._core.numeric", "_frombuffer"),
     ("numpy", "dtype"),
     ("builtins", "dict"),
     ("builtins", "list"),

@@ -38,7 +38,7 @@ def utterance_spans(waveform: np.ndarray, sample_rate: int, max_s: float = MAX_U
             end = int(edges[-1])
         start = end
     if start < n:
-        if spans and n - start < sample_rate:      # a sliver at the end joins the previous span
+        if spans and n - start < sample_rate and n - spans[-1][0] <= max_len:      # a sliver at the end joins the previous span
             spans[-1] = (spans[-1][0], n)
         else:
             spans.append((start, n))

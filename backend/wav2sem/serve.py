@@ -85,7 +85,12 @@ class Server:
             self.send_error(request.get("id") if isinstance(request, dict) else None, BAD_REQUEST,
                             'A request must be a JSON object with "id", "op" and optional "params".')
             return True
-        request_id, op, params = request.get("id"), request["op"], request.get("params") or {}
+        request_id, op = request.get("id"), request["op"]
+        params = request.get("params")
+        params = {} if params is None else params
+        if not _is_scalar(request_id):
+            self.send_error(None, BAD_REQUEST, '"id" must be a string, a number or null.')
+            return True
         if not isinstance(params, dict):
             self.send_error(request_id, BAD_REQUEST, '"params" must be a JSON object.')
             return True
@@ -97,13 +102,21 @@ class Server:
         elif op in WORKER_OPS:
             job = Job(request_id, op, params)
             with self._pending_lock:
-                self._pending[request_id] = job
-            self._jobs.put(job)
+                busy = request_id is not None and request_id in self._pending
+                if not busy:
+                    self._pending[request_id] = job
+            if busy:
+                self.send_error(request_id, BAD_REQUEST, f"Request id {request_id!r} is still in use by an unfinished request.")
+            else:
+                self._jobs.put(job)
         else:
             self.send_error(request_id, BAD_REQUEST, f"Unknown op {op!r}; expected one of hello, model_info, generate, cancel, shutdown.")
         return True
 
     def _cancel(self, request_id, target) -> None:
+        if not _is_scalar(target):
+            self.send_error(request_id, BAD_REQUEST, '"target" must be the id (a string or number) of a request.')
+            return
         with self._pending_lock:
             job = self._pending.get(target)
         if job is not None:
@@ -215,6 +228,10 @@ class Server:
                            "fraction": round(float(fraction), 4), "message": message})
 
         return progress
+
+
+def _is_scalar(value) -> bool:
+    return value is None or isinstance(value, (str, int, float))
 
 
 def _safe_name(value) -> str:

@@ -43,6 +43,8 @@ def run(args: argparse.Namespace) -> int:
 
     preset = DATASET_PRESETS[args.dataset]
     state = read_checkpoint(args.checkpoint)
+    if not any(k.startswith("transformer_decoder.layers.") for k in state):
+        raise Wav2SemError(MODEL_INVALID, f"{args.checkpoint} has no transformer_decoder.layers.* weights; is it a FaceFormer checkpoint?")
     for key in ("vertice_map.weight", "obj_vector.weight"):
         if key not in state:
             raise Wav2SemError(MODEL_INVALID, f"{args.checkpoint} has no {key}; is it a FaceFormer checkpoint?")

@@ -96,23 +96,26 @@ def memory_frame_count(encoder: nn.Module, n_samples: int, fps: float, alignment
     return int(n / CONV_FEATURE_RATE * fps)
 
 
-def encode_aligned(encoder: nn.Module, waveform: torch.Tensor, fps: float, alignment: str) -> torch.Tensor:
+def encode_aligned(encoder: nn.Module, waveform: torch.Tensor, fps: float, alignment: str,
+                   n_frames: int | None = None) -> torch.Tensor:
     """Frame-level speech features at the decoder's memory rate.
 
     waveform: (1, S) normalised 16 kHz audio. Conv features (50 Hz) are aligned before the
     feature projection and transformer, as FaceFormer does:
       interpolate: linear, align_corners=True, to int(N / 50 * fps) frames (VOCASET, 30 fps);
       pair: an odd last feature is dropped; frame i <-> features 2i, 2i+1 (BIWI, 25 fps).
+    `n_frames` (training): the ground-truth motion length to align to, as the reference does.
     Returns (1, M, hidden).
     """
     if hasattr(encoder, "encode_aligned"):
-        return encoder.encode_aligned(waveform, fps, alignment)
+        return encoder.encode_aligned(waveform, fps, alignment, n_frames)
     features = encoder.feature_extractor(waveform)                          # (1, C, N)
     n = features.shape[-1]
     if alignment == "pair":
-        features = features[..., : n - n % 2]
+        keep = n - n % 2 if n_frames is None else min(n - n % 2, 2 * n_frames)
+        features = features[..., :keep]
     else:
-        size = max(int(n / CONV_FEATURE_RATE * fps), 1)
+        size = n_frames or max(int(n / CONV_FEATURE_RATE * fps), 1)
         features = F.interpolate(features, size=size, mode="linear", align_corners=True)
     features = features.transpose(1, 2)                                     # (1, M, C)
     projected = encoder.feature_projection(features)

@@ -83,7 +83,10 @@ class LogMelEncoder(nn.Module):
         size = max(int(self.feature_count(n_samples) / self.feature_rate * rate), 1)
         return size - size % 2 if alignment == "pair" else size
 
-    def encode_aligned(self, waveform: torch.Tensor, fps: float, alignment: str) -> torch.Tensor:
-        """(1, S) -> (1, M, H) at the decoder memory rate."""
+    def encode_aligned(self, waveform: torch.Tensor, fps: float, alignment: str,
+                       n_frames: int | None = None) -> torch.Tensor:
+        """(B, S) -> (B, M, H) at the decoder memory rate (or aligned to `n_frames` motion frames)."""
         size = self.memory_frame_count(waveform.shape[1], fps, alignment)
+        if n_frames is not None:
+            size = 2 * n_frames if alignment == "pair" else n_frames
         return self._frames(self.log_mel(waveform), size)
