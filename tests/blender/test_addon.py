@@ -175,6 +175,28 @@ def test_cancel_leaves_mesh_unchanged(scene, template, speech, addon, fake_pytho
     assert_same(before, snapshot(head))
 
 
+def test_check_backend_reports_versions_devices_and_model(scene, addon):
+    assert bpy.ops.wav2sem.check_backend() == {"FINISHED"}
+    status = bpy.context.preferences.addons[PACKAGE].preferences.status
+    assert "wav2sem 0.1.0" in status and "devices: cpu" in status
+    assert "400 vertices" in status and "Python: " + sys.executable + " (environment)" in status
+    assert [s.name for s in scene.wav2sem_lipsync.known_subjects]      # speaking styles offered in the panel
+
+
+def test_install_backend_refuses_an_old_python(scene, addon, tmp_path):
+    old = tmp_path / "python3.8"
+    old.write_text("#!/bin/sh\necho 3 8\n")
+    old.chmod(0o755)
+    prefs = bpy.context.preferences.addons[PACKAGE].preferences
+    prefs.install_python = str(old)
+    try:
+        with pytest.raises(RuntimeError, match=r"is Python 3\.8; the backend needs 3\.10 or newer"):
+            bpy.ops.wav2sem.install_backend()
+        assert "3.10 or newer" in prefs.status
+    finally:
+        prefs.install_python = ""
+
+
 def test_backend_stays_warm_and_ends_when_the_addon_is_disabled(scene, template, speech, addon, bundle):
     """Runs last in this file: it disables and re-enables the add-on."""
     import os
