@@ -4,13 +4,19 @@ The `espeak-ng --pho` command line output needs MBROLA, which Debian does not sh
 English, so the library is driven directly: `espeak_Initialize` with
 espeakINITIALIZE_PHONEME_EVENTS makes the synth callback report every phoneme with its
 sample position. The library keeps global state: one voice per process at a time, not
-thread-safe (each corpus worker process has its own copy).
+thread-safe (each corpus worker process has its own copy). Its synthesiser also carries
+state from one utterance to the next (e.g. the pitch flutter phase), so the same text can
+come out a few samples different depending on what was spoken before; to make every clip
+depend only on its own settings, each utterance is synthesised in a forked child of a
+process whose library was initialised but has not spoken yet.
 """
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
 import logging
+import os
+import pickle
 
 import numpy as np
 
@@ -95,7 +101,42 @@ class EspeakEngine:
 
     def synthesize(self, text: str, voice: str = "en-us", variant: str | None = None,
                    rate_wpm: int = 175, pitch: int = 50, pitch_range: int = 50) -> SpeechClip:
-        """Speak `text`; rate in words per minute (80..450), pitch and range 0..100."""
+        """Speak `text`; rate in words per minute (80..450), pitch and range 0..100.
+
+        Blocks. Runs in a forked child (fresh synthesiser state, see the module docstring);
+        the result depends only on the arguments.
+        """
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # child: speak, send the result, leave without running any cleanup
+            status = 0
+            try:
+                os.close(read_fd)
+                try:
+                    result: object = self._synthesize_here(text, voice, variant, rate_wpm, pitch, pitch_range)
+                except Wav2SemError as exc:
+                    result = exc
+                with os.fdopen(write_fd, "wb") as pipe:
+                    pickle.dump(result, pipe, protocol=pickle.HIGHEST_PROTOCOL)
+            except BaseException:  # noqa: BLE001 - the child must never return into the caller
+                status = 1
+            finally:
+                os._exit(status)
+        os.close(write_fd)
+        with os.fdopen(read_fd, "rb") as pipe:
+            data = pipe.read()
+        _, status = os.waitpid(pid, 0)
+        if status != 0 or not data:
+            raise Wav2SemError(TTS_UNAVAILABLE, f"espeak-ng failed on {text!r} (voice {voice}); {_INSTALL_HINT}.")
+        # Our own child wrote these bytes a moment ago, so unpickling them is safe.
+        result = pickle.loads(data)
+        if isinstance(result, Wav2SemError):
+            raise result
+        return result
+
+    def _synthesize_here(self, text: str, voice: str, variant: str | None, rate_wpm: int, pitch: int,
+                         pitch_range: int) -> SpeechClip:
+        """Speak in this process (changes the library state; see `synthesize`)."""
         name = voice if not variant else f"{voice}+{variant}"
         if self._lib.espeak_SetVoiceByName(name.encode()) != 0:
             raise Wav2SemError(TTS_UNAVAILABLE, f"espeak-ng has no voice {name!r}; {_INSTALL_HINT}.")
