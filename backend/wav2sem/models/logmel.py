@@ -24,9 +24,11 @@ N_FFT = 400          # 25 ms window
 class LogMelConfig:
     n_mels: int = 80
     conv_channels: int = 128
-    hidden_size: int = 128          # output feature size (GRU is bidirectional: 2 x hidden/2)
+    hidden_size: int = 128          # output feature size
     gru_layers: int = 2
     dropout: float = 0.1
+    gru_size: int | None = None     # bidirectional GRU width (default hidden_size); a Linear maps it to hidden_size
+    downsample: int = 1             # average-pool factor before the GRU in `forward` (pooled uses: Wav2Sem)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -52,8 +54,10 @@ class LogMelEncoder(nn.Module):
             nn.Conv1d(c, c, 5, padding=2), nn.GELU(),
             nn.Conv1d(c, c, 3, padding=1), nn.GELU(),
         )
-        self.gru = nn.GRU(c, config.hidden_size // 2, num_layers=config.gru_layers, batch_first=True,
+        gru_size = config.gru_size or config.hidden_size
+        self.gru = nn.GRU(c, gru_size // 2, num_layers=config.gru_layers, batch_first=True,
                           bidirectional=True, dropout=config.dropout if config.gru_layers > 1 else 0.0)
+        self.out_proj = nn.Linear(gru_size, config.hidden_size) if gru_size != config.hidden_size else nn.Identity()
         self.out_norm = nn.LayerNorm(config.hidden_size)
 
     def feature_count(self, n_samples: int) -> int:
@@ -70,11 +74,14 @@ class LogMelEncoder(nn.Module):
         x = self.conv(mel.transpose(1, 2))                                               # (B, C, F)
         if size is not None:
             x = F.interpolate(x, size=size, mode="linear", align_corners=True)
+        elif self.config.downsample > 1:
+            x = F.avg_pool1d(x, self.config.downsample, ceil_mode=True)
         x, _ = self.gru(x.transpose(1, 2))
-        return self.out_norm(x)                                                          # (B, M, H)
+        return self.out_norm(self.out_proj(x))                                           # (B, M, H)
 
     def forward(self, waveform: torch.Tensor) -> SimpleNamespace:
-        """Features at the mel rate (100 Hz), as transformers encoders return theirs."""
+        """Features at the mel rate / downsample (100 Hz by default), as transformers
+        encoders return theirs."""
         return SimpleNamespace(last_hidden_state=self._frames(self.log_mel(waveform), None))
 
     def memory_frame_count(self, n_samples: int, fps: float, alignment: str) -> int:
