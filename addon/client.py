@@ -30,6 +30,8 @@ NOT_INSTALLED = "NOT_INSTALLED"
 START_FAILED = "START_FAILED"
 STDERR_LINES_KEPT = 40
 STDERR_LINES_SHOWN = 6
+# Share of the whole job each backend stage covers, so the bar moves forward only.
+STAGE_SPANS = {"load": (0.0, 0.1), "encode": (0.1, 0.3), "decode": (0.3, 1.0)}
 CANCEL_GRACE_S = 10.0          # after this the backend is killed rather than waited for
 CALL_TIMEOUT_S = 120.0         # hello / model_info (the first call includes torch import)
 PYTHON_ENV_VAR = "WAV2SEM_PYTHON"
@@ -282,6 +284,12 @@ def died_error(event: Exited) -> BackendError:
                         event.stderr_tail)
 
 
+def overall_fraction(stage: str, fraction: float, previous: float) -> float:
+    """Stage-relative progress -> progress of the whole job, never going backwards."""
+    low, high = STAGE_SPANS.get(stage, (0.0, 1.0))
+    return max(previous, low + (high - low) * fraction)
+
+
 def check_hello(data: dict[str, Any]) -> Hello:
     hello = Hello.from_dict(data)
     if hello.protocol != protocol.PROTOCOL_VERSION:
@@ -386,7 +394,7 @@ class GenerateJob:
                 detail = (event.traceback or self.backend.stderr_tail()) if event.code == protocol.INTERNAL else ""
                 self._fail(BackendError(event.code, event.message, detail))
         elif isinstance(event, Progress) and event.id == self._generate_id:
-            self.fraction = event.fraction
+            self.fraction = overall_fraction(event.stage, event.fraction, self.fraction)
             self.message = event.message or event.stage.capitalize()
         elif isinstance(event, Result) and event.id == self._info_id:
             try:

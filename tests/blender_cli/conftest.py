@@ -45,4 +45,5 @@ def cli(tmp_path_factory):
     run("--factory-startup", "--python", str(work / "make_scene.py"), "--", str(work / "template.npy"),
         str(work / "scene.blend"))
     run.work, run.bundle, run.addon_dir, run.template = work, Path(bundle), addon_dir, template  # type: ignore[attr-defined]
+    run.env = env  # type: ignore[attr-defined]
     return run

@@ -41,6 +41,17 @@ def test_hello_model_info_and_generate(start_fake, wav_file, tmp_path):
     assert len(seen) >= 2 and job.fraction == 1.0
 
 
+def test_progress_over_stages_only_moves_forward():
+    fraction = 0.0
+    seen = []
+    for stage, value in (("load", 0.5), ("encode", 1.0), ("encode", 0.8), ("decode", 0.0), ("decode", 0.6),
+                         ("decode", 1.0)):
+        fraction = client.overall_fraction(stage, value, fraction)
+        seen.append(fraction)
+    assert seen == sorted(seen) and seen[0] == pytest.approx(0.05) and seen[-1] == 1.0
+    assert seen[4] == pytest.approx(0.3 + 0.7 * 0.6)
+
+
 def test_domain_error_is_reported_and_backend_keeps_serving(start_fake, tmp_path):
     backend = start_fake()
     job = GenerateJob(backend, GenerateRequest(str(tmp_path / "missing.wav")), say_hello=True)

@@ -1,0 +1,153 @@
+"""Driven inside a real Blender window (under Xvfb) by test_gui.py: the modal operator, its
+progress, Esc, the Cancel button, the panel's disabled-button reason, and undo.
+
+Usage: blender scene.blend --enable-event-simulate --python gui_session.py -- AUDIO SLOW_PYTHON OUT.json
+"""
+import json
+import os
+import sys
+import traceback
+
+import bpy
+
+AUDIO, SLOW_PYTHON, OUT = sys.argv[sys.argv.index("--") + 1:]
+REAL_PYTHON = os.environ["WAV2SEM_PYTHON"]
+report: dict = {"progress": [], "errors": []}
+steps = []
+
+
+def view3d():
+    window = bpy.context.window_manager.windows[0]
+    area = next(a for a in window.screen.areas if a.type == "VIEW_3D")
+    region = next(r for r in area.regions if r.type == "WINDOW")
+    return {"window": window, "area": area, "region": region, "screen": window.screen}
+
+
+def op_call(op, *args, **kwargs):
+    with bpy.context.temp_override(**view3d()):
+        return op(*args, **kwargs)
+
+
+def key_state():
+    key = bpy.data.objects["Head"].data.shape_keys
+    return None if key is None else [b.name for b in key.key_blocks]
+
+
+def step(function):
+    steps.append(function)
+    return function
+
+
+@step
+def check_disabled_reason():
+    head = bpy.data.objects["Head"]
+    bpy.context.view_layer.objects.active = head
+    head.select_set(True)
+    ok = op_call(bpy.ops.wav2sem.generate_lipsync.poll)
+    ops = sys.modules["wav2sem_lipsync.operators"]
+    report["no_audio_poll"] = ok
+    with bpy.context.temp_override(**view3d()):
+        report["no_audio_reason"] = ops.why_cannot_generate(bpy.context)
+    scene = bpy.context.scene
+    editor = scene.sequence_editor_create()
+    editor.active_strip = editor.sequences.new_sound("line", AUDIO, 1, 5)
+    report["with_audio_poll"] = op_call(bpy.ops.wav2sem.generate_lipsync.poll)
+    return True
+
+
+@step
+def start_generate():
+    report["before"] = key_state()
+    report["invoke"] = sorted(op_call(bpy.ops.wav2sem.generate_lipsync, "INVOKE_DEFAULT", object="Head"))
+    return True
+
+
+@step
+def wait_generate():
+    settings = bpy.context.scene.wav2sem_lipsync
+    if settings.running:
+        report["progress"].append([round(settings.progress, 3), settings.status])
+        return False
+    report["after_generate"] = key_state()
+    report["actions"] = [a.name for a in bpy.data.actions]
+    return True
+
+
+@step
+def undo_take():
+    op_call(bpy.ops.ed.undo)
+    report["after_undo"] = key_state()
+    report["actions_after_undo"] = [a.name for a in bpy.data.actions if a.users]
+    op_call(bpy.ops.ed.redo)
+    report["after_redo"] = key_state()
+    return True
+
+
+@step
+def start_slow_for_esc():
+    os.environ["WAV2SEM_PYTHON"] = SLOW_PYTHON
+    report["before_cancel"] = key_state()
+    op_call(bpy.ops.wav2sem.generate_lipsync, "INVOKE_DEFAULT", object="Head", output_mode="PER_FRAME")
+    return True
+
+
+@step
+def press_esc_when_running():
+    settings = bpy.context.scene.wav2sem_lipsync
+    if settings.progress <= 0.0:
+        return False
+    report["esc_running"] = settings.running
+    window = bpy.context.window_manager.windows[0]
+    window.event_simulate(type="ESC", value="PRESS")
+    window.event_simulate(type="ESC", value="RELEASE")
+    return True
+
+
+@step
+def wait_esc():
+    if bpy.context.scene.wav2sem_lipsync.running:
+        return False
+    report["after_esc"] = key_state()
+    return True
+
+
+@step
+def start_slow_for_button():
+    op_call(bpy.ops.wav2sem.generate_lipsync, "INVOKE_DEFAULT", object="Head")
+    return True
+
+
+@step
+def press_cancel_button_when_running():
+    settings = bpy.context.scene.wav2sem_lipsync
+    if settings.progress <= 0.0:
+        return False
+    report["cancel_poll"] = op_call(bpy.ops.wav2sem.cancel_lipsync.poll)
+    op_call(bpy.ops.wav2sem.cancel_lipsync)
+    return True
+
+
+@step
+def wait_button():
+    if bpy.context.scene.wav2sem_lipsync.running:
+        return False
+    report["after_button"] = key_state()
+    os.environ["WAV2SEM_PYTHON"] = REAL_PYTHON
+    return True
+
+
+def tick():
+    try:
+        while steps and steps[0]():
+            steps.pop(0)
+        if steps:
+            return 0.1
+    except Exception:
+        report["errors"].append(traceback.format_exc())
+    with open(OUT, "w") as f:
+        json.dump(report, f)
+    bpy.ops.wm.quit_blender()
+    return None
+
+
+bpy.app.timers.register(tick, first_interval=1.0)

@@ -1,0 +1,50 @@
+"""The interactive path in a real Blender 3.4 window under Xvfb: the modal operator with
+progress, Esc, the Cancel button, why the button is disabled, and one-step undo."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import pytest
+from cli_helpers import BLENDER, REPO, write_wav
+
+pytestmark = pytest.mark.blender_cli
+
+
+def test_modal_generate_cancel_and_undo(cli, tmp_path):
+    if shutil.which("xvfb-run") is None:
+        pytest.skip("xvfb-run is not installed (Debian package xvfb)")
+    audio = write_wav(tmp_path / "line.wav", 1.2)
+    slow = tmp_path / "slow-python"
+    fake = REPO / "tests" / "fake_backend.py"
+    slow.write_text(f"#!/bin/sh\nexec {cli.env['WAV2SEM_PYTHON']} {fake} --slow 10 "
+                    f"--template {cli.work / 'template.npy'}\n")
+    slow.chmod(0o755)
+    out = tmp_path / "report.json"
+    result = subprocess.run(
+        ["xvfb-run", "-a", "-s", "-screen 0 1280x800x24", BLENDER, str(cli.work / "scene.blend"),
+         "--enable-event-simulate", "--python", str(REPO / "tests" / "blender_cli" / "gui_session.py"), "--",
+         str(audio), str(slow), str(out)],
+        env=cli.env, capture_output=True, text=True, timeout=240)
+    assert out.exists(), result.stdout[-3000:] + result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert not report["errors"], report["errors"]
+    # Disabled with a reason until there is audio.
+    assert report["no_audio_poll"] is False and report["no_audio_reason"].startswith("No audio")
+    assert report["with_audio_poll"] is True
+    # Modal: returns at once, shows progress, then writes the take.
+    assert report["invoke"] == ["RUNNING_MODAL"]
+    fractions = [fraction for fraction, _ in report["progress"]]
+    assert len(fractions) >= 2 and fractions[-1] > 0 and fractions == sorted(fractions)   # forward only
+    assert report["before"] is None
+    assert report["after_generate"][0] == "Basis" and len(report["after_generate"]) > 1
+    assert report["actions"] == ["LipSync_line"]
+    # One undo step removes the whole take; redo brings it back.
+    assert report["after_undo"] is None and report["actions_after_undo"] == []
+    assert report["after_redo"] == report["after_generate"]
+    # Esc and the Cancel button stop a running generation and leave the mesh as it was.
+    assert report["esc_running"] is True
+    assert report["after_esc"] == report["before_cancel"] == report["after_generate"]
+    assert report["cancel_poll"] is True
+    assert report["after_button"] == report["after_generate"]
