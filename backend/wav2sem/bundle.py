@@ -19,6 +19,7 @@ import torch
 
 from .errors import MODEL_INVALID, MODEL_NOT_FOUND, Wav2SemError
 from .models.faceformer import DecoderConfig, FaceFormer
+from .models.talker import SpeechToFace
 from .template import Template
 
 BUNDLE_FORMAT = "wav2sem-bundle"
@@ -58,10 +59,14 @@ class BundleConfig:
         )
 
 
-def build_model(config: BundleConfig) -> FaceFormer:
-    if config.arch != "faceformer":
-        raise Wav2SemError(MODEL_INVALID, f"Unknown model architecture {config.arch!r} in the bundle.")
-    return FaceFormer(config.decoder, config.encoder, config.semantic)
+def build_model(config: BundleConfig) -> SpeechToFace:
+    from .models.direct import DirectDecoder
+
+    architectures = {"faceformer": FaceFormer, "direct": DirectDecoder}
+    if config.arch not in architectures:
+        raise Wav2SemError(MODEL_INVALID, f"Unknown model architecture {config.arch!r} in the bundle; "
+                                          f"this backend knows {sorted(architectures)} (update wav2sem?).")
+    return architectures[config.arch](config.decoder, config.encoder, config.semantic)
 
 
 @dataclass
@@ -109,7 +114,7 @@ def read_bundle(path: str | Path | None = None) -> Bundle:
     return Bundle(directory, config, template)
 
 
-def load_weights(bundle: Bundle) -> FaceFormer:
+def load_weights(bundle: Bundle) -> SpeechToFace:
     """Build the network and load model.safetensors strictly, naming missing/unexpected keys."""
     from safetensors.torch import load_file
 

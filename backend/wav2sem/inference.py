@@ -22,7 +22,7 @@ from . import audio as audio_io
 from .bundle import Bundle, load_weights, read_bundle
 from .errors import AUDIO_TOO_SHORT, BAD_REQUEST, DEVICE_UNAVAILABLE, OUT_OF_MEMORY, Cancelled, Wav2SemError
 from .models.encoders import encode_aligned, memory_frame_count
-from .models.faceformer import ALIGN_PAIR, FaceFormer
+from .models.talker import ALIGN_PAIR, SpeechToFace
 from .segmentation import utterance_spans
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ ENCODER_OVERLAP_S = 2     # s, cross-faded overlap between consecutive windows
 @dataclass
 class LoadedModel:
     bundle: Bundle
-    net: FaceFormer
+    net: SpeechToFace
     device: torch.device
     dtype: torch.dtype
     feature_extractor: object | None = None

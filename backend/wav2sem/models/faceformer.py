@@ -14,30 +14,15 @@ Because the decoder is causal and post-LN, both give the same frames.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .encoders import build_encoder
+from .talker import ALIGN_INTERPOLATE, ALIGN_PAIR, DecoderConfig, SpeechToFace  # noqa: F401 (re-exported)
 
-ALIGN_INTERPOLATE = "interpolate"  # VOCASET: conv features linearly resampled to the motion fps
-ALIGN_PAIR = "pair"                # BIWI: motion frame i <-> conv features 2i and 2i+1
 REFERENCE_MAX_FRAMES = 600         # the reference builds its PPE table for 600 frames
-
-
-@dataclass(frozen=True)
-class DecoderConfig:
-    vertex_count: int
-    n_subjects: int
-    feature_dim: int = 64
-    period: int = 30
-    n_heads: int = 4
-    n_layers: int = 1
-    ff_dim: int | None = None  # default 2 * feature_dim, as in the reference
-    alignment: str = ALIGN_INTERPOLATE
 
 
 def alibi_slopes(n_heads: int) -> list[float]:
@@ -107,49 +92,18 @@ class PeriodicPositionalEncoding(nn.Module):
         return x + self.at(positions).unsqueeze(0)
 
 
-class FaceFormer(nn.Module):
+class FaceFormer(SpeechToFace):
+    """The FaceFormer autoregressive transformer decoder on the shared speech-to-face parts."""
+
     def __init__(self, config: DecoderConfig, encoder_spec: dict, semantic_spec: dict | None = None):
-        super().__init__()
-        self.config = config
+        super().__init__(config, encoder_spec, semantic_spec)
         d = config.feature_dim
-        self.audio_encoder = build_encoder(encoder_spec)
-        audio_dim = self.audio_encoder.config.hidden_size
-        self.audio_feature_map = nn.Linear(audio_dim, d)
         self.vertice_map = nn.Linear(config.vertex_count * 3, d)
         self.PPE = PeriodicPositionalEncoding(d, config.period)
         layer = nn.TransformerDecoderLayer(
             d_model=d, nhead=config.n_heads, dim_feedforward=config.ff_dim or 2 * d, batch_first=True
         )
         self.transformer_decoder = nn.TransformerDecoder(layer, num_layers=config.n_layers)
-        self.vertice_map_r = nn.Linear(d, config.vertex_count * 3)
-        nn.init.zeros_(self.vertice_map_r.weight)  # as the reference: training starts at the template
-        nn.init.zeros_(self.vertice_map_r.bias)
-        self.obj_vector = nn.Linear(config.n_subjects, d, bias=False)
-        self.semantic_encoder = None
-        self.semantic_fusion = None
-        if semantic_spec is not None:
-            self.semantic_encoder = build_encoder(semantic_spec)
-            self.semantic_fusion = nn.Linear(self.semantic_encoder.config.hidden_size, audio_dim)
-
-    @property
-    def has_semantic(self) -> bool:
-        return self.semantic_encoder is not None
-
-    # ----- conditioning -----------------------------------------------------------------
-    def style_embedding(self, subject_weights: torch.Tensor) -> torch.Tensor:
-        """(n_subjects,) weights (a one-hot, or a blend of two subjects) -> (1, 1, d)."""
-        w = subject_weights.to(self.obj_vector.weight)
-        return self.obj_vector(w.view(1, -1)).unsqueeze(1)
-
-    def semantic_vector(self, waveform: torch.Tensor) -> torch.Tensor:
-        """Wav2Sem sentence vector for one utterance, after the fusion layer: (1, audio_dim).
-
-        The fusion Linear is applied here at inference exactly as in training (the reference
-        release skips it at inference, a train/inference mismatch we do not repeat).
-        """
-        assert self.semantic_encoder is not None and self.semantic_fusion is not None
-        hidden = self.semantic_encoder(waveform).last_hidden_state   # (1, N, H_sem)
-        return self.semantic_fusion(hidden.mean(dim=1))               # (1, H_audio)
 
     # ----- decoding ---------------------------------------------------------------------
     def decode(

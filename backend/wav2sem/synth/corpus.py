@@ -45,7 +45,7 @@ FESTIVAL_BATCH = 12           # sentences per festival process
 FESTIVAL_WPM = 175.0          # festival's speaking rate at Duration_Stretch 1 (measured)
 LEAD_SILENCE_S = (0.15, 0.45)   # silence added before the speech (uniform range, seconds)
 TAIL_SILENCE_S = (0.2, 0.6)     # and after it
-SPEECH_TIME_FACTOR = 0.85       # measured: clips are this fraction of words * 60 / rate
+SPEECH_TIME_FACTOR = 0.83       # measured: clips are this fraction of words * 60 / rate
 
 
 @dataclass(frozen=True)

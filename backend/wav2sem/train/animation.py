@@ -1,4 +1,4 @@
-"""Stage 2: speech encoder + Wav2Sem fusion + FaceFormer decoder, trained with teacher forcing
+"""Stage 2: speech encoder + Wav2Sem fusion + SpeechToFace decoder, trained with teacher forcing
 while the semantic encoder stays frozen (as in the paper). Writes a model bundle.
 
 Exposure bias: teacher-forced inputs get Gaussian noise (`input_noise` x the offsets' std),
@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from .. import metrics
 from ..bundle import BundleConfig, build_model, save_bundle
 from ..models.encoders import encode_aligned
-from ..models.faceformer import ALIGN_INTERPOLATE, DecoderConfig, FaceFormer
+from ..models.talker import ALIGN_INTERPOLATE, DecoderConfig, SpeechToFace
 from . import checkpointing, distributed
 from .batching import batches, cropped_batch, normalized_batch
 from .data import load_examples, load_template
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 class AnimationObjective(torch.nn.Module):
     """Teacher-forced reconstruction loss; the module DDP wraps."""
 
-    def __init__(self, net: FaceFormer, fps: float, offset_std: float, input_noise: float):
+    def __init__(self, net: SpeechToFace, fps: float, offset_std: float, input_noise: float):
         super().__init__()
         self.net = net
         self.fps = fps
@@ -49,7 +49,7 @@ class AnimationObjective(torch.nn.Module):
         return F.mse_loss(predicted, offsets)
 
 
-def build_network(config: dict, template, subjects: list[str], use_semantic: bool) -> tuple[BundleConfig, FaceFormer]:
+def build_network(config: dict, template, subjects: list[str], use_semantic: bool) -> tuple[BundleConfig, SpeechToFace]:
     dec = config["decoder"]
     bundle_config = BundleConfig(
         name=config.get("name", "wav2sem-default"),
@@ -58,12 +58,13 @@ def build_network(config: dict, template, subjects: list[str], use_semantic: boo
                               alignment=ALIGN_INTERPOLATE),
         fps=float(config["fps"]), subjects=tuple(subjects), encoder=config["encoder"],
         semantic=config["semantic_encoder"] if use_semantic else None,
+        arch=dec.get("arch", "faceformer"),
         description=config.get("description", ""),
     )
     return bundle_config, build_model(bundle_config)
 
 
-def semantic_vectors_of(net: FaceFormer, examples, device) -> dict[str, np.ndarray]:
+def semantic_vectors_of(net: SpeechToFace, examples, device) -> dict[str, np.ndarray]:
     """The frozen encoder's mean-pooled vector per clip (before the trainable fusion layer)."""
     out = {}
     net.semantic_encoder.eval()
@@ -156,7 +157,7 @@ def train_animation(config: dict, corpus: str | Path, out: str | Path, semantic_
     return best
 
 
-def validate(net: FaceFormer, examples, template, bundle_config, vectors, device, limit: int) -> dict:
+def validate(net: SpeechToFace, examples, template, bundle_config, vectors, device, limit: int) -> dict:
     """Autoregressive decoding on held-out clips (as inference does): LVE and MVE."""
     net.eval()
     lips = template.regions.get("lips", np.arange(template.vertex_count))
