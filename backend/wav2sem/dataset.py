@@ -40,7 +40,7 @@ SPLITS = ("train", "val", "test")
 SOURCE_FPS = {"vocaset": 60.0, "biwi": 25.0}
 DEFAULT_FPS = {"vocaset": 30.0, "biwi": 25.0}
 # FaceFormer's subject lists and sentence ranges.
-REFERENCE_SUBJECTS = {
+REFERENCE_SUBJECTS: dict[str, dict[str, tuple[str, ...]]] = {
     "vocaset": {
         "train": ("FaceTalk_170728_03272_TA", "FaceTalk_170904_00128_TA", "FaceTalk_170725_00137_TA",
                   "FaceTalk_170915_00223_TA", "FaceTalk_170811_03274_TA", "FaceTalk_170913_03279_TA",
@@ -51,7 +51,7 @@ REFERENCE_SUBJECTS = {
     "biwi": {"train": ("F2", "F3", "F4", "M3", "M4", "M5"), "val": ("F2", "F3", "F4", "M3", "M4", "M5"),
              "test": ("F2", "F3", "F4", "M3", "M4", "M5")},
 }
-REFERENCE_SENTENCES = {
+REFERENCE_SENTENCES: dict[str, dict[str, range]] = {
     "vocaset": {"train": range(1, 41), "val": range(21, 41), "test": range(21, 41)},
     "biwi": {"train": range(1, 33), "val": range(33, 37), "test": range(37, 41)},
 }

@@ -70,7 +70,8 @@ def plan_items(speakers: list[Speaker], hours: float, seed: int) -> list[ItemSpe
     share /= share.sum()
     target = hours * 3600.0
     sentences = make_sentences(max(64, int(target / 2.5)), seed)
-    items, total = [], 0.0
+    items: list[ItemSpec] = []
+    total = 0.0
     while total < target:
         split = splits[int(rng.choice(len(splits), p=share))]
         speaker = by_split[split][int(rng.integers(len(by_split[split])))]
@@ -81,7 +82,7 @@ def plan_items(speakers: list[Speaker], hours: float, seed: int) -> list[ItemSpe
         items.append(ItemSpec(f"{speaker.id}_{len(items):05d}", speaker.id, text, rate, pitch, aug.to_dict(),
                               int(rng.integers(2 ** 31))))
         speech = len(text.split()) * 60.0 / rate * SPEECH_TIME_FACTOR
-        total += (speech + np.mean(LEAD_SILENCE_S) + np.mean(TAIL_SILENCE_S)) / aug.speed
+        total += float(speech + np.mean(LEAD_SILENCE_S) + np.mean(TAIL_SILENCE_S)) / aug.speed
     return items
 
 
@@ -139,7 +140,8 @@ def _run_job(specs: list[ItemSpec], speakers: dict[str, Speaker], out: str) -> l
 
 def _jobs(pending: list[ItemSpec], speakers: dict[str, Speaker]) -> list[list[ItemSpec]]:
     """espeak items one per job; festival items batched per voice."""
-    jobs, batches = [], {}
+    jobs: list[list[ItemSpec]] = []
+    batches: dict[str, list[ItemSpec]] = {}
     for spec in pending:
         sp = speakers[spec.speaker]
         if sp.engine == "festival":

@@ -148,7 +148,7 @@ def build_head() -> HeadMesh:
     vertices = np.concatenate([grid_pts, poles, grid_pts[dup_of]])
     lower_dup = {int(c): dup_start + i for i, c in enumerate(interior)}
 
-    faces = []
+    face_list: list[tuple[int, int, int]] = []
     for r in range(n_el - 1):
         for c in range(n_az):
             c1 = (c + 1) % n_az
@@ -158,14 +158,13 @@ def build_head() -> HeadMesh:
                 d = lower_dup.get(c, d)
                 e = lower_dup.get(c1, e)
             # counter-clockwise seen from outside: (a, b, e), (a, e, d)
-            faces.append((a, b, e))
-            faces.append((a, e, d))
+            face_list.append((a, b, e))
+            face_list.append((a, e, d))
     for c in range(n_az):
         c1 = (c + 1) % n_az
-        faces.append((bottom_pole, grid_index[0, c1], grid_index[0, c]))
-        faces.append((top_pole, grid_index[n_el - 1, c], grid_index[n_el - 1, c1]))
-    faces = np.asarray(faces, dtype=np.int32)
-    faces = _orient_outwards(vertices, faces)
+        face_list.append((bottom_pole, grid_index[0, c1], grid_index[0, c]))
+        face_list.append((top_pole, grid_index[n_el - 1, c], grid_index[n_el - 1, c1]))
+    faces = _orient_outwards(vertices, np.asarray(face_list, dtype=np.int32))
 
     n_vert = len(vertices)
     v_az = np.concatenate([az_grid.ravel(), [0.0, 0.0], azimuth[interior]])

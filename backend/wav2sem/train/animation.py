@@ -135,7 +135,7 @@ def train_animation(config: dict, corpus: str | Path, out: str | Path, semantic_
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
         row = {"epoch": epoch, "train_mse": ctx.mean(float(np.mean(losses))), "seconds": time.perf_counter() - t0}
         if ctx.is_main:
             row.update(validate(net, val, template, bundle_config, vectors if use_semantic else None, ctx.device,

@@ -88,7 +88,7 @@ def train_semantic(config: dict, corpus: str | Path, out: str | Path, device: st
             loss.backward()
             torch.nn.utils.clip_grad_norm_(objective.parameters(), 1.0)
             optimizer.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
         scheduler.step()
         metrics = evaluate_semantic(objective, val, target_of, np.mean([target_of[e.transcript] for e in train], 0), ctx.device)
         row = {"epoch": epoch, "train_l1": ctx.mean(float(np.mean(losses))), **metrics, "seconds": time.perf_counter() - t0}

@@ -132,6 +132,7 @@ class EspeakEngine:
         result = pickle.loads(data)
         if isinstance(result, Wav2SemError):
             raise result
+        assert isinstance(result, SpeechClip)
         return result
 
     def _synthesize_here(self, text: str, voice: str, variant: str | None, rate_wpm: int, pitch: int,

@@ -13,7 +13,6 @@ import tempfile
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import soundfile as sf
 
 from ...errors import Wav2SemError
