@@ -16,7 +16,7 @@ ARPABET_39 = ("AA AE AH AO AW AY B CH D DH EH ER EY F G HH IH IY JH K L M N NG O
 
 def test_tables_cover_english():
     assert set(ARPABET_39) <= set(PHONEMES)
-    for phone, parts in PHONEMES.items():
+    for parts in PHONEMES.values():
         for part in parts:
             assert set(part.values) == set(phonemes.SPEECH_ARTICULATORS)
             assert all(0 <= v <= 1 for v in part.values.values()) and all(d > 0 for d in part.dominance.values())
