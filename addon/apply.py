@@ -74,12 +74,11 @@ def write_take(obj: bpy.types.Object, take: str, prepared: PreparedTake, frame_s
     Either the whole take is written or, on any exception, nothing changed."""
     mesh = obj.data
     created_basis = mesh.shape_keys is None
-    created: dict[str, Any] = {"keys": [], "action": None, "track": None}
+    created: dict[str, Any] = {"keys": [], "curves": [], "action": None, "track": None}
     try:
         if created_basis:
             obj.shape_key_add(name="Basis", from_mix=False)
             mesh.shape_keys[CREATED_BASIS_PROPERTY] = True  # type: ignore[index]  # ID property
-        key = mesh.shape_keys
         rest = rest_positions(obj)
         pending = take + _PENDING
         if prepared.compact is not None:
@@ -149,7 +148,6 @@ def _animate(obj: bpy.types.Object, name: str, blocks: list[Any], curves: list[t
     action, slot, fcurves = versions.new_shape_key_action(name, key)
     created["action"] = action
     action[TAKE_PROPERTY] = name[:-len(_PENDING)]
-    created["curves"] = []
     for block, (frames, values) in zip(blocks, curves):
         curve = fcurves.new(f'key_blocks["{block.name}"].value')
         created["curves"].append(curve)

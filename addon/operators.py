@@ -104,6 +104,8 @@ class Inputs:
 
 def gather(context: bpy.types.Context, op: Any) -> Inputs:
     obj = find_mesh(context, op.object)
+    if obj.mode == "EDIT":
+        raise UserError(f"'{obj.name}' is in Edit Mode; switch to Object Mode to add lip sync.")
     assert context.scene is not None
     audio = find_audio(context.scene, op.audio_path)
     prefs = preferences.preferences(context)
@@ -121,12 +123,17 @@ class LipSyncRun:
 
     def __init__(self, inputs: Inputs):
         self.inputs = inputs
-        self.tempdir = tempfile.mkdtemp(prefix="wav2sem_lipsync_")
         self.cancel_requested = False
         backend, is_new = client.POOL.get(inputs.python.path)
+        self.tempdir = tempfile.mkdtemp(prefix="wav2sem_lipsync_")
         request = client.GenerateRequest(inputs.audio.path, inputs.model, inputs.subject, inputs.device,
                                          os.path.join(self.tempdir, "offsets.npy"))
-        self.job = client.GenerateJob(backend, request, say_hello=is_new)
+        try:
+            self.job = client.GenerateJob(backend, request, say_hello=is_new)
+        except BaseException:
+            shutil.rmtree(self.tempdir, ignore_errors=True)
+            client.POOL.close()
+            raise
 
     def write(self) -> tuple[apply.TakeSummary, tuple[str, ...]]:
         """After the job succeeded: map, compress and write the take (raises on failure)."""
