@@ -24,10 +24,15 @@ _ADDON_ONLY_EXCLUDE = {"mypy.ini"}
 
 
 def version() -> str:
+    """The add-on version from blender_manifest.toml, checked against bl_info."""
     manifest = (ADDON_DIR / "blender_manifest.toml").read_text()
     found = re.search(r'^version\s*=\s*"([^"]+)"', manifest, re.M)
     if not found:
         raise SystemExit("addon/blender_manifest.toml has no version")
+    bl_info = re.search(r'"version":\s*\(([^)]*)\)', (ADDON_DIR / "__init__.py").read_text())
+    legacy = ".".join(part.strip() for part in bl_info.group(1).split(",")) if bl_info else ""
+    if legacy != found.group(1):
+        raise SystemExit(f"bl_info version {legacy} differs from blender_manifest.toml {found.group(1)}")
     return found.group(1)
 
 
