@@ -96,6 +96,14 @@ def test_compress_picks_the_true_rank_for_exact_low_rank_data():
     assert take.relative_error < 1e-3
 
 
+def test_compress_needing_more_than_the_small_sketch():
+    offsets = low_rank_motion(600, 1500, rank=50)          # randomized path, > 32 keys
+    take = mapping.compress(offsets, 1e-3)
+    assert len(take.basis) == 50 and take.relative_error < 1e-3
+    error = np.linalg.norm(take.reconstruct() - offsets) / np.linalg.norm(offsets)
+    assert error < 1e-3
+
+
 def test_compress_caps_keys_and_reports_error():
     offsets = np.random.default_rng(0).normal(size=(120, 100, 3)).astype(np.float32)   # full rank
     take = mapping.compress(offsets, 0.001, max_keys=8)
