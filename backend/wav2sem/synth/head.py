@@ -49,25 +49,25 @@ class HeadMesh:
 def head_sdf(p: np.ndarray) -> np.ndarray:
     """Signed distance (m) of points `p` (N, 3) to the head surface. -> (N,)"""
     e = sdf.ellipsoid
-    d = e(p, (0.0, 0.030, -0.012), (0.074, 0.090, 0.097))                 # cranium
-    d = sdf.smooth_union(d, e(p, (0.0, -0.040, 0.022), (0.056, 0.068, 0.066)), 0.03)  # face/jaw
+    d = e(p, (0.0, 0.032, -0.014), (0.076, 0.092, 0.100))                 # cranium
+    d = sdf.smooth_union(d, e(p, (0.0, -0.036, 0.020), (0.055, 0.060, 0.066)), 0.03)  # face
+    d = sdf.smooth_union(d, e(p, (0.0, -0.072, 0.024), (0.049, 0.034, 0.058)), 0.03)  # mandible
     d = sdf.smooth_union(d, e(p, (0.0, -0.094, 0.058), (0.030, 0.022, 0.026)), 0.025)  # chin
     for side in (-1.0, 1.0):
         d = sdf.smooth_union(d, e(p, (side * 0.037, -0.018, 0.056), (0.026, 0.024, 0.028)), 0.02)  # cheek
         d = sdf.smooth_union(d, e(p, (side * 0.072, 0.004, -0.008), (0.010, 0.028, 0.016)), 0.01)  # ear
-    d = sdf.smooth_union(d, e(p, (0.0, 0.047, 0.070), (0.058, 0.010, 0.018)), 0.025)   # brow ridge
+    d = sdf.smooth_union(d, e(p, (0.0, 0.046, 0.066), (0.062, 0.012, 0.020)), 0.03)    # brow ridge
     d = sdf.smooth_union(d, e(p, (0.0, 0.008, 0.087), (0.010, 0.027, 0.015)), 0.016)   # nose bridge
     d = sdf.smooth_union(d, e(p, (0.0, -0.014, 0.100), (0.012, 0.011, 0.012)), 0.014)  # nose tip
     for side in (-1.0, 1.0):
         d = sdf.smooth_union(d, e(p, (side * 0.012, -0.022, 0.091), (0.009, 0.007, 0.009)), 0.006)  # nostril wing
     for side in (-1.0, 1.0):
-        d = sdf.smooth_subtract(d, e(p, (side * 0.032, 0.027, 0.090), (0.018, 0.013, 0.016)), 0.008)  # eye socket
-        d = sdf.smooth_union(d, e(p, (side * 0.032, 0.026, 0.069), (0.0125, 0.0125, 0.0125)), 0.004)   # eyeball
+        d = sdf.smooth_subtract(d, e(p, (side * 0.032, 0.026, 0.088), (0.017, 0.012, 0.015)), 0.010)  # eye socket
+        d = sdf.smooth_union(d, e(p, (side * 0.032, 0.026, 0.071), (0.013, 0.013, 0.013)), 0.004)      # eyeball
     d = sdf.smooth_union(d, e(p, (0.0, -0.0525, 0.084), (0.025, 0.0070, 0.011)), 0.010)  # upper lip
     d = sdf.smooth_union(d, e(p, (0.0, -0.0645, 0.081), (0.022, 0.0080, 0.011)), 0.010)  # lower lip
-    d = sdf.smooth_union(d, sdf.vertical_capsule(p, 0.0, -0.012, -0.24, -0.06, 0.050), 0.03)  # neck
-    # Flat bottom of the neck: intersect with the half-space y > -0.2.
-    return np.maximum(d, -0.2 - p[:, 1])
+    # Neck, ending in a rounded base like a bust.
+    return sdf.smooth_union(d, sdf.vertical_capsule(p, 0.0, -0.015, -0.17, -0.06, 0.052), 0.03)
 
 
 def _directions(azimuth: np.ndarray, elevation: np.ndarray) -> np.ndarray:
@@ -217,9 +217,13 @@ def _regions(vertices, v_az, v_el, mouth_el, half_angle) -> dict[str, np.ndarray
     front = np.abs(v_az) < np.radians(100)
     lips = np.where((lips_sdf < 0.0012) & (p[:, 2] > 0.06))[0]
     upper_face = np.where(front & (p[:, 1] > 0.0) & (p[:, 1] < 0.085) & (p[:, 2] > 0.0))[0]
-    brows = np.where(front & (np.abs(p[:, 1] - 0.047) < 0.012) & (p[:, 2] > 0.05))[0]
-    eyes = np.where(np.minimum(sdf.ellipsoid(p, (0.032, 0.027, 0.080), (0.02, 0.016, 0.02)),
-                               sdf.ellipsoid(p, (-0.032, 0.027, 0.080), (0.02, 0.016, 0.02))) < 0)[0]
+    # Brows: an arc above each eye. Eyes: the exposed front of the eyeballs.
+    brow_y = 0.047 - 0.25 * (np.abs(p[:, 0]) - 0.030) ** 2 / 0.02
+    brows = np.where(front & (np.abs(np.abs(p[:, 0]) - 0.031) < 0.019) & (np.abs(p[:, 1] - brow_y) < 0.0055)
+                     & (p[:, 2] > 0.05))[0]
+    eyeball = np.minimum(np.linalg.norm(p - (0.032, 0.026, 0.071), axis=1),
+                         np.linalg.norm(p - (-0.032, 0.026, 0.071), axis=1))
+    eyes = np.where((eyeball < 0.0136) & (p[:, 2] > 0.0765))[0]
     jaw = np.where(front & (v_el < mouth_el + 1e-9) & (p[:, 1] > -0.13) & (p[:, 2] > 0.0))[0]
     face = np.where(front & (p[:, 2] > 0.02) & (p[:, 1] > -0.12) & (p[:, 1] < 0.08))[0]
     return {"lips": lips, "upper_face": upper_face, "brows": brows, "eyes": eyes, "jaw": jaw, "face": face}

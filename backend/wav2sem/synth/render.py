@@ -22,11 +22,23 @@ LIGHT = np.array([0.35, 0.45, 1.0]) / np.linalg.norm([0.35, 0.45, 1.0])
 VIEWS = {"front": 0.0, "three_quarter": 35.0, "side": 90.0}   # degrees about +Y
 
 
+IRIS = np.array([0.25, 0.17, 0.12])
+IRIS_RADIUS = 0.0055   # metres around the front-most point of each eye
+
+
 def _vertex_colours(template: Template) -> np.ndarray:
+    """Per-vertex RGB in 0..1: skin, with brows, lips, eye whites and irises. -> (V, 3)"""
     colours = np.tile(SKIN, (template.vertex_count, 1))
     for name, colour in (("brows", BROW), ("lips", LIP), ("eyes", EYE)):
         if name in template.regions:
             colours[template.regions[name]] = colour
+    eyes = template.regions.get("eyes", np.zeros(0, dtype=np.int32))
+    for side in (-1, 1):
+        own = eyes[np.sign(template.vertices[eyes, 0]) == side]
+        if len(own):
+            front = template.vertices[own[np.argmax(template.vertices[own, 2])]]
+            near = np.linalg.norm(template.vertices[own] - front, axis=1) < IRIS_RADIUS
+            colours[own[near]] = IRIS
     return colours
 
 

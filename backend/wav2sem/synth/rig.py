@@ -98,7 +98,10 @@ class Rig:
         d_lower = y - p[interior_lower[safe_pair], 1]
         upper_fall = np.where(upper & in_pair, np.exp(-(d_upper / 0.008) ** 2), 0.0)
         lower_fall = np.where(~upper & in_pair, np.exp(-(d_lower / 0.015) ** 2), 0.0)
-        press_weight = mouth_band * np.exp(-(dy / 0.009) ** 2) * front
+        # Pressing pushes both lips back alike: measured from the slit's midline, so the two
+        # copies of a slit vertex get the same weight and stay together.
+        midline = np.where(in_pair, 0.5 * (p[interior_upper[safe_pair], 1] + p[interior_lower[safe_pair], 1]), MOUTH_Y)
+        press_weight = mouth_band * np.exp(-((y - midline) / 0.009) ** 2) * front
         pair_taper = 1.0 - (np.abs(head.azimuth[interior_upper]) / head.mouth_half_angle) ** 2
         return cls(p, linear, linear_names, jaw_weight, interior_upper, interior_lower, pair_of,
                    upper_fall, lower_fall, press_weight, pair_taper)

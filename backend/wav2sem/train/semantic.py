@@ -56,7 +56,9 @@ def train_semantic(config: dict, corpus: str | Path, out: str | Path, device: st
     train = load_examples(corpus, "train", with_motion=False, max_seconds=recipe["max_seconds"])
     val = load_examples(corpus, "val", with_motion=False, max_seconds=recipe["max_seconds"])
     texts = sorted({e.transcript for e in train + val})
-    target_of = dict(zip(texts, embed(texts)))
+    # Unit-norm MiniLM vectors scaled to unit RMS per component, the scale of the encoder's
+    # LayerNorm output (BERT's CLS, the paper's target, is of that scale too); cosine is unchanged.
+    target_of = dict(zip(texts, embed(texts) * np.sqrt(EMBEDDING_DIM)))
     encoder = build_encoder(config["semantic_encoder"]).to(ctx.device).train()
     if encoder.config.hidden_size != EMBEDDING_DIM:
         raise ValueError(f"semantic encoder hidden_size must be {EMBEDDING_DIM} (the sentence embedding size)")

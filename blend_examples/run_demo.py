@@ -1,0 +1,148 @@
+"""`make demo`: animate the example head from speech with the embedded default model.
+
+Builds demo.wav / demo.blend if missing (make_demo.py), installs the built add-on zip into a
+throw-away Blender home (the `bpy` 5.0 module of the project venv), runs the headless
+Generate Lip Sync on the scene's sound strip, and writes into out/demo/:
+  demo_animated.blend   the scene with the lip-sync take
+  demo_preview.mp4      Workbench preview with the sound (Blender's FFmpeg)
+  demo_contact_sheet.png  frames across the clip, with the mouth opening of each
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+PACKAGE = "wav2sem_lipsync"
+SHEET_FRAMES = 12
+
+
+def fallback_model(out: Path) -> Path | None:
+    """Without an embedded default model, an untrained one on the demo head, so the whole
+    path still runs; the caller says so clearly."""
+    from wav2sem.bundle import DEFAULT_BUNDLE_DIR, read_bundle
+    from wav2sem.errors import Wav2SemError
+
+    try:
+        read_bundle(DEFAULT_BUNDLE_DIR)
+        return None
+    except Wav2SemError:
+        from make_demo import head_template
+
+        from wav2sem.testing import write_tiny_bundle
+
+        return write_tiny_bundle(out / "untrained-model", template=head_template(), offset_scale=0.01)
+
+
+def install_addon(bpy) -> object:
+    zips = sorted((REPO / "dist").glob(f"{PACKAGE}-*-extension.zip"))
+    if not zips:
+        raise SystemExit("No add-on zip in dist/: run `make addon` (make demo does it) first.")
+    result = bpy.ops.extensions.package_install_files(filepath=str(zips[-1]), repo="user_default",
+                                                      enable_on_install=True)
+    if result != {"FINISHED"}:
+        raise SystemExit(f"Installing {zips[-1].name} failed: {result}")
+    return next(m for name, m in sys.modules.items() if name.endswith(f".{PACKAGE}") or name == PACKAGE)
+
+
+def contact_sheet(bpy, scene, head, path: Path, frames: list[int]) -> None:
+    """Render Workbench stills at `frames` and tile them with each frame's lip gap."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from wav2sem.bundle import read_bundle
+
+    landmarks = read_bundle(os.environ.get("WAV2SEM_MODEL") or None).template.landmarks
+    upper, lower = landmarks.get("upper_lip_center"), landmarks.get("lower_lip_center")
+    scene.render.engine = "BLENDER_WORKBENCH"
+    scene.render.image_settings.file_format = "PNG"
+    scene.render.resolution_percentage = 50
+    cols = 4
+    rows = (len(frames) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3.2 * rows))
+    with tempfile.TemporaryDirectory() as tmp:
+        for ax, frame in zip(axes.flat, frames):
+            scene.frame_set(frame)
+            still = Path(tmp) / f"{frame:05d}.png"
+            scene.render.filepath = str(still)
+            bpy.ops.render.render(write_still=True)
+            ax.imshow(plt.imread(still))
+            label = f"frame {frame} ({frame / scene.render.fps:.2f} s)"
+            if upper is not None and lower is not None:
+                mesh = head.evaluated_get(bpy.context.evaluated_depsgraph_get()).to_mesh()
+                gap = (mesh.vertices[upper].co - mesh.vertices[lower].co).length
+                head.evaluated_get(bpy.context.evaluated_depsgraph_get()).to_mesh_clear()
+                label += f"\nlip gap {gap * 1000:.1f} mm"
+            ax.set_title(label, fontsize=9)
+        for ax in axes.flat:
+            ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(REPO / "out" / "demo"))
+    parser.add_argument("--no-preview", action="store_true", help="skip the movie")
+    args = parser.parse_args(argv)
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    sys.path.insert(0, str(HERE))
+    started = time.monotonic()
+
+    import make_demo
+
+    if not (HERE / "demo.blend").is_file() or not (HERE / "demo.wav").is_file():
+        print("building blend_examples/demo.blend and demo.wav ...", flush=True)
+        make_demo.main(["--out", str(HERE)])
+    untrained = fallback_model(out)
+    if untrained is not None:
+        os.environ["WAV2SEM_MODEL"] = str(untrained)
+        print("NOTE: the embedded default model is not in this checkout yet; using an UNTRAINED model "
+              f"({untrained}). The mouth moves but this is not lip sync.", flush=True)
+    os.environ.setdefault("WAV2SEM_PYTHON", sys.executable)     # the venv: it has wav2sem installed
+    os.environ["HOME"] = tempfile.mkdtemp(prefix="wav2sem-demo-home-")   # Blender reads HOME at import
+    import bpy
+
+    install_addon(bpy)
+    bpy.ops.wm.open_mainfile(filepath=str(HERE / "demo.blend"))
+    scene = bpy.context.scene
+    head = bpy.data.objects["Head"]
+    print("generating lip sync (headless) ...", flush=True)
+    t0 = time.monotonic()
+    bpy.ops.wav2sem.generate_lipsync(object="Head")
+    keys = [k.name for k in head.data.shape_keys.key_blocks] if head.data.shape_keys else []
+    print(f"  {len(keys) - 1} shape keys written in {time.monotonic() - t0:.1f} s "
+          f"(frames {scene.frame_start}-{scene.frame_end} at {scene.render.fps} fps)", flush=True)
+    animated = out / "demo_animated.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(animated), copy=True)
+    sheet = out / "demo_contact_sheet.png"
+    first, last = scene.frame_start, scene.frame_end
+    frames = [round(first + i * (last - first) / (SHEET_FRAMES - 1)) for i in range(SHEET_FRAMES)]
+    contact_sheet(bpy, scene, head, sheet, frames)
+    outputs = [animated, sheet]
+    if not args.no_preview:
+        from importlib import import_module
+
+        batch = import_module(next(n for n in sys.modules if n.endswith(f"{PACKAGE}.operators")).rsplit(".", 1)[0] + ".batch")
+        movie = out / "demo_preview.mp4"
+        batch.render_preview(scene, head, str(movie), 50)
+        outputs.append(movie)
+    print(f"demo done in {time.monotonic() - started:.0f} s:")
+    for path in outputs:
+        print(f"  {path}")
+    if untrained is not None:
+        print("  (untrained model: see the NOTE above)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
