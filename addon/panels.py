@@ -67,11 +67,4 @@ class WAV2SEM_PT_lipsync(bpy.types.Panel):
 classes = (WAV2SEM_PT_lipsync,)
 
 
-def register() -> None:
-    for cls in classes:
-        bpy.utils.register_class(cls)
-
-
-def unregister() -> None:
-    for cls in reversed(classes):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory(classes)

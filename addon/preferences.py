@@ -87,11 +87,4 @@ def backend_python(context: bpy.types.Context | None = None) -> client.PythonCho
                                          sys.executable, _CAN_IMPORT)
 
 
-def register() -> None:
-    for cls in classes:
-        bpy.utils.register_class(cls)
-
-
-def unregister() -> None:
-    for cls in reversed(classes):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory(classes)
