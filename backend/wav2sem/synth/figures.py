@@ -4,11 +4,15 @@
   visemes.png           the mouth at each viseme class (rig at the phoneme's targets)
   articulators.png      articulator curves over a spoken sentence with phone boundaries,
                         the lip gap, and frames at the centres of chosen phones
+  head_workbench.png    smooth Workbench renders (needs the bpy wheel; made in a subprocess)
 """
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -116,6 +120,13 @@ def main(argv: list[str] | None = None) -> int:
     make_viseme_sheet(out)
     make_articulator_plot(out)
     print(f"wrote {out}/head.png, visemes.png, articulators.png")
+    with tempfile.TemporaryDirectory() as home:   # Blender writes into $HOME/.config
+        done = subprocess.run([sys.executable, "-m", "wav2sem.synth.render_bpy", str(out / "head_workbench.png")],
+                              env={**os.environ, "HOME": home}, capture_output=True, text=True)
+    if done.returncode == 0:
+        print(f"wrote {out}/head_workbench.png")
+    else:
+        log.warning("no Workbench render (is the bpy wheel installed?): %s", done.stderr.strip()[-300:])
     return 0
 
 
