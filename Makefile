@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e ".[test]"
+	$(BIN)/python -m pip install -q -e ".[test,train]"
 	touch $@
 
 system-deps: $(APT_STAMP)
@@ -36,7 +36,7 @@ addon: $(STAMP)
 	$(BIN)/python build_addon.py
 
 demo: setup system-deps addon
-	$(BIN)/python -m wav2sem.demo
+	$(BIN)/python blend_examples/run_demo.py
 
 test: setup system-deps addon
 	$(BIN)/python -m pytest -q -ra
