@@ -49,6 +49,7 @@ class AudioChoice:
     path: str
     frame_start: int
     strip_name: str = ""
+    packed_sound: str = ""      # name of a packed Sound: its bytes go to a temporary file
 
 
 def find_audio(scene: bpy.types.Scene, audio_path: str) -> AudioChoice:
@@ -70,6 +71,8 @@ def find_audio(scene: bpy.types.Scene, audio_path: str) -> AudioChoice:
     if chosen is None:
         raise UserError("No audio: select a sound strip in the Video Sequencer or choose an audio file.")
     path = versions.sound_strip_path(chosen)
+    if chosen.sound.packed_file is not None:
+        return AudioChoice(path, round(chosen.frame_start), chosen.name, chosen.sound.name)
     if not os.path.isfile(path):
         raise UserError(f"The sound strip '{chosen.name}' plays {path}, which does not exist; relink the sound.")
     return AudioChoice(path, round(chosen.frame_start), chosen.name)
@@ -116,6 +119,17 @@ def gather(context: bpy.types.Context, op: Any) -> Inputs:
                   preferences.backend_python(context))
 
 
+def unpack_sound(audio: AudioChoice, folder: str) -> str:
+    """The audio file the backend reads: the strip's file, or a packed sound written out."""
+    if not audio.packed_sound:
+        return audio.path
+    packed = bpy.data.sounds[audio.packed_sound].packed_file
+    path = os.path.join(folder, "sound" + (Path(audio.path).suffix or ".wav"))
+    with open(path, "wb") as file:
+        file.write(packed.data)
+    return path
+
+
 # --- one generation: shared by the modal and synchronous paths ---------------------------
 
 class LipSyncRun:
@@ -126,9 +140,10 @@ class LipSyncRun:
         self.cancel_requested = False
         backend, is_new = client.POOL.get(inputs.python.path)
         self.tempdir = tempfile.mkdtemp(prefix="wav2sem_lipsync_")
-        request = client.GenerateRequest(inputs.audio.path, inputs.model, inputs.subject, inputs.device,
-                                         os.path.join(self.tempdir, "offsets.npy"))
         try:
+            audio = unpack_sound(inputs.audio, self.tempdir)
+            request = client.GenerateRequest(audio, inputs.model, inputs.subject, inputs.device,
+                                             os.path.join(self.tempdir, "offsets.npy"))
             self.job = client.GenerateJob(backend, request, say_hello=is_new)
         except BaseException:
             shutil.rmtree(self.tempdir, ignore_errors=True)

@@ -197,6 +197,19 @@ def test_install_backend_refuses_an_old_python(scene, addon, tmp_path):
         prefs.install_python = ""
 
 
+def test_packed_sound_strip_is_used_when_its_file_is_gone(scene, template, speech, addon, tmp_path):
+    import shutil
+    copy = tmp_path / "packed_line.wav"
+    shutil.copy(speech, copy)
+    head = make_head(template)
+    strip = add_sound_strip(scene, copy, 3)
+    strip.sound.pack()
+    copy.unlink()
+    assert bpy.ops.wav2sem.generate_lipsync(object="Head") == {"FINISHED"}
+    assert [a.name for a in bpy.data.actions] == ["LipSync_packed_line"]
+    assert len(head.data.shape_keys.key_blocks) > 1
+
+
 def test_backend_stays_warm_and_ends_when_the_addon_is_disabled(scene, template, speech, addon, bundle):
     """Runs last in this file: it disables and re-enables the add-on."""
     import os
