@@ -99,3 +99,15 @@ def test_missing_espeak_names_debian_package(monkeypatch):
     monkeypatch.setattr(espeak.EspeakEngine, "_instance", None)
     with pytest.raises(Wav2SemError, match=r"libespeak-ng1"):
         espeak.EspeakEngine.get()
+
+
+def test_synth_command_reports_missing_engine(monkeypatch, tmp_path, capsys):
+    from wav2sem.cli import main as cli_main
+    from wav2sem.synth.tts import festival
+
+    monkeypatch.setattr(festival.shutil, "which", lambda name: None)
+    rc = cli_main(["synth", "--out", str(tmp_path / "c"), "--hours", "0.01", "--engines", "festival", "--no-progress"])
+    assert rc == 1
+    assert "apt-get install festival" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()                                    # nothing written
+    assert cli_main(["synth", "--out", str(tmp_path / "c"), "--hours", "0.01", "--engines", "klingon"]) == 1

@@ -21,11 +21,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .corpus import generate
+    from .corpus import check_engines, generate
 
     if not args.hours > 0:
         raise Wav2SemError(BAD_REQUEST, "--hours must be a positive number of hours, e.g. --hours 1.")
     engines = tuple(e.strip() for e in args.engines.split(",") if e.strip())
+    check_engines(engines)      # fail before any output, naming the Debian package to install
     bar = None
     if not args.no_progress:
         from tqdm import tqdm

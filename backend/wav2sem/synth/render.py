@@ -70,7 +70,7 @@ def draw_head(ax, template: Template, vertices: np.ndarray | None = None, view: 
         ax.set_ylim(-0.105, -0.015)
     else:
         ax.set_xlim(-0.13, 0.13)
-        ax.set_ylim(-0.21, 0.13)
+        ax.set_ylim(-0.23, 0.13)
     ax.set_aspect("equal")
     ax.axis("off")
 
