@@ -64,6 +64,15 @@ def test_round_trip_through_loader(corpus, head):
         assert np.abs(item.offsets).max() < 0.05
 
 
+def test_corpus_statistics(corpus):
+    from wav2sem.synth.check import corpus_stats
+
+    stats = corpus_stats(str(corpus), items=100)
+    closed, total = map(int, stats["bilabials_closed"].split("/"))
+    assert total >= 3 and closed == total
+    assert stats["phones"] >= 25
+
+
 def test_splits_are_by_voice(corpus):
     ds = open_dataset(corpus)
     subjects = {s: {subject_of(i) for i in ds.splits[s]} for s in ("train", "val", "test")}

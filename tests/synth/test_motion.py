@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import soxr
 
+from wav2sem.synth.check import segment_frames
 from wav2sem.synth.coarticulation import Style, articulator_curves
 from wav2sem.synth.motion import FPS, SAMPLE_RATE, animate
 from wav2sem.synth.phonemes import SPEECH_ARTICULATORS
@@ -22,13 +23,6 @@ def lip_gap_mm(head, verts: np.ndarray) -> np.ndarray:
     return (verts[:, lm["upper_lip_center"], 1] - verts[:, lm["lower_lip_center"], 1]) * 1000
 
 
-def frames_of(seg: PhoneSegment, n: int) -> np.ndarray:
-    """Frames whose time k / FPS lies in the segment (at least the nearest one)."""
-    k = np.arange(int(np.floor(seg.start * FPS)), int(np.ceil(seg.end * FPS)) + 1)
-    k = k[(k / FPS >= seg.start - 0.5 / FPS) & (k / FPS <= seg.end + 0.5 / FPS)]
-    return np.clip(k, 0, n - 1)
-
-
 def check_clip(head, segments, audio, sr):
     audio = soxr.resample(audio, sr, SAMPLE_RATE).astype(np.float32) if sr != SAMPLE_RATE else audio
     track, verts = animate(segments, audio, SAMPLE_RATE, Style(), np.random.default_rng(0))
@@ -36,7 +30,7 @@ def check_clip(head, segments, audio, sr):
     tuck = track[:, SPEECH_ARTICULATORS.index("lower_lip_tuck")]
     seen = {"closed": 0, "open": 0, "tuck": 0}
     for seg in segments:
-        k = frames_of(seg, len(gap))
+        k = segment_frames(seg, len(gap), FPS)
         if seg.arpabet in ("P", "B", "M"):
             assert gap[k].min() < 0.3, f"lips not closed on {seg}"
             seen["closed"] += 1
