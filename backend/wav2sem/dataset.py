@@ -202,6 +202,13 @@ class SpeechFaceDataset(Sequence[SpeechFaceItem]):
             return self.item(index)
         return self.item(self._ids[index])
 
+    def frame_count(self, item_id: str) -> int:
+        """Motion frames of a clip at `fps`, from the .npy header only (for length bucketing)."""
+        n = np.load(self.root / "vertices_npy" / f"{item_id}.npy", mmap_mode="r").shape[0]
+        if abs(self.source_fps - self.fps) < 1e-6:
+            return int(n)
+        return len(resample_frames(np.zeros((n, 1, 3), np.float32), self.source_fps, self.fps))
+
     def item(self, item_id: str) -> SpeechFaceItem:
         """Load one clip by id. Blocks on disk reads."""
         subject = subject_of(item_id)

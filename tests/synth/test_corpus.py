@@ -57,6 +57,7 @@ def test_round_trip_through_loader(corpus, head):
         assert item.transcript == (corpus / "text" / f"{item.id}.txt").read_text().strip()
         assert item.phonemes and abs(item.phonemes[-1].end - duration) < 0.01
         assert item.subject == subject_of(item.id)
+        assert ds.frame_count(item.id) == len(item.vertices)
         gap = item.vertices[:, ds.template.landmarks["upper_lip_center"], 1] - \
             item.vertices[:, ds.template.landmarks["lower_lip_center"], 1]
         assert gap.min() < 0.0005 or not any(p.arpabet in ("P", "B", "M") for p in item.phonemes)
@@ -71,6 +72,26 @@ def test_corpus_statistics(corpus):
     closed, total = map(int, stats["bilabials_closed"].split("/"))
     assert total >= 3 and closed == total
     assert stats["phones"] >= 25
+
+
+def test_phone_timings_match_the_audio(corpus):
+    """On clips without noise or reverb, speech starts and ends where the phones say."""
+    from wav2sem.synth.prosody import energy_db
+
+    plan = {d["id"]: d for d in json.loads((corpus / "plan.json").read_text())["items"]}
+    ds = open_dataset(corpus)
+    checked = 0
+    for item in ds:
+        aug = plan[item.id]["augmentation"]
+        if aug["noise_kind"] != "none" or aug["reverb_rt60_s"] > 0:
+            continue
+        n = int(len(item.audio) / 16000 * 100)
+        level = energy_db(item.audio, 16000, n, 100.0)                      # 10 ms frames
+        loud = np.where(level > level.max() - 35)[0] / 100
+        speech = [p for p in item.phonemes if p.arpabet != "SIL"]
+        assert abs(loud[0] - speech[0].start) < 0.08 and abs(loud[-1] - speech[-1].end) < 0.16
+        checked += 1
+    assert checked >= 1
 
 
 def test_splits_are_by_voice(corpus):

@@ -49,6 +49,7 @@ def test_vocaset_layout(tmp_path):
     np.testing.assert_allclose(item.vertices[1] - item.template, 0.002, atol=1e-5)
     np.testing.assert_allclose(item.template, templates[item.subject], atol=1e-6)
     assert item.transcript is None and item.phonemes is None
+    assert ds.frame_count("FaceTalk_170728_03272_TA_sentence02") == 30
 
 
 def test_biwi_layout_and_split_files(tmp_path):
