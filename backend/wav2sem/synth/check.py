@@ -34,7 +34,8 @@ def corpus_stats(root: str, items: int = 200, seed: int = 0) -> dict:
     ids = rng.choice(ds.ids, size=min(items, len(ds)), replace=False)
     lm = ds.template.landmarks
     closed = bilabials = opened = vowels = 0
-    durations, phones = [], collections.Counter()
+    durations: list[float] = []
+    phones: collections.Counter[str] = collections.Counter()
     for item_id in ids:
         item = ds.item(str(item_id))
         gap_mm = (item.vertices[:, lm["upper_lip_center"], 1] - item.vertices[:, lm["lower_lip_center"], 1]) * 1000

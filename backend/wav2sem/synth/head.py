@@ -125,7 +125,8 @@ def _grid_angles() -> tuple[np.ndarray, np.ndarray, int, int]:
 
 @lru_cache(maxsize=1)
 def build_head() -> HeadMesh:
-    """Build the template head (deterministic: same arrays on every call and machine)."""
+    """Build the template head. Deterministic: plain numpy arithmetic, no randomness, so every
+    call (and every run) gives the same arrays. Cached; treat the result as read-only."""
     azimuth, elevation, mouth_row, n_half = _grid_angles()
     n_az, n_el = len(azimuth), len(elevation)
     az_grid, el_grid = np.meshgrid(azimuth, elevation)                       # (n_el, n_az)
@@ -141,8 +142,8 @@ def build_head() -> HeadMesh:
     # Vertices: grid, bottom pole, top pole, then lower-lip duplicates of the slit interior.
     bottom_pole = n_el * n_az
     top_pole = bottom_pole + 1
-    poles = CENTER + _directions(np.zeros(2), np.array([-np.pi / 2, np.pi / 2])) * _ray_radius(
-        _directions(np.zeros(2), np.array([-np.pi / 2, np.pi / 2])))[:, None]
+    pole_dirs = _directions(np.zeros(2), np.array([-np.pi / 2, np.pi / 2]))   # (2, 3) down, up
+    poles = CENTER + pole_dirs * _ray_radius(pole_dirs)[:, None]
     dup_start = top_pole + 1
     dup_of = grid_index[mouth_row, interior]
     vertices = np.concatenate([grid_pts, poles, grid_pts[dup_of]])
@@ -179,9 +180,9 @@ def build_head() -> HeadMesh:
     mouth_el = float(elevation[mouth_row])
     mouth_half_angle = float(abs(azimuth[slit_cols[-1]]))
 
-    vertices = _shape_lips(vertices, v_az, v_el, lower_side, mouth_el, mouth_half_angle, slit_upper, slit_lower)
+    vertices = _shape_lips(vertices, v_az, v_el, lower_side, mouth_el, mouth_half_angle)
     template = Template(vertices.astype(np.float32), faces,
-                        _regions(vertices, v_az, v_el, mouth_el, mouth_half_angle),
+                        _regions(vertices, v_az, v_el, mouth_el),
                         _landmarks(vertices, slit_upper, slit_lower))
     assert template.vertex_count == n_vert
     return HeadMesh(template, v_az, v_el, v_col, v_row, lower_side, slit_upper, slit_lower,
@@ -196,7 +197,8 @@ def _orient_outwards(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     return np.where(outward[:, None], faces, faces[:, [0, 2, 1]]).astype(np.int32)
 
 
-def _shape_lips(vertices, v_az, v_el, lower_side, mouth_el, half_angle, slit_upper, slit_lower):
+def _shape_lips(vertices: np.ndarray, v_az: np.ndarray, v_el: np.ndarray, lower_side: np.ndarray,
+                mouth_el: float, half_angle: float) -> np.ndarray:
     """Part the lips slightly and roll the slit edge into the mouth (gives lips thickness)."""
     v = vertices.copy()
     s = np.clip(np.abs(v_az) / half_angle, 0.0, 1.0)
@@ -209,7 +211,7 @@ def _shape_lips(vertices, v_az, v_el, lower_side, mouth_el, half_angle, slit_upp
     return v
 
 
-def _regions(vertices, v_az, v_el, mouth_el, half_angle) -> dict[str, np.ndarray]:
+def _regions(vertices: np.ndarray, v_az: np.ndarray, v_el: np.ndarray, mouth_el: float) -> dict[str, np.ndarray]:
     """Vertex index sets: lips (LVE), upper_face (FDD), jaw, brows, eyes, face."""
     p = vertices
     lips_sdf = np.minimum(sdf.ellipsoid(p, (0.0, -0.052, 0.085), (0.030, 0.011, 0.016)),
@@ -229,7 +231,7 @@ def _regions(vertices, v_az, v_el, mouth_el, half_angle) -> dict[str, np.ndarray
     return {"lips": lips, "upper_face": upper_face, "brows": brows, "eyes": eyes, "jaw": jaw, "face": face}
 
 
-def _landmarks(vertices, slit_upper, slit_lower) -> dict[str, int]:
+def _landmarks(vertices: np.ndarray, slit_upper: np.ndarray, slit_lower: np.ndarray) -> dict[str, int]:
     """Named landmark vertices (names from template.LANDMARK_NAMES)."""
     centre = len(slit_upper) // 2
 

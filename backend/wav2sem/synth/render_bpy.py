@@ -10,6 +10,7 @@ import math
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -27,6 +28,7 @@ def render_views(out_png: Path, size: int = 360) -> None:
     import bpy  # imported here: only this process loads Blender
 
     template = build_head().template
+    assert template.faces is not None
     rig = default_rig()
     bpy.ops.wm.read_factory_settings(use_empty=True)
     mesh = bpy.data.meshes.new("head")
@@ -36,14 +38,16 @@ def render_views(out_png: Path, size: int = 360) -> None:
     srgb = _vertex_colours(template)
     linear = np.where(srgb <= 0.04045, srgb / 12.92, ((srgb + 0.055) / 1.055) ** 2.4)   # Blender wants linear
     colours = np.concatenate([linear, np.ones((template.vertex_count, 1))], axis=1)
-    attr = mesh.color_attributes.new("colour", "FLOAT_COLOR", "POINT")
+    attr: Any = mesh.color_attributes.new("colour", "FLOAT_COLOR", "POINT")   # a FloatColorAttribute
     attr.data.foreach_set("color", colours.astype(np.float32).ravel())
     obj = bpy.data.objects.new("head", mesh)
-    scene = bpy.context.scene
+    scene: Any = bpy.context.scene     # the stubs make every RNA pointer Optional
+    assert scene is not None
     scene.collection.objects.link(obj)
-    camera = bpy.data.objects.new("camera", bpy.data.cameras.new("camera"))
-    camera.data.type = "ORTHO"
-    camera.data.ortho_scale = 0.34
+    lens = bpy.data.cameras.new("camera")
+    lens.type = "ORTHO"
+    lens.ortho_scale = 0.34
+    camera = bpy.data.objects.new("camera", lens)
     scene.collection.objects.link(camera)
     scene.camera = camera
     scene.render.engine = "BLENDER_WORKBENCH"
