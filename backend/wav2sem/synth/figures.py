@@ -4,6 +4,8 @@
   visemes.png           the mouth at each viseme class (rig at the phoneme's targets)
   articulators.png      articulator curves over a spoken sentence with phone boundaries,
                         the lip gap, and frames at the centres of chosen phones
+  minimal_pairs.png     the mouth at the first consonant of near-homophone words (espeak-ng),
+                        front and profile: the lip shapes a speech model must tell apart
   head_workbench.png    smooth Workbench renders (needs the bpy wheel; made in a subprocess)
 """
 from __future__ import annotations
@@ -112,6 +114,30 @@ def make_articulator_plot(out: Path) -> None:
     plt.close(fig)
 
 
+MINIMAL_PAIR_WORDS = ("fin", "thin", "sin", "shin", "bat", "pat", "mat", "fat", "vet", "bet", "wet",
+                      "map", "nap", "sip", "ship", "zip")
+
+
+def make_minimal_pair_sheet(out: Path) -> None:
+    """Frames at the centre of each word's first phone, spoken in a carrier phrase."""
+    import soxr
+
+    from .tts.espeak import EspeakEngine
+
+    t = build_head().template
+    panels = []
+    for word in MINIMAL_PAIR_WORDS:
+        clip = EspeakEngine.get().synthesize(f"Say {word} again.", "en-us", "m3", 140, 50)
+        audio = soxr.resample(clip.audio, clip.sample_rate, SAMPLE_RATE).astype(np.float32)
+        _, verts = animate(clip.segments, audio, SAMPLE_RATE, Style(), np.random.default_rng(0))
+        speech = [s for s in clip.segments if s.arpabet != "SIL"]
+        seg = speech[2]                       # "S EY <first phone of the word>"
+        frame = min(len(verts) - 1, int(round((seg.start + seg.end) / 2 * FPS)))
+        panels.append((f"{word}: {seg.arpabet}", verts[frame], "front", True))
+        panels.append((f"{word}: {seg.arpabet} (profile)", verts[frame], "side", True))
+    contact_sheet(out / "minimal_pairs.png", t, panels, columns=8, panel_size=2.2)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     out = Path(argv[0] if argv else "results/synth")
@@ -119,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     make_head_sheet(out)
     make_viseme_sheet(out)
     make_articulator_plot(out)
-    print(f"wrote {out}/head.png, visemes.png, articulators.png")
+    make_minimal_pair_sheet(out)
+    print(f"wrote {out}/head.png, visemes.png, articulators.png, minimal_pairs.png")
     with tempfile.TemporaryDirectory() as home:   # Blender writes into $HOME/.config
         done = subprocess.run([sys.executable, "-m", "wav2sem.synth.render_bpy", str(out / "head_workbench.png")],
                               env={**os.environ, "HOME": home}, capture_output=True, text=True)
