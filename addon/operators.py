@@ -187,7 +187,9 @@ class WAV2SEM_OT_generate_lipsync(bpy.types.Operator):
     """Animate the mesh's mouth from speech (shape keys, one undo step)"""
     bl_idname = "wav2sem.generate_lipsync"
     bl_label = "Generate Lip Sync"
-    bl_options = {"REGISTER", "UNDO"}
+    # UNDO: a finished take is one undo step. No REGISTER: its redo panel would re-run the
+    # whole generation synchronously, freezing the window.
+    bl_options = {"UNDO"}
 
     object: StringProperty(name="Object", description="Mesh to animate; empty = the active object")  # type: ignore[valid-type]
     audio_path: StringProperty(name="Audio", subtype="FILE_PATH",  # type: ignore[valid-type]

@@ -32,13 +32,17 @@ class WAV2SEM_PT_lipsync(bpy.types.Panel):
                 layout.label(text=f"{audio.strip_name} at frame {audio.frame_start}", icon="SOUND")
             except operators.UserError:
                 layout.label(text="No sound strip selected", icon="SOUND")
-        layout.prop_search(settings, "subject", settings, "known_subjects", icon="USER")
+        layout.prop_search(settings, "subject", settings, "known_subjects", text="Style", icon="USER")
         layout.prop(settings, "intensity", slider=True)
         layout.prop(settings, "output_mode", text="Output")
 
         if settings.running:
+            layout.label(text=settings.status or "Working", icon="SORTTIME")
             row = layout.row(align=True)
-            row.prop(settings, "progress", text=settings.status or "Working", slider=True)
+            if hasattr(row, "progress"):   # Blender 4.0+
+                row.progress(factor=settings.progress, type="BAR")
+            else:
+                row.prop(settings, "progress", text="", slider=True)
             row.operator("wav2sem.cancel_lipsync", text="", icon="CANCEL")
         else:
             op = layout.operator("wav2sem.generate_lipsync", icon="PLAY_SOUND")
