@@ -71,7 +71,7 @@ def preferences(context: bpy.types.Context | None = None) -> WAV2SEM_AP_preferen
 
 def managed_venv_dir() -> Path:
     """Where Install Backend puts its virtual environment (in Blender's user data)."""
-    return Path(bpy.utils.user_resource("DATAFILES", path=os.path.join(PACKAGE.rpartition(".")[2], "venv")))
+    return Path(versions.user_data_dir(PACKAGE, "venv"))
 
 
 _CAN_IMPORT: bool | None = None

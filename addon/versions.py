@@ -7,6 +7,7 @@ Main thread only, like all bpy code.
 """
 from __future__ import annotations
 
+import os
 from typing import Any, Iterable
 
 import bpy
@@ -70,6 +71,14 @@ def add_nla_strip(track: Any, name: str, start: int, action: bpy.types.Action, s
     if slot is not None and getattr(strip, "action_slot", None) != slot:
         strip.action_slot = slot
     return strip
+
+
+def user_data_dir(package: str, name: str) -> str:
+    """A folder for the add-on's own data: the extension's user folder on 4.2+ (removed with
+    the extension), else Blender's user datafiles folder."""
+    if EXTENSIONS and package.startswith("bl_ext."):
+        return str(bpy.utils.extension_path_user(package, path=name, create=False))
+    return str(bpy.utils.user_resource("DATAFILES", path=os.path.join(package, name), create=False))
 
 
 def addon_package(module_name: str) -> str:

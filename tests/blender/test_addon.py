@@ -210,6 +210,12 @@ def test_packed_sound_strip_is_used_when_its_file_is_gone(scene, template, speec
     assert len(head.data.shape_keys.key_blocks) > 1
 
 
+def test_managed_environment_lives_in_the_extension_user_folder(addon):
+    from bpy_helpers import _HOME
+    venv = sys.modules[PACKAGE + ".preferences"].managed_venv_dir()
+    assert venv.name == "venv" and str(venv).startswith(_HOME) and "wav2sem_lipsync" in str(venv)
+
+
 def test_backend_stays_warm_and_ends_when_the_addon_is_disabled(scene, template, speech, addon, bundle):
     """Runs last in this file: it disables and re-enables the add-on."""
     import os
