@@ -288,6 +288,8 @@ class WAV2SEM_OT_generate_lipsync(bpy.types.Operator):
     def _fail(self, exc: BaseException) -> Status:
         if not isinstance(exc, (client.BackendError, UserError, mapping.MappingError)):
             log.exception("lip sync failed")
+        elif bpy.app.background:
+            log.error("%s", user_message(exc))   # stderr (Blender prints reports on stdout)
         self.report({"ERROR"}, user_message(exc))
         return {"CANCELLED"}
 
