@@ -36,10 +36,12 @@ def speech(workdir) -> Path:
 
 
 @pytest.fixture(scope="session")
-def addon(bundle):
+def addon(bundle, workdir):
     """Build the zips, install the 4.2+ extension zip and enable it; the real backend."""
-    subprocess.run([sys.executable, str(REPO / "build_addon.py")], check=True, capture_output=True)
-    zip_path = next((REPO / "dist").glob("wav2sem_lipsync-*-extension.zip"))
+    dist = workdir / "dist"
+    subprocess.run([sys.executable, str(REPO / "build_addon.py"), "--dist", str(dist)], check=True,
+                   capture_output=True)
+    zip_path = next(dist.glob("wav2sem_lipsync-*-extension.zip"))
     result = bpy.ops.extensions.package_install_files(filepath=str(zip_path), repo="user_default",
                                                       enable_on_install=True)
     assert result == {"FINISHED"}
@@ -48,9 +50,14 @@ def addon(bundle):
     assert Path(module.__file__).is_relative_to(_HOME), "the add-on must come from the installed zip"
     prefs = bpy.context.preferences.addons[PACKAGE].preferences
     prefs.model = str(bundle)
+    previous = os.environ.get("WAV2SEM_PYTHON")
     os.environ["WAV2SEM_PYTHON"] = sys.executable   # .venv python with the editable backend
     yield module
     addon_utils.disable(PACKAGE)
+    if previous is None:
+        os.environ.pop("WAV2SEM_PYTHON", None)
+    else:
+        os.environ["WAV2SEM_PYTHON"] = previous
 
 
 @pytest.fixture

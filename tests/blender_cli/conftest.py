@@ -30,8 +30,9 @@ def cli(tmp_path_factory):
             raise AssertionError(f"blender exited {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
         return result
 
-    subprocess.run([sys.executable, str(REPO / "build_addon.py")], check=True, capture_output=True)
-    zip_path = next(p for p in (REPO / "dist").glob("wav2sem_lipsync-*.zip") if "extension" not in p.name)
+    subprocess.run([sys.executable, str(REPO / "build_addon.py"), "--dist", str(work / "dist")], check=True,
+                   capture_output=True)
+    zip_path = next(p for p in (work / "dist").glob("wav2sem_lipsync-*.zip") if "extension" not in p.name)
     run("--python-expr", "import bpy, addon_utils; "
         f"bpy.ops.preferences.addon_install(filepath={str(zip_path)!r}); "
         "addon_utils.enable('wav2sem_lipsync', default_set=True); bpy.ops.wm.save_userpref()")
