@@ -45,6 +45,9 @@ test: setup system-deps addon
 test-fast: setup
 	$(BIN)/python -m pytest -q -ra tests/unit tests/backend
 
+corpus: setup system-deps
+	$(BIN)/wav2sem synth --out corpus/synth-1h --hours 1
+
 bench: setup
 	$(BIN)/python benchmarks/inference.py
 	$(BIN)/python benchmarks/blender_write.py
