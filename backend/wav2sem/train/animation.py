@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .. import metrics
 from ..bundle import BundleConfig, build_model, save_bundle
@@ -30,12 +29,15 @@ log = logging.getLogger(__name__)
 class AnimationObjective(torch.nn.Module):
     """Teacher-forced reconstruction loss; the module DDP wraps."""
 
-    def __init__(self, net: SpeechToFace, fps: float, offset_std: float, input_noise: float):
+    def __init__(self, net: SpeechToFace, fps: float, offset_std: float, input_noise: float,
+                 vertex_weights: torch.Tensor):
         super().__init__()
         self.net = net
         self.fps = fps
         self.offset_std = offset_std
         self.input_noise = input_noise
+        # (V*3,) loss weight per coordinate, mean 1: lips count more than the rest of the head
+        self.register_buffer("coordinate_weights", vertex_weights.repeat_interleave(3) / vertex_weights.mean())
 
     def forward(self, wav, offsets, frames, subjects, semantic_vectors):
         net = self.net
@@ -46,7 +48,7 @@ class AnimationObjective(torch.nn.Module):
         style = net.obj_vector(subjects).unsqueeze(1)                                             # (B, 1, d)
         noisy = offsets + torch.randn_like(offsets) * self.offset_std * self.input_noise
         predicted = net.decode_teacher_forced(memory, style, noisy)
-        return F.mse_loss(predicted, offsets)
+        return torch.mean((predicted - offsets) ** 2 * self.coordinate_weights)
 
 
 def build_network(config: dict, template, subjects: list[str], use_semantic: bool) -> tuple[BundleConfig, SpeechToFace]:
@@ -104,7 +106,10 @@ def train_animation(config: dict, corpus: str | Path, out: str | Path, semantic_
         net.semantic_encoder.requires_grad_(False)
         vectors = semantic_vectors_of(net, train + val, ctx.device)
     offset_std = float(np.std(np.concatenate([e.offsets.reshape(-1).astype(np.float32) for e in train[:200]])))
-    objective = AnimationObjective(net, float(config["fps"]), offset_std, recipe["input_noise"])
+    weights = torch.ones(template.vertex_count)
+    if "lips" in template.regions:
+        weights[torch.from_numpy(template.regions["lips"]).long()] = float(recipe.get("lip_weight", 1.0))
+    objective = AnimationObjective(net, float(config["fps"]), offset_std, recipe["input_noise"], weights)
     model = distributed.wrap(objective, ctx)
     params = [p for p in objective.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=recipe["lr"], weight_decay=recipe["weight_decay"])
