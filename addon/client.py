@@ -63,13 +63,6 @@ class PythonChoice:
     path: str
     source: str        # "environment" | "preference" | "managed" | "blender"
 
-    def to_dict(self) -> dict[str, str]:
-        return {"path": self.path, "source": self.source}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, str]) -> "PythonChoice":
-        return cls(data["path"], data["source"])
-
 
 def managed_python(venv_dir: str | Path) -> Path:
     """The interpreter inside the virtual environment that Install Backend makes."""
@@ -110,10 +103,9 @@ def resolve_backend_python(environ: Mapping[str, str], preference: str, managed_
 class BackendProcess:
     """One `python -m wav2sem serve` child. States: new -> running -> closed."""
 
-    def __init__(self, python: str, args: tuple[str, ...] = (), env: Mapping[str, str] | None = None,
-                 command: list[str] | None = None):
+    def __init__(self, python: str, env: Mapping[str, str] | None = None, command: list[str] | None = None):
         self.python = python
-        self.command = command or [python, "-m", "wav2sem", "serve", *args]
+        self.command = command or [python, "-m", "wav2sem", "serve"]
         self._env = dict(os.environ if env is None else env)
         self._env.pop("PYTHONHOME", None)  # Blender's own PYTHONHOME would break another Python
         self._env["PYTHONUNBUFFERED"] = "1"
@@ -309,14 +301,6 @@ class GenerateRequest:
     device: str = "auto"
     output: str = ""         # where the backend writes offsets .npy; "" = its choice
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"audio": self.audio, "model": self.model, "subject": self.subject,
-                "device": self.device, "output": self.output}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "GenerateRequest":
-        return cls(**{k: str(data.get(k, "")) for k in ("audio", "model", "subject", "device", "output")})
-
     def model_params(self) -> dict[str, Any]:
         return {"model": self.model} if self.model else {}
 
@@ -437,7 +421,7 @@ class BackendPool:
         self._backend: BackendProcess | None = None
         self.hello: Hello | None = None
 
-    def get(self, python: str, env: Mapping[str, str] | None = None) -> tuple[BackendProcess, bool]:
+    def get(self, python: str) -> tuple[BackendProcess, bool]:
         """A started backend and whether it is new (then nobody has said hello to it yet).
 
         Does not wait for the backend to import torch. Raises BackendError(START_FAILED)."""
@@ -447,15 +431,14 @@ class BackendPool:
             backend = self._backend = None
         if backend is not None:
             return backend, False
-        backend = BackendProcess(python, env=env)
+        backend = BackendProcess(python)
         backend.start()
         self._backend = backend
         return backend, True
 
-    def hello_sync(self, python: str, env: Mapping[str, str] | None = None,
-                   timeout: float = CALL_TIMEOUT_S) -> Hello:
-        """Start if needed and ask hello, blocking (Check button, background mode)."""
-        backend, _ = self.get(python, env)
+    def hello_sync(self, python: str, timeout: float = CALL_TIMEOUT_S) -> Hello:
+        """Start if needed and ask hello, blocking (Check button)."""
+        backend, _ = self.get(python)
         try:
             self.hello = check_hello(backend.call("hello", timeout=timeout))
         except BackendError:

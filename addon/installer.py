@@ -35,27 +35,12 @@ class InstallPlan:
     venv_dir: str
     source_dir: str           # folder with pyproject.toml
     pip_args: tuple[str, ...] = ()
-    system_site_packages: bool = False
     check_imports: tuple[str, ...] = ("wav2sem", "torch", "numpy", "transformers")
-
-    def to_dict(self) -> dict[str, object]:
-        return {"base_python": self.base_python, "venv_dir": self.venv_dir, "source_dir": self.source_dir,
-                "pip_args": list(self.pip_args), "system_site_packages": self.system_site_packages,
-                "check_imports": list(self.check_imports)}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "InstallPlan":
-        return cls(str(data["base_python"]), str(data["venv_dir"]), str(data["source_dir"]),
-                   tuple(data.get("pip_args") or ()), bool(data.get("system_site_packages", False)),
-                   tuple(data.get("check_imports") or cls.check_imports))
 
     def commands(self) -> list[tuple[str, list[str]]]:
         venv_python = str(managed_python(self.venv_dir))
-        create = [self.base_python, "-m", "venv", "--clear", self.venv_dir]
-        if self.system_site_packages:
-            create.insert(3, "--system-site-packages")
         return [
-            ("Creating the virtual environment", create),
+            ("Creating the virtual environment", [self.base_python, "-m", "venv", "--clear", self.venv_dir]),
             ("Installing the backend and its dependencies (torch is large: this can take minutes)",
              [venv_python, "-m", "pip", "install", "--disable-pip-version-check", "--progress-bar", "off",
               *self.pip_args, self.source_dir]),
