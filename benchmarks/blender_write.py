@@ -146,6 +146,16 @@ def render_mouth(out_dir: Path) -> list[Path]:
     return paths
 
 
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--render", action="store_true", help="also render the mouth pictures")
@@ -153,7 +163,7 @@ def main() -> int:
     template, faces = grid_mesh(VERTICES)
     offsets = faceformer_like_offsets(SECONDS * FPS, VERTICES)
     rows = [measure(mode, template, faces, offsets) for mode in ("COMPACT", "PER_FRAME")]
-    machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Blender {bpy.app.version_string}, "
+    machine = (f"{cpu_name()}, {os.cpu_count()} CPUs, Blender {bpy.app.version_string}, "
                f"load average {os.getloadavg()[0]:.1f} at the end (the machine is shared)")
     lines = [f"# Blender write benchmark: {SECONDS} s at {FPS} fps, {VERTICES} vertices", "",
              f"Machine: {machine}", "",
