@@ -52,7 +52,16 @@ class AnimationObjective(torch.nn.Module):
 
 
 def build_network(config: dict, template, subjects: list[str], use_semantic: bool) -> tuple[BundleConfig, SpeechToFace]:
+    """The network of a recipe. `"encoder": {"pretrained": DIR}` starts the speech encoder from
+    a local Hugging Face folder (wav2vec 2.0 / HuBERT / WavLM; offline) with its conv
+    feature extractor frozen, as FaceFormer trains."""
     dec = config["decoder"]
+    pretrained = None
+    if "pretrained" in config["encoder"]:
+        from ..models.encoders import load_pretrained_encoder
+
+        pretrained, spec = load_pretrained_encoder(config["encoder"]["pretrained"])
+        config = {**config, "encoder": spec}
     bundle_config = BundleConfig(
         name=config.get("name", "wav2sem-default"),
         decoder=DecoderConfig(vertex_count=template.vertex_count, n_subjects=len(subjects), feature_dim=dec["feature_dim"],
@@ -63,7 +72,11 @@ def build_network(config: dict, template, subjects: list[str], use_semantic: boo
         arch=dec.get("arch", "faceformer"),
         description=config.get("description", ""),
     )
-    return bundle_config, build_model(bundle_config)
+    net = build_model(bundle_config)
+    if pretrained is not None:
+        net.audio_encoder.load_state_dict(pretrained.state_dict())
+        net.audio_encoder.feature_extractor.requires_grad_(False)
+    return bundle_config, net
 
 
 def semantic_vectors_of(net: SpeechToFace, examples, device) -> dict[str, np.ndarray]:

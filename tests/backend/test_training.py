@@ -1,0 +1,86 @@
+"""Training recipe end to end on a tiny synthetic corpus: both stages, a usable bundle,
+resuming, and the same command under torchrun (2 processes, gloo)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow
+
+TINY = [
+    "--set", 'encoder={"type": "logmel", "config": {"n_mels": 40, "conv_channels": 16, "hidden_size": 16, "gru_layers": 1}}',
+    "--set", 'semantic_encoder={"type": "logmel", "config": {"n_mels": 40, "conv_channels": 16, "hidden_size": 384, '
+             '"gru_size": 16, "gru_layers": 1, "downsample": 4}}',
+    "--set", "decoder.feature_dim=8",
+    "--set", "semantic_training.epochs=1",
+    "--set", "animation_training.val_items=3",
+]
+
+
+def _wav2sem(*args: str, env=None, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "wav2sem", *args], capture_output=True, text=True, timeout=600,
+                          env=env, cwd=cwd)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed (make system-deps)")
+    out = tmp_path_factory.mktemp("train") / "corpus"
+    done = _wav2sem("synth", "--out", str(out), "--hours", "0.012", "--seed", "3", "--engines", "espeak", "--no-progress")
+    assert done.returncode == 0, done.stderr[-2000:]
+    return out
+
+
+def test_default_recipe_trains_resumes_and_writes_a_usable_bundle(corpus, tmp_path):
+    run = tmp_path / "run"
+    first = _wav2sem("train", "default", "--corpus", str(corpus), "--out", str(run), *TINY,
+                     "--set", "animation_training.epochs=2")
+    assert first.returncode == 0, first.stderr[-3000:]
+    for name in ("config.json", "train.log", "semantic_encoder.safetensors", "semantic_metrics.json",
+                 "animation_checkpoint.pt", "animation_metrics.json", "bundle/model.safetensors"):
+        assert (run / name).is_file(), name
+    semantic = json.loads((run / "semantic_metrics.json").read_text())["final"]
+    assert -1.0 <= semantic["val_cosine"] <= 1.0 and 0.0 < semantic["baseline_cosine"] <= 1.0
+    history = json.loads((run / "animation_metrics.json").read_text())["history"]
+    assert [row["epoch"] for row in history] == [0, 1]
+    assert history[1]["train_mse"] < history[0]["train_mse"]
+
+    # Asking for one more epoch resumes after the two finished ones instead of starting over.
+    again = _wav2sem("train", "animation", "--corpus", str(corpus), "--out", str(run), *TINY,
+                     "--semantic", str(run / "semantic_encoder.safetensors"), "--set", "animation_training.epochs=3")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resumed animation training at epoch 2" in (run / "train.log").read_text()
+    assert [r["epoch"] for r in json.loads((run / "animation_metrics.json").read_text())["history"]] == [0, 1, 2]
+
+    # The bundle is what infer and the server take.
+    from wav2sem.dataset import open_dataset
+    from wav2sem.inference import generate, load_model
+
+    model = load_model(run / "bundle", "cpu")
+    assert model.net.has_semantic and model.bundle.config.arch == "direct"
+    item = open_dataset(corpus, split="test")[0]
+    offsets = generate(model, item.audio).offsets
+    assert offsets.shape[1:] == item.vertices.shape[1:] and abs(len(offsets) - len(item.vertices)) <= 2
+    assert np.isfinite(offsets).all() and np.abs(offsets).max() > 0
+
+
+def test_torchrun_two_processes_with_gloo(corpus, tmp_path):
+    torchrun = Path(sys.executable).with_name("torchrun")
+    if not torchrun.exists():
+        pytest.skip("torchrun is not next to this Python")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([str(torchrun), "--nproc-per-node", "2", "--master-port", "29517", "-m", "wav2sem",
+                           "train", "animation", "--corpus", str(corpus), "--out", str(tmp_path / "ddp"),
+                           "--no-semantic", *TINY, "--set", "animation_training.epochs=1", "--device", "cpu"],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "ddp" / "bundle" / "model.safetensors").is_file()
+    assert len(json.loads((tmp_path / "ddp" / "animation_metrics.json").read_text())["history"]) == 1
