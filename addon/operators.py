@@ -257,6 +257,12 @@ class WAV2SEM_OT_generate_lipsync(bpy.types.Operator):
         finally:
             self._cleanup(context)
 
+    def cancel(self, context: bpy.types.Context) -> None:
+        """Blender ends the modal operator itself (a file is loaded, the window closes)."""
+        if self._run is not None:
+            self._run.job.cancel()
+        self._cleanup(context)
+
     # steps
     def _start(self, context: bpy.types.Context) -> LipSyncRun:
         if _ACTIVE:
@@ -302,20 +308,24 @@ class WAV2SEM_OT_generate_lipsync(bpy.types.Operator):
         _redraw_sidebars(context)
 
     def _cleanup(self, context: bpy.types.Context) -> None:
-        if self._timer is not None:
-            context.window_manager.event_timer_remove(self._timer)
-            context.window_manager.progress_end()
-            if context.workspace is not None:
-                context.workspace.status_text_set(None)
-            self._timer = None
-        if self._run is not None:
+        if self._run is not None:   # first: the job and the backend, whatever else fails
             self._run.close()
             if self._run in _ACTIVE:
                 _ACTIVE.remove(self._run)
             self._run = None
-        settings = properties.settings(context)
-        settings.running, settings.progress, settings.status = False, 0.0, ""
-        _redraw_sidebars(context)
+        try:
+            if self._timer is not None:
+                context.window_manager.event_timer_remove(self._timer)
+                context.window_manager.progress_end()
+                if context.workspace is not None:
+                    context.workspace.status_text_set(None)
+            if context.scene is not None:
+                settings = properties.settings(context)
+                settings.running, settings.progress, settings.status = False, 0.0, ""
+            _redraw_sidebars(context)
+        except (ReferenceError, RuntimeError, AttributeError):   # window or file already gone
+            log.debug("UI cleanup skipped", exc_info=True)
+        self._timer = None
 
 
 def why_cannot_generate(context: bpy.types.Context) -> str:

@@ -132,6 +132,28 @@ def wait_button():
     if bpy.context.scene.wav2sem_lipsync.running:
         return False
     report["after_button"] = key_state()
+    return True
+
+
+@step
+def start_slow_then_load_a_file():
+    op_call(bpy.ops.wav2sem.generate_lipsync, "INVOKE_DEFAULT", object="Head")
+    return True
+
+
+@step
+def load_file_when_running():
+    if bpy.context.scene.wav2sem_lipsync.progress <= 0.0:
+        return False
+    bpy.ops.wm.read_homefile()          # ends the modal operator: Blender calls its cancel()
+    return True
+
+
+@step
+def after_file_load():
+    operators = sys.modules["wav2sem_lipsync.operators"]
+    report["active_after_load"] = len(operators._ACTIVE)
+    report["running_after_load"] = bpy.context.scene.wav2sem_lipsync.running
     os.environ["WAV2SEM_PYTHON"] = REAL_PYTHON
     return True
 

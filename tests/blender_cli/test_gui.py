@@ -1,5 +1,6 @@
 """The interactive path in a real Blender 3.4 window under Xvfb: the modal operator with
-progress, Esc, the Cancel button, why the button is disabled, and one-step undo."""
+progress, Esc, the Cancel button, why the button is disabled, one-step undo, and a file
+load in the middle of a run."""
 from __future__ import annotations
 
 import json
@@ -48,3 +49,5 @@ def test_modal_generate_cancel_and_undo(cli, tmp_path):
     assert report["after_esc"] == report["before_cancel"] == report["after_generate"]
     assert report["cancel_poll"] is True
     assert report["after_button"] == report["after_generate"]
+    # Loading a file mid-run ends the job; nothing is left "running".
+    assert report["active_after_load"] == 0 and report["running_after_load"] is False
