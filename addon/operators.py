@@ -484,6 +484,17 @@ class WAV2SEM_OT_install_backend(bpy.types.Operator):
         context.window_manager.event_timer_remove(self._timer)
         return self._end(context)
 
+    def cancel(self, context: bpy.types.Context) -> None:
+        """Blender ends the modal operator (file load, window close): stop pip too."""
+        if self._installer is not None:
+            self._installer.cancel()
+        if self._timer is not None:
+            try:
+                context.window_manager.event_timer_remove(self._timer)
+            except (ReferenceError, RuntimeError):
+                pass
+            self._timer = None
+
     def _end(self, context: bpy.types.Context) -> Status:
         inst = self._installer
         assert inst is not None
