@@ -1,17 +1,19 @@
 """Driven inside a real Blender window (under Xvfb) by test_gui.py: the modal operator, its
 progress, Esc, the Cancel button, the panel's disabled-button reason, and undo.
 
-Usage: blender scene.blend --enable-event-simulate --python gui_session.py -- AUDIO SLOW_PYTHON OUT.json
+The cancels use a 30 s clip, which the real backend needs ~20 s for; they happen at the first
+progress of decoding.
+
+Usage: blender scene.blend --enable-event-simulate --python gui_session.py -- AUDIO LONG_AUDIO OUT.json
 """
 import json
-import os
 import sys
 import traceback
 
 import bpy
 
-AUDIO, SLOW_PYTHON, OUT = sys.argv[sys.argv.index("--") + 1:]
-REAL_PYTHON = os.environ["WAV2SEM_PYTHON"]
+AUDIO, LONG_AUDIO, OUT = sys.argv[sys.argv.index("--") + 1:]
+DECODING = 0.3   # overall progress once the backend decodes (client.STAGE_SPANS)
 report: dict = {"progress": [], "errors": []}
 steps = []
 
@@ -84,17 +86,17 @@ def undo_take():
 
 
 @step
-def start_slow_for_esc():
-    os.environ["WAV2SEM_PYTHON"] = SLOW_PYTHON
+def start_long_for_esc():
     report["before_cancel"] = key_state()
-    op_call(bpy.ops.wav2sem.generate_lipsync, "INVOKE_DEFAULT", object="Head", output_mode="PER_FRAME")
+    op_call(bpy.ops.wav2sem.generate_lipsync, "INVOKE_DEFAULT", object="Head", audio_path=LONG_AUDIO,
+            output_mode="PER_FRAME")
     return True
 
 
 @step
 def press_esc_when_running():
     settings = bpy.context.scene.wav2sem_lipsync
-    if settings.progress <= 0.0:
+    if settings.progress <= DECODING:
         return False
     report["esc_running"] = settings.running
     window = bpy.context.window_manager.windows[0]
@@ -112,15 +114,15 @@ def wait_esc():
 
 
 @step
-def start_slow_for_button():
-    op_call(bpy.ops.wav2sem.generate_lipsync, "INVOKE_DEFAULT", object="Head")
+def start_long_for_button():
+    op_call(bpy.ops.wav2sem.generate_lipsync, "INVOKE_DEFAULT", object="Head", audio_path=LONG_AUDIO)
     return True
 
 
 @step
 def press_cancel_button_when_running():
     settings = bpy.context.scene.wav2sem_lipsync
-    if settings.progress <= 0.0:
+    if settings.progress <= DECODING:
         return False
     report["cancel_poll"] = op_call(bpy.ops.wav2sem.cancel_lipsync.poll)
     op_call(bpy.ops.wav2sem.cancel_lipsync)
@@ -136,14 +138,14 @@ def wait_button():
 
 
 @step
-def start_slow_then_load_a_file():
-    op_call(bpy.ops.wav2sem.generate_lipsync, "INVOKE_DEFAULT", object="Head")
+def start_long_then_load_a_file():
+    op_call(bpy.ops.wav2sem.generate_lipsync, "INVOKE_DEFAULT", object="Head", audio_path=LONG_AUDIO)
     return True
 
 
 @step
 def load_file_when_running():
-    if bpy.context.scene.wav2sem_lipsync.progress <= 0.0:
+    if bpy.context.scene.wav2sem_lipsync.progress <= DECODING:
         return False
     bpy.ops.wm.read_homefile()          # ends the modal operator: Blender calls its cancel()
     return True
@@ -154,7 +156,6 @@ def after_file_load():
     operators = sys.modules["wav2sem_lipsync.operators"]
     report["active_after_load"] = len(operators._ACTIVE)
     report["running_after_load"] = bpy.context.scene.wav2sem_lipsync.running
-    os.environ["WAV2SEM_PYTHON"] = REAL_PYTHON
     return True
 
 

@@ -17,16 +17,12 @@ def test_modal_generate_cancel_and_undo(cli, tmp_path):
     if shutil.which("xvfb-run") is None:
         pytest.skip("xvfb-run is not installed (Debian package xvfb)")
     audio = write_wav(tmp_path / "line.wav", 1.2)
-    slow = tmp_path / "slow-python"
-    fake = REPO / "tests" / "fake_backend.py"
-    slow.write_text(f"#!/bin/sh\nexec {cli.env['WAV2SEM_PYTHON']} {fake} --slow 10 "
-                    f"--template {cli.work / 'template.npy'}\n")
-    slow.chmod(0o755)
+    long_audio = write_wav(tmp_path / "long.wav", 30.0)
     out = tmp_path / "report.json"
     result = subprocess.run(
         ["xvfb-run", "-a", "-s", "-screen 0 1280x800x24", BLENDER, str(cli.work / "scene.blend"),
          "--enable-event-simulate", "--python", str(REPO / "tests" / "blender_cli" / "gui_session.py"), "--",
-         str(audio), str(slow), str(out)],
+         str(audio), str(long_audio), str(out)],
         env=cli.env, capture_output=True, text=True, timeout=240)
     assert out.exists(), result.stdout[-3000:] + result.stderr[-3000:]
     report = json.loads(out.read_text())
