@@ -72,6 +72,15 @@ def test_compact_take_follows_backend_offsets(scene, template, speech, reference
     assert [t.name for t in key.animation_data.nla_tracks] == ["LipSync_line"]
 
     frames = take_frames(reference_offsets)
+    # One weight curve per basis key, keyed on every frame plus a zero before and after;
+    # sliders opened to [-1, 1] so no weight is clamped.
+    curves = sys.modules[PACKAGE + ".versions"].action_fcurves(bpy.data.actions["LipSync_line"])
+    assert sorted(c.data_path for c in curves) == sorted(f'key_blocks["{n}"].value' for n in take_keys)
+    for curve in curves:
+        assert len(curve.keyframe_points) == frames + 2
+        assert curve.keyframe_points[0].co[1] == 0.0 and curve.keyframe_points[-1].co[1] == 0.0
+        assert max(abs(k.co[1]) for k in curve.keyframe_points) <= 1.0
+    assert all((key.key_blocks[n].slider_min, key.key_blocks[n].slider_max) == (-1.0, 1.0) for n in take_keys)
     tolerance = bpy.context.preferences.addons[PACKAGE].preferences.tolerance
     errors, norms = [], []
     for frame in range(STRIP_FRAME, STRIP_FRAME + frames):
