@@ -15,8 +15,8 @@ pytestmark = pytest.mark.blender_cli
 
 READ_BACK = """
 import bpy, json, sys, numpy as np
-obj = bpy.data.objects["Head"]
-out = {"keys": [k.name for k in obj.data.shape_keys.key_blocks], "actions": [a.name for a in bpy.data.actions],
+obj = bpy.data.objects[%r]
+out = {"keys": [k.name for k in obj.data.shape_keys.key_blocks], "actions": sorted(a.name for a in bpy.data.actions),
        "frames": {}}
 for frame in %s:
     bpy.context.scene.frame_set(frame)
@@ -26,22 +26,27 @@ for frame in %s:
     out["frames"][frame] = co.tolist()
 print("RESULT " + json.dumps(out))
 """
+# A second head sharing nothing with the first (mesh copied), for the COMPACT take.
+COPY_HEAD = ("h = bpy.data.objects['Head'].copy(); h.data = h.data.copy(); h.name = 'Head2'; "
+             "bpy.context.scene.collection.objects.link(h); ")
 
 
-def read_back(cli, blend, frames):
+def read_back(cli, blend, frames, name="Head"):
     script = cli.work / "read_back.py"
-    script.write_text(READ_BACK % list(frames))
+    script.write_text(READ_BACK % (name, list(frames)))
     result = cli(str(blend), "--python", str(script))
     line = next(l for l in result.stdout.splitlines() if l.startswith("RESULT "))
     return json.loads(line[len("RESULT "):])
 
 
 def test_headless_operator_matches_backend(cli):
+    """PER_FRAME on Head (exact) and COMPACT on a copy (within the tolerance), legacy actions."""
     audio = write_wav(cli.work / "line.wav", 1.5)
     out = cli.work / "out.blend"
     result = cli(str(cli.work / "scene.blend"), "--python-exit-code", "1", "--python-expr",
-                 "import bpy; bpy.ops.wav2sem.generate_lipsync(object='Head', audio_path='line.wav', "
-                 "output_mode='PER_FRAME'); "
+                 "import bpy; " + COPY_HEAD +
+                 "bpy.ops.wav2sem.generate_lipsync(object='Head', audio_path='line.wav', output_mode='PER_FRAME'); "
+                 "bpy.ops.wav2sem.generate_lipsync(object='Head2', audio_path='line.wav'); "
                  f"bpy.ops.wm.save_as_mainfile(filepath={str(out)!r})")
     assert "Lip sync 'LipSync_line'" in result.stdout
     reference = cli.work / "reference.npy"
@@ -49,18 +54,26 @@ def test_headless_operator_matches_backend(cli):
                     "--model", str(cli.bundle)], check=True, capture_output=True)
     offsets = np.load(reference).astype(np.float64)
     frames = [1, 5, 17, 30]
-    state = read_back(cli, out, [0] + frames)
-    assert state["actions"] == ["LipSync_line"] and state["keys"][0] == "Basis"
     linear = np.array([[1, 0, 0], [0, 0, -1], [0, 1, 0]]).T * 10.0
     rest = cli.template @ linear + [0.2, -0.1, 1.5]
-    np.testing.assert_allclose(np.array(state["frames"]["0"]).reshape(-1, 3), rest, atol=1e-5)   # before
-    for frame in frames:
+
+    def expected(frame):
         position = (frame - 1) / SCENE_FPS * 30.0          # current frame 1 = start; model 30 fps
         lower = int(position)
         frac = position - lower
-        offset = offsets[lower] * (1 - frac) + offsets[min(lower + 1, len(offsets) - 1)] * frac
-        np.testing.assert_allclose(np.array(state["frames"][str(frame)]).reshape(-1, 3), rest + offset @ linear,
+        return rest + (offsets[lower] * (1 - frac) + offsets[min(lower + 1, len(offsets) - 1)] * frac) @ linear
+
+    per_frame = read_back(cli, out, [0] + frames)
+    assert per_frame["actions"] == ["LipSync_line", "LipSync_line.001"] and per_frame["keys"][0] == "Basis"
+    np.testing.assert_allclose(np.array(per_frame["frames"]["0"]).reshape(-1, 3), rest, atol=1e-5)   # before
+    for frame in frames:
+        np.testing.assert_allclose(np.array(per_frame["frames"][str(frame)]).reshape(-1, 3), expected(frame),
                                    atol=5e-5)
+    compact = read_back(cli, out, frames, name="Head2")
+    assert len(compact["keys"]) <= 1 + 64
+    error = sum(np.sum((np.array(compact["frames"][str(f)]).reshape(-1, 3) - expected(f)) ** 2) for f in frames)
+    motion = sum(np.sum((expected(f) - rest) ** 2) for f in frames)
+    assert np.sqrt(error / motion) < 0.03          # 1 % tolerance over the whole take; 4 frames here
 
 
 def test_headless_error_gives_message_and_exit_code(cli):
