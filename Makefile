@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-stamp
 APT_STAMP := $(VENV)/.apt-stamp
 # Debian packages: blender 3.4 (blender -b tests), TTS engines for the synthetic corpus.
 APT_PACKAGES := blender python3-numpy festival festvox-kallpc16k festvox-kdlpc16k \
-                festvox-us-slt-hts espeak-ng libespeak-ng1 sox
+                festvox-us-slt-hts espeak-ng libespeak-ng1 sox xvfb xauth
 
 .PHONY: setup system-deps addon demo test test-fast bench corpus clean
 

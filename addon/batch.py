@@ -60,10 +60,12 @@ def ensure_camera(scene: bpy.types.Scene, obj: bpy.types.Object) -> None:
 
 
 def render_preview(scene: bpy.types.Scene, obj: bpy.types.Object, path: str, scale: int) -> None:
+    from importlib import import_module
+    versions = import_module(enable_addon() + ".versions")
     ensure_camera(scene, obj)
     scene.render.engine = "BLENDER_WORKBENCH"  # type: ignore[assignment]  # stubs list one engine
     scene.render.resolution_percentage = scale
-    scene.render.image_settings.file_format = "FFMPEG"
+    versions.set_movie_output(scene)
     scene.render.ffmpeg.format = "MPEG4"
     scene.render.ffmpeg.codec = "H264"
     scene.render.ffmpeg.audio_codec = "AAC"

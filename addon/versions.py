@@ -3,6 +3,8 @@
 - Animation: 3.x-4.3 keep F-curves in `action.fcurves`; 4.4+ have slotted (layered)
   actions whose F-curves live in a channel bag of a slot, and 5.0 removed `action.fcurves`.
 - Sequencer: `sequences` / `sequences_all` became `strips` / `strips_all` (5.0).
+- Render output: 5.0 chooses a movie with `image_settings.media_type = 'VIDEO'` before
+  `file_format = 'FFMPEG'` (FFMPEG is no longer an image format).
 Main thread only, like all bpy code.
 """
 from __future__ import annotations
@@ -93,3 +95,13 @@ def new_sound_strip(scene: bpy.types.Scene, name: str, path: str, frame: int) ->
     strips = editor.strips if hasattr(editor, "strips") else editor.sequences  # type: ignore[attr-defined]
     channel = max((s.channel for s in all_strips(scene)), default=0) + 1
     return strips.new_sound(name, path, channel, frame)
+
+
+# --- render output -----------------------------------------------------------------------
+
+def set_movie_output(scene: bpy.types.Scene) -> None:
+    """Render to an FFmpeg movie (the container and codecs are set by the caller)."""
+    settings = scene.render.image_settings
+    if hasattr(settings, "media_type"):                      # 5.0+
+        settings.media_type = "VIDEO"
+    settings.file_format = "FFMPEG"  # type: ignore[assignment]
