@@ -54,6 +54,7 @@ def make_blend(path: Path, audio: Path) -> Path:
     import bpy
 
     bpy.ops.wm.read_factory_settings(use_empty=True)
+    bpy.context.preferences.filepaths.save_version = 0      # no demo.blend1 backups
     scene = bpy.context.scene
     scene.render.fps, scene.render.fps_base = FPS, 1.0
     template = head_template()
