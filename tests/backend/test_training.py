@@ -84,3 +84,25 @@ def test_torchrun_two_processes_with_gloo(corpus, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert (tmp_path / "ddp" / "bundle" / "model.safetensors").is_file()
     assert len(json.loads((tmp_path / "ddp" / "animation_metrics.json").read_text())["history"]) == 1
+
+
+def test_minimal_set_coupling_measures_the_semantic_vector(tmp_path):
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed (make system-deps)")
+    import torch
+
+    from wav2sem.inference import load_model
+    from wav2sem.testing import write_tiny_bundle
+    from wav2sem.train.coupling import minimal_set_coupling
+
+    model = load_model(write_tiny_bundle(tmp_path / "b"), "cpu")
+    sets = [("fin", "thin", "pin")]
+    base = minimal_set_coupling(model, sets=sets, voices=("en-us",))
+    assert base["word_pairs"] == 3
+    assert -1.0 <= base["coupling_with_semantic"] <= 1.0 and -1.0 <= base["coupling_without_semantic"] <= 1.0
+    with torch.no_grad():        # a zero fusion layer adds nothing: both scores agree
+        model.net.semantic_fusion.weight.zero_()
+        model.net.semantic_fusion.bias.zero_()
+    zero = minimal_set_coupling(model, sets=sets, voices=("en-us",))
+    assert zero["coupling_with_semantic"] == pytest.approx(zero["coupling_without_semantic"], abs=1e-6)
+    assert zero["coupling_without_semantic"] == pytest.approx(base["coupling_without_semantic"], abs=1e-6)

@@ -83,11 +83,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="test", choices=["train", "val", "test"])
     parser.add_argument("--no-semantic", action="store_true", help="switch the Wav2Sem module off")
     parser.add_argument("--limit", type=int, help="evaluate only the first N clips")
+    parser.add_argument("--coupling", action="store_true",
+                        help="also measure feature-space coupling of minimal-set words (needs espeak-ng)")
     parser.add_argument("-o", "--output", help="write the result as JSON here")
 
 
 def run(args: argparse.Namespace) -> int:
     result = evaluate(args.model, args.corpus, args.split, not args.no_semantic, args.limit)
+    if args.coupling:
+        from ..inference import load_model
+        from .coupling import minimal_set_coupling
+
+        result.update(minimal_set_coupling(load_model(args.model, "cpu")))
     text = json.dumps(result, indent=2)
     print(text)
     if args.output:
