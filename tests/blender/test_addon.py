@@ -245,3 +245,19 @@ def test_backend_stays_warm_and_ends_when_the_addon_is_disabled(scene, template,
     finally:
         addon_utils.enable(PACKAGE)
         bpy.context.preferences.addons[PACKAGE].preferences.model = str(bundle)
+
+
+def test_batch_preview_movie_renders_with_sound_on_blender_5(scene, template, speech, addon, tmp_path):
+    """Blender 5.0 picks a movie through image_settings.media_type (FFMPEG is no longer an
+    image format); the preview must still come out as a movie with an audio track."""
+    import importlib
+
+    obj = make_head(template)
+    add_sound_strip(scene, speech, 1)
+    scene.frame_start, scene.frame_end = 1, 4
+    batch = importlib.import_module(addon.__name__ + ".batch")
+    movie = tmp_path / "preview.mp4"
+    batch.render_preview(scene, obj, str(movie), 10)
+    data = movie.read_bytes()
+    assert len(data) > 1000 and data[4:8] == b"ftyp"          # an MP4 container
+    assert b"mp4a" in data and b"avc1" in data                 # AAC sound and H.264 video
