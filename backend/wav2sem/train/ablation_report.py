@@ -1,0 +1,69 @@
+"""Summarise a with/without-Wav2Sem study: `wav2sem eval -o` results named
+`sem-<seed>.json` and `nosem-<seed>.json` in one folder -> table (Markdown) and plot.
+
+    python -m wav2sem.train.ablation_report results/default_model/ablation
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+METRICS = (("lve", "LVE (m^2)"), ("minimal_pair_lve", "minimal-pair LVE (m^2)"), ("fdd", "FDD (m^2)"),
+           ("mve", "MVE (m)"))
+VARIANTS = (("sem", "with Wav2Sem"), ("nosem", "without Wav2Sem"))
+
+
+def load(folder: Path) -> dict[str, list[dict]]:
+    return {key: [json.loads(p.read_text()) for p in sorted(folder.glob(f"{key}-*.json"))] for key, _ in VARIANTS}
+
+
+def table(results: dict[str, list[dict]]) -> str:
+    lines = ["| variant | seeds | " + " | ".join(label for _, label in METRICS) + " |",
+             "| --- | ---: | " + " | ".join("---:" for _ in METRICS) + " |"]
+    for key, label in VARIANTS:
+        runs = results[key]
+        cells = []
+        for metric, _ in METRICS:
+            values = np.array([r[metric] for r in runs], float)
+            cells.append(f"{values.mean():.3e} ± {values.std():.1e}" if len(values) else "-")
+        lines.append(f"| {label} | {len(runs)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(results: dict[str, list[dict]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(4 * len(METRICS), 3.4))
+    for ax, (metric, label) in zip(axes, METRICS):
+        for i, (key, name) in enumerate(VARIANTS):
+            values = [r[metric] for r in results[key]]
+            ax.scatter([i] * len(values), values, s=30)
+            if values:
+                ax.plot([i - 0.2, i + 0.2], [np.mean(values)] * 2, "k-")
+        ax.set_xticks(range(len(VARIANTS)), [name for _, name in VARIANTS])
+        ax.set_xlim(-0.6, len(VARIANTS) - 0.4)
+        ax.set_title(label, fontsize=10)
+        ax.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
+    fig.suptitle("Held-out voices, one dot per seed, bar = mean", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
+def main(argv: list[str]) -> int:
+    folder = Path(argv[0] if argv else "results/default_model/ablation")
+    results = load(folder)
+    text = table(results)
+    print(text)
+    (folder / "summary.md").write_text(text + "\n")
+    plot(results, folder / "summary.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
