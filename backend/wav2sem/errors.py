@@ -30,7 +30,13 @@ class Wav2SemError(Exception):
     def to_dict(self) -> dict:
         return {"code": self.code, "message": self.message}
 
+    def __reduce__(self):  # picklable (errors cross process boundaries, e.g. the espeak child)
+        return (type(self), (self.code, self.message))
+
 
 class Cancelled(Wav2SemError):
     def __init__(self, message: str = "Generation was cancelled."):
         super().__init__(CANCELLED, message)
+
+    def __reduce__(self):
+        return (Cancelled, (self.message,))

@@ -18,7 +18,7 @@ import torch
 from ..audio import SAMPLE_RATE, normalize
 from ..models.encoders import encode_aligned
 
-VOICES = ("en-us", "en-gb")
+VOICES = ("en-us", "en-gb-scotland")   # espeak-ng voice names
 
 
 def _word_audio(word: str, voice: str) -> np.ndarray:
