@@ -17,7 +17,7 @@ VARIANTS = (("sem", "with Wav2Sem"), ("nosem", "without Wav2Sem"))
 
 
 def load(folder: Path) -> dict[str, list[dict]]:
-    return {key: [json.loads(p.read_text()) for p in sorted(folder.glob(f"{key}-*.json"))] for key, _ in VARIANTS}
+    return {key: [json.loads(p.read_text()) for p in sorted(folder.glob(f"{key}-[0-9]*.json"))] for key, _ in VARIANTS}
 
 
 def table(results: dict[str, list[dict]]) -> str:
@@ -55,10 +55,25 @@ def plot(results: dict[str, list[dict]], path: Path) -> None:
     fig.savefig(path, dpi=90)
 
 
+def coupling_table(coupling: dict[str, dict]) -> str:
+    """From coupling.json (model name -> minimal_set_coupling result)."""
+    rows = {"model trained with Wav2Sem, vector added": ("sem", "coupling_with_semantic"),
+            "model trained with Wav2Sem, vector left out": ("sem", "coupling_without_semantic"),
+            "model trained without Wav2Sem": ("nosem", "coupling_without_semantic")}
+    lines = ["| speech features of minimal-set words | seeds | centred within-set cosine |", "| --- | ---: | ---: |"]
+    for label, (prefix, key) in rows.items():
+        values = np.array([v[key] for name, v in coupling.items() if name.split("-")[0] == prefix])
+        if len(values):
+            lines.append(f"| {label} | {len(values)} | {values.mean():.3f} ± {values.std():.3f} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str]) -> int:
     folder = Path(argv[0] if argv else "results/default_model/ablation")
     results = load(folder)
     text = table(results)
+    if (folder / "coupling.json").is_file():
+        text += "\n\n" + coupling_table(json.loads((folder / "coupling.json").read_text()))
     print(text)
     (folder / "summary.md").write_text(text + "\n")
     plot(results, folder / "summary.png")
