@@ -28,7 +28,7 @@ def start_fake(fake_backend_command):
 
 
 def test_hello_model_info_and_generate(start_fake, wav_file, tmp_path):
-    backend = start_fake()
+    backend = start_fake("--slow", "1.5")   # progress spread over 1.5 s: several polls see it move
     hello = client.check_hello(backend.call("hello", timeout=20))
     assert hello.devices == ("cpu",)
     job = GenerateJob(backend, GenerateRequest(str(wav_file(2.0)), output=str(tmp_path / "out.npy")))
