@@ -17,7 +17,7 @@ def test_modal_generate_cancel_and_undo(cli, tmp_path):
     if shutil.which("xvfb-run") is None:
         pytest.skip("xvfb-run is not installed (Debian package xvfb)")
     audio = write_wav(tmp_path / "line.wav", 1.2)
-    long_audio = write_wav(tmp_path / "long.wav", 30.0)
+    long_audio = write_wav(tmp_path / "long.wav", 300.0)   # long enough to be caught while decoding
     out = tmp_path / "report.json"
     result = subprocess.run(
         ["xvfb-run", "-a", "-s", "-screen 0 1280x800x24", BLENDER, str(cli.work / "scene.blend"),
