@@ -39,7 +39,8 @@ def fallback_model(out: Path) -> Path | None:
         return write_tiny_bundle(out / "untrained-model", template=head_template(), offset_scale=0.01)
 
 
-def install_addon(bpy) -> object:
+def install_addon(bpy):
+    """Install and enable the built extension zip; returns the add-on's package module."""
     zips = sorted((REPO / "dist").glob(f"{PACKAGE}-*-extension.zip"))
     if not zips:
         raise SystemExit("No add-on zip in dist/: run `make addon` (make demo does it) first.")
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["HOME"] = tempfile.mkdtemp(prefix="wav2sem-demo-home-")   # Blender reads HOME at import
     import bpy
 
-    install_addon(bpy)
+    addon = install_addon(bpy)
     bpy.ops.wm.open_mainfile(filepath=str(HERE / "demo.blend"))
     scene = bpy.context.scene
     head = bpy.data.objects["Head"]
@@ -132,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_preview:
         from importlib import import_module
 
-        batch = import_module(next(n for n in sys.modules if n.endswith(f"{PACKAGE}.operators")).rsplit(".", 1)[0] + ".batch")
+        batch = import_module(addon.__name__ + ".batch")
         movie = out / "demo_preview.mp4"
         batch.render_preview(scene, head, str(movie), 50)
         outputs.append(movie)
