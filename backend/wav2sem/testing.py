@@ -18,8 +18,6 @@ TINY_WAV2VEC2 = dict(
     hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
     conv_dim=(32,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
 )
-# The wav2vec 2.0 base architecture (Wav2Vec2Config defaults), for benchmarks.
-BASE_WAV2VEC2: dict = {}
 
 
 def tiny_encoder_spec(kind: str = "wav2vec2", **overrides) -> dict:

@@ -20,7 +20,7 @@ from ..bundle import BundleConfig, build_model, save_bundle
 from ..models.encoders import encode_aligned
 from ..models.talker import ALIGN_INTERPOLATE, DecoderConfig, SpeechToFace
 from . import checkpointing, distributed
-from .batching import batches, cropped_batch, normalized_batch
+from .batching import batches, cropped_batch, masked_time_mean, normalized_batch
 from .data import load_examples, load_template
 
 log = logging.getLogger(__name__)
@@ -86,10 +86,7 @@ def semantic_vectors_of(net: SpeechToFace, examples, device) -> dict[str, np.nda
     with torch.inference_mode():
         for batch in batches(examples, 120.0):
             wav, lengths = normalized_batch(batch, device)
-            hidden = net.semantic_encoder(wav).last_hidden_state
-            n = hidden.shape[1]
-            valid = torch.arange(n, device=device)[None] < (lengths[:, None] * n / wav.shape[1]).ceil()
-            pooled = (hidden * valid[..., None]).sum(1) / valid.sum(1, keepdim=True)
+            pooled = masked_time_mean(net.semantic_encoder(wav).last_hidden_state, lengths, wav.shape[1])
             for e, v in zip(batch, pooled.cpu().numpy()):
                 out[e.name] = v
     return out

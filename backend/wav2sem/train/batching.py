@@ -42,3 +42,11 @@ def cropped_batch(batch: list, fps: float, device) -> tuple[torch.Tensor, torch.
     wav = np.stack([normalize(e.audio[:samples]) for e in batch])
     offsets = np.stack([e.offsets[:frames].reshape(frames, -1) for e in batch]).astype(np.float32)
     return torch.from_numpy(wav).to(device), torch.from_numpy(offsets).to(device), frames
+
+
+def masked_time_mean(hidden: torch.Tensor, lengths: torch.Tensor, padded_samples: int) -> torch.Tensor:
+    """Mean over time of (B, N, H) encoder output, leaving out frames that cover only the
+    zero padding of clips shorter than `padded_samples` (lengths in samples). -> (B, H)"""
+    n = hidden.shape[1]
+    valid = torch.arange(n, device=hidden.device)[None] < (lengths[:, None] * n / padded_samples).ceil()
+    return (hidden * valid[..., None]).sum(1) / valid.sum(1, keepdim=True).clamp_min(1)

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from ..models.encoders import build_encoder
 from . import checkpointing, distributed
-from .batching import batches, normalized_batch
+from .batching import batches, masked_time_mean, normalized_batch
 from .data import load_examples
 from .sentence_embeddings import EMBEDDING_DIM, embed
 
@@ -35,9 +35,7 @@ class SemanticObjective(torch.nn.Module):
 
     def pooled(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         hidden = self.encoder(waveforms).last_hidden_state                          # (B, N, 384)
-        n = hidden.shape[1]
-        valid = torch.arange(n, device=hidden.device)[None] < (lengths[:, None] * n / waveforms.shape[1]).ceil()
-        return (hidden * valid[..., None]).sum(1) / valid.sum(1, keepdim=True).clamp_min(1)
+        return masked_time_mean(hidden, lengths, waveforms.shape[1])
 
     def forward(self, waveforms, lengths, targets):
         return F.l1_loss(self.pooled(waveforms, lengths), targets)
