@@ -37,3 +37,33 @@ def mean_vertex_error(pred: np.ndarray, gt: np.ndarray) -> float:
     """MVE: mean over vertices and frames of the L2 distance."""
     pred, gt = _aligned(pred, gt)
     return float(np.mean(np.linalg.norm(pred - gt, axis=2)))
+
+
+# --- lip closure (ours; not in the reference evaluation) -------------------------------------------
+BILABIALS = ("M", "B", "P")
+OPEN_VOWELS = ("AA", "AE", "AH", "AO", "AW", "AY")
+CLOSED_MM = 1.0   # a predicted lip gap below this counts as a closure
+
+
+def lip_gap(offsets: np.ndarray, template_vertices: np.ndarray, upper: int, lower: int) -> np.ndarray:
+    """Distance per frame between the upper and lower lip centre vertices, in template units.
+    `offsets` (T, V, 3) are displacements from `template_vertices` (V, 3)."""
+    up = template_vertices[upper] + offsets[:, upper]
+    lo = template_vertices[lower] + offsets[:, lower]
+    return np.linalg.norm(up - lo, axis=1)
+
+
+def phone_gap_extrema(gap: np.ndarray, phonemes, fps: float, classes: tuple[str, ...], use_min: bool,
+                      slack: int = 1) -> list[float]:
+    """For every phone of `classes`, the smallest (`use_min`) or largest lip gap over its frames
+    widened by `slack` frames each side (a closure may land a frame early or late)."""
+    out = []
+    for seg in phonemes or []:
+        if seg.arpabet not in classes:
+            continue
+        first = max(int(np.floor(seg.start * fps)) - slack, 0)
+        last = min(int(np.ceil(seg.end * fps)) + slack, len(gap))
+        if last > first:
+            window = gap[first:last]
+            out.append(float(window.min() if use_min else window.max()))
+    return out

@@ -15,7 +15,8 @@ import pytest
 pytestmark = pytest.mark.slow
 
 TINY = [
-    "--set", 'encoder={"type": "logmel", "config": {"n_mels": 40, "conv_channels": 16, "hidden_size": 16, "gru_layers": 1}}',
+    "--set", 'encoder={"type": "logmel", "config": {"n_mels": 40, "conv_channels": 16, "hidden_size": 16, "gru_layers": 1, '
+             '"input_norm": "utterance"}}',
     "--set", 'semantic_encoder={"type": "logmel", "config": {"n_mels": 40, "conv_channels": 16, "hidden_size": 384, '
              '"gru_size": 16, "gru_layers": 1, "downsample": 4}}',
     "--set", "decoder.feature_dim=8",
@@ -51,7 +52,9 @@ def test_default_recipe_trains_resumes_and_writes_a_usable_bundle(corpus, tmp_pa
     assert -1.0 <= semantic["val_cosine"] <= 1.0 and 0.0 < semantic["baseline_cosine"] <= 1.0
     history = json.loads((run / "animation_metrics.json").read_text())["history"]
     assert [row["epoch"] for row in history] == [0, 1]
-    assert history[1]["train_mse"] < history[0]["train_mse"]
+    assert history[1]["train_loss"] < history[0]["train_loss"]
+    assert all(row["val_bilabial_gap_mm"] >= 0 and row["val_open_vowel_gap_mm"] > 0 for row in history)
+    assert "lr 0.001," in (run / "train.log").read_text()          # the shipped recipe's cosine schedule starts at lr
 
     # Asking for one more epoch resumes after the two finished ones instead of starting over.
     again = _wav2sem("train", "animation", "--corpus", str(corpus), "--out", str(run), *TINY,

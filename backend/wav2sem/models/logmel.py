@@ -18,6 +18,7 @@ from torch import nn
 SAMPLE_RATE = 16_000
 HOP = 160            # samples: 100 mel frames per second
 N_FFT = 400          # 25 ms window
+DYNAMIC_RANGE = 8.0  # log10 units (80 dB) kept below a clip's loudest mel bin ("utterance" norm)
 
 
 @dataclass
@@ -29,6 +30,12 @@ class LogMelConfig:
     dropout: float = 0.1
     gru_size: int | None = None     # bidirectional GRU width (default hidden_size); a Linear maps it to hidden_size
     downsample: int = 1             # average-pool factor before the GRU in `forward` (pooled uses: Wav2Sem)
+    # "frame": LayerNorm across the mel bins of each frame (bundles up to 0.1). It removes each
+    # frame's loudness, so pauses and lip closures are told apart only by spectral shape, which
+    # worked on synthetic voices and failed on recorded ones (docs/default_model.md).
+    # "utterance": log-mel relative to the clip's loudest bin, floored 80 dB below (as Whisper's
+    # front end), scaled to about [-1, 1]: the energy contour survives.
+    input_norm: str = "frame"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -48,7 +55,9 @@ class LogMelEncoder(nn.Module):
         self.register_buffer("mel_filters", torch.tensor(filters, dtype=torch.float32).T, persistent=False)
         self.register_buffer("window", torch.hann_window(N_FFT), persistent=False)
         c = config.conv_channels
-        self.input_norm = nn.LayerNorm(config.n_mels)
+        if config.input_norm not in ("frame", "utterance"):
+            raise ValueError(f"input_norm must be 'frame' or 'utterance', not {config.input_norm!r}")
+        self.input_norm = nn.LayerNorm(config.n_mels) if config.input_norm == "frame" else None
         self.conv = nn.Sequential(
             nn.Conv1d(config.n_mels, c, 5, padding=2), nn.GELU(),
             nn.Conv1d(c, c, 5, padding=2), nn.GELU(),
@@ -68,7 +77,11 @@ class LogMelEncoder(nn.Module):
         spec = torch.stft(waveform.float(), N_FFT, HOP, window=self.window, return_complex=True)
         power = spec.abs() ** 2                                                          # (B, freq, F)
         mel = torch.matmul(self.mel_filters, power).clamp_min(1e-10).log10()             # (B, mels, F)
-        return self.input_norm(mel.transpose(1, 2)).to(waveform.dtype)
+        if self.input_norm is not None:
+            return self.input_norm(mel.transpose(1, 2)).to(waveform.dtype)
+        loudest = mel.amax(dim=(1, 2), keepdim=True)
+        mel = torch.maximum(mel, loudest - DYNAMIC_RANGE)
+        return ((mel - loudest) / (DYNAMIC_RANGE / 2) + 1).transpose(1, 2).to(waveform.dtype)
 
     def _frames(self, mel: torch.Tensor, size: int | None) -> torch.Tensor:
         x = self.conv(mel.transpose(1, 2))                                               # (B, C, F)

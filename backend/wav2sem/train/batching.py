@@ -1,6 +1,8 @@
 """Length-bucketed mini-batches of examples (little padding on CPU)."""
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import torch
 
@@ -34,12 +36,13 @@ def normalized_batch(batch: list, device) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(wav).to(device), torch.tensor(lengths, device=device)
 
 
-def cropped_batch(batch: list, fps: float, device) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Audio and motion cropped to the batch's shortest motion: (B, S) waveforms,
-    (B, T, V*3) offsets, T."""
+def cropped_batch(batch: list, fps: float, device, perturb: Callable[[np.ndarray], np.ndarray] | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Audio and motion cropped to the batch's shortest motion: (B, S) waveforms (perturbed
+    first when `perturb` is given), (B, T, V*3) offsets, T."""
     frames = min(e.offsets.shape[0] for e in batch)
     samples = min(int(round(frames * SAMPLE_RATE / fps)), min(len(e.audio) for e in batch))
-    wav = np.stack([normalize(e.audio[:samples]) for e in batch])
+    wav = np.stack([normalize(perturb(e.audio[:samples]) if perturb else e.audio[:samples]) for e in batch])
     offsets = np.stack([e.offsets[:frames].reshape(frames, -1) for e in batch]).astype(np.float32)
     return torch.from_numpy(wav).to(device), torch.from_numpy(offsets).to(device), frames
 

@@ -25,6 +25,7 @@ class Example:
     audio: np.ndarray                 # (S,) float32, 16 kHz
     offsets: np.ndarray | None        # (T, V, 3) float16, displacements from the template
     transcript: str | None
+    phonemes: list | None = None      # PhoneSegments where the corpus has timings
 
 
 def load_template(corpus: str | Path) -> Template:
@@ -42,7 +43,7 @@ def load_examples(corpus: str | Path, split: str, with_motion: bool, max_seconds
         if with_motion:
             frames = min(len(item.vertices), int(len(audio) / SAMPLE_RATE * ds.fps))
             offsets = (item.vertices[:frames] - item.template[None]).astype(np.float16)
-        out.append(Example(item.id, item.subject, audio, offsets, item.transcript))
+        out.append(Example(item.id, item.subject, audio, offsets, item.transcript, item.phonemes))
     log.info("%s/%s: %d clips, %.1f min", Path(corpus).name, split, len(out),
              sum(len(e.audio) for e in out) / SAMPLE_RATE / 60)
     return out

@@ -1,5 +1,7 @@
 """`wav2sem eval`: LVE, FDD and MVE (REFERENCE.md definitions) of a bundle on a corpus split,
-plus lip error on minimal-pair sentences (the near-homophone contrasts Wav2Sem targets).
+plus lip error on minimal-pair sentences (the near-homophone contrasts Wav2Sem targets) and,
+where the corpus has phone timings and the template lip landmarks, how far the lips close on
+m/b/p and open on open vowels (predicted next to ground truth, in mm).
 
     wav2sem eval --model BUNDLE --corpus corpus/synth-1h [--split test] [--no-semantic] [-o result.json]
 """
@@ -52,6 +54,7 @@ def evaluate(model_dir: str | Path | None, corpus: str | Path, split: str = "tes
     if lips is None or upper is None:
         raise ValueError("the model's template needs 'lips' and 'upper_face' regions for LVE / FDD")
     words = minimal_pair_words()
+    closure = ClosureStats(template)
     per_seq: dict[str, list[float]] = {"lve": [], "fdd": [], "mve": [], "minimal_pair_lve": []}
     items = ds.ids[:limit] if limit else ds.ids
     for n, item_id in enumerate(items):
@@ -69,12 +72,46 @@ def evaluate(model_dir: str | Path | None, corpus: str | Path, split: str = "tes
             frames = consonant_frames(item.phonemes, ds.fps, t)
             if len(frames):
                 per_seq["minimal_pair_lve"].append(metrics.lip_vertex_error(pred[frames], gt[frames], lips))
+        closure.add(pred, gt, item.phonemes, ds.fps)
         if (n + 1) % 20 == 0:
             log.info("evaluated %d/%d clips", n + 1, len(items))
     summary = {k: float(np.mean(v)) if v else float("nan") for k, v in per_seq.items()}
     summary.update(sequences=len(items), minimal_pair_sequences=len(per_seq["minimal_pair_lve"]),
                    split=split, semantic=semantic and model.net.has_semantic, model=model.bundle.config.name)
+    summary.update(closure.summary())
     return summary
+
+
+class ClosureStats:
+    """Lip gap at the extremes of m/b/p (smallest) and open vowels (largest), per phone."""
+
+    def __init__(self, template):
+        lm = template.landmarks
+        self.template = template
+        self.lips = (lm["upper_lip_center"], lm["lower_lip_center"]) if {"upper_lip_center", "lower_lip_center"} <= set(lm) else None
+        self.values: dict[str, list[float]] = {k: [] for k in ("bilabial_pred", "bilabial_gt", "vowel_pred", "vowel_gt")}
+
+    def add(self, pred: np.ndarray, gt: np.ndarray, phonemes, fps: float) -> None:
+        if self.lips is None or not phonemes:
+            return
+        for name, offsets in (("pred", pred), ("gt", gt)):
+            gap = metrics.lip_gap(offsets, self.template.vertices, *self.lips) * 1000.0
+            self.values[f"bilabial_{name}"] += metrics.phone_gap_extrema(gap, phonemes, fps, metrics.BILABIALS, True)
+            self.values[f"vowel_{name}"] += metrics.phone_gap_extrema(gap, phonemes, fps, metrics.OPEN_VOWELS, False)
+
+    def summary(self) -> dict:
+        v = {k: np.asarray(x) for k, x in self.values.items()}
+        if not len(v["bilabial_pred"]):
+            return {}
+        return {
+            "bilabial_phones": int(len(v["bilabial_pred"])),
+            "bilabial_gap_mm_median": float(np.median(v["bilabial_pred"])),
+            "bilabial_gap_mm_median_gt": float(np.median(v["bilabial_gt"])),
+            "bilabial_closed_fraction": float(np.mean(v["bilabial_pred"] < metrics.CLOSED_MM)),
+            "bilabial_closed_fraction_gt": float(np.mean(v["bilabial_gt"] < metrics.CLOSED_MM)),
+            "open_vowel_gap_mm_median": float(np.median(v["vowel_pred"])) if len(v["vowel_pred"]) else float("nan"),
+            "open_vowel_gap_mm_median_gt": float(np.median(v["vowel_gt"])) if len(v["vowel_gt"]) else float("nan"),
+        }
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -101,4 +138,10 @@ def run(args: argparse.Namespace) -> int:
         Path(args.output).write_text(text + "\n")
     print(f"LVE {result['lve']:.3e}  FDD {result['fdd']:.3e}  MVE {result['mve']:.3e}  "
           f"minimal-pair LVE {result['minimal_pair_lve']:.3e}  ({result['sequences']} clips)", file=sys.stderr)
+    if "bilabial_phones" in result:
+        print(f"m/b/p: median smallest lip gap {result['bilabial_gap_mm_median']:.2f} mm "
+              f"(ground truth {result['bilabial_gap_mm_median_gt']:.2f}), closed below {metrics.CLOSED_MM:g} mm in "
+              f"{100 * result['bilabial_closed_fraction']:.0f} % (ground truth {100 * result['bilabial_closed_fraction_gt']:.0f} %) "
+              f"of {result['bilabial_phones']}; open vowels: median widest gap {result['open_vowel_gap_mm_median']:.1f} mm "
+              f"(ground truth {result['open_vowel_gap_mm_median_gt']:.1f})", file=sys.stderr)
     return 0
