@@ -68,10 +68,13 @@ def test_utterance_norm_keeps_loudness_that_the_frame_norm_removes():
     rng = np.random.default_rng(0)
     burst = rng.standard_normal(1600).astype(np.float32)
     clip = torch.from_numpy(np.concatenate([burst, 0.01 * burst]))[None]    # the same sound, 40 dB quieter
-    for norm, same in (("frame", True), ("utterance", False)):
+    for norm, same in (("frame", True), ("utterance", False), ("frame+energy", False)):
         mel = LogMelEncoder(LogMelConfig(n_mels=40, input_norm=norm)).log_mel(clip)[0]
         loud, quiet = mel[3:7].mean(0), mel[13:17].mean(0)
         assert torch.allclose(loud, quiet, atol=1e-3) == same, norm
+        if norm == "frame+energy":      # the spectral shape as "frame", plus a loudness channel 40 dB apart
+            assert mel.shape[1] == 41 and torch.allclose(loud[:40], quiet[:40], atol=1e-3)
+            assert float(loud[40] - quiet[40]) == pytest.approx(4.0 / (8.0 / 2), abs=0.05)
     with pytest.raises(ValueError, match="input_norm"):
         LogMelEncoder(LogMelConfig(input_norm="clip"))
 
@@ -101,14 +104,15 @@ def test_real_speech_report_on_spoken_words(tmp_path):
         subprocess.run(["espeak-ng", "-w", str(words / f"food_{word}.wav"), word], check=True, timeout=60)
     (words / "notes.txt").write_text("not audio")
     out = tmp_path / "report" / "words"
-    done = subprocess.run([sys.executable, "-m", "wav2sem.train.real_speech", str(words), "--drop-prefix", "--out", str(out)],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-m", "wav2sem.train.real_speech", str(words), "--drop-prefix", "--out", str(out),
+                           "--mouths", "salami,hat"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(out.with_suffix(".json").read_text())
     assert [w["word"] for w in report["words"]] == ["hat", "oregano", "salami"]
     assert report["summary"]["words"] == 3 and report["summary"]["medial_bilabial_words"] <= 1
     assert all(w["widest_mm"] > w["silence_mm"] for w in report["words"])    # the default model opens on speech
     assert out.with_suffix(".png").stat().st_size > 10_000
+    assert (out.parent / "words_mouths.png").stat().st_size > 10_000
     empty = subprocess.run([sys.executable, "-m", "wav2sem.train.real_speech", str(tmp_path / "report"), "--out",
                             str(tmp_path / "x")], capture_output=True, text=True, timeout=300)
     assert empty.returncode != 0 and "no .wav/.ogg/.flac files" in empty.stderr

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 
 TINY = [
     "--set", 'encoder={"type": "logmel", "config": {"n_mels": 40, "conv_channels": 16, "hidden_size": 16, "gru_layers": 1, '
-             '"input_norm": "utterance"}}',
+             '"input_norm": "frame+energy"}}',
     "--set", 'semantic_encoder={"type": "logmel", "config": {"n_mels": 40, "conv_channels": 16, "hidden_size": 384, '
              '"gru_size": 16, "gru_layers": 1, "downsample": 4}}',
     "--set", "decoder.feature_dim=8",
@@ -73,6 +73,15 @@ def test_default_recipe_trains_resumes_and_writes_a_usable_bundle(corpus, tmp_pa
     offsets = generate(model, item.audio).offsets
     assert offsets.shape[1:] == item.vertices.shape[1:] and abs(len(offsets) - len(item.vertices)) <= 2
     assert np.isfinite(offsets).all() and np.abs(offsets).max() > 0
+
+    # `wav2sem eval` reports the reference metrics and the lip closure next to the ground truth's.
+    scored = _wav2sem("eval", "--model", str(run / "bundle"), "--corpus", str(corpus), "--limit", "3",
+                      "-o", str(tmp_path / "eval.json"))
+    assert scored.returncode == 0, scored.stderr[-3000:]
+    result = json.loads((tmp_path / "eval.json").read_text())
+    assert result["sequences"] == 3 and result["lve"] > 0 and result["bilabial_phones"] > 0
+    assert result["bilabial_gap_mm_median_gt"] < 1.0 < result["open_vowel_gap_mm_median_gt"]
+    assert "m/b/p: median smallest lip gap" in scored.stderr
 
 
 def test_torchrun_two_processes_with_gloo(corpus, tmp_path):

@@ -18,6 +18,7 @@ from torch import nn
 SAMPLE_RATE = 16_000
 HOP = 160            # samples: 100 mel frames per second
 N_FFT = 400          # 25 ms window
+INPUT_NORMS = ("frame", "utterance", "frame+energy")
 DYNAMIC_RANGE = 8.0  # log10 units (80 dB) kept below a clip's loudest mel bin ("utterance" norm)
 
 
@@ -35,10 +36,19 @@ class LogMelConfig:
     # worked on synthetic voices and failed on recorded ones (docs/default_model.md).
     # "utterance": log-mel relative to the clip's loudest bin, floored 80 dB below (as Whisper's
     # front end), scaled to about [-1, 1]: the energy contour survives.
+    # "frame+energy": the per-frame LayerNorm plus one more input channel, the frame's log
+    # energy relative to the clip's loudest frame (same scaling as "utterance").
     input_norm: str = "frame"
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _relative_to_loudest(log_values: torch.Tensor) -> torch.Tensor:
+    """(B, C, F) log10 energies -> relative to each clip's maximum, floored DYNAMIC_RANGE below,
+    scaled to [-1, 1]."""
+    loudest = log_values.amax(dim=(1, 2), keepdim=True)
+    return (torch.maximum(log_values, loudest - DYNAMIC_RANGE) - loudest) / (DYNAMIC_RANGE / 2) + 1
 
 
 class LogMelEncoder(nn.Module):
@@ -55,11 +65,12 @@ class LogMelEncoder(nn.Module):
         self.register_buffer("mel_filters", torch.tensor(filters, dtype=torch.float32).T, persistent=False)
         self.register_buffer("window", torch.hann_window(N_FFT), persistent=False)
         c = config.conv_channels
-        if config.input_norm not in ("frame", "utterance"):
-            raise ValueError(f"input_norm must be 'frame' or 'utterance', not {config.input_norm!r}")
-        self.input_norm = nn.LayerNorm(config.n_mels) if config.input_norm == "frame" else None
+        if config.input_norm not in INPUT_NORMS:
+            raise ValueError(f"input_norm must be one of {INPUT_NORMS}, not {config.input_norm!r}")
+        self.input_norm = nn.LayerNorm(config.n_mels) if config.input_norm.startswith("frame") else None
+        inputs = config.n_mels + (config.input_norm == "frame+energy")
         self.conv = nn.Sequential(
-            nn.Conv1d(config.n_mels, c, 5, padding=2), nn.GELU(),
+            nn.Conv1d(inputs, c, 5, padding=2), nn.GELU(),
             nn.Conv1d(c, c, 5, padding=2), nn.GELU(),
             nn.Conv1d(c, c, 3, padding=1), nn.GELU(),
         )
@@ -77,11 +88,13 @@ class LogMelEncoder(nn.Module):
         spec = torch.stft(waveform.float(), N_FFT, HOP, window=self.window, return_complex=True)
         power = spec.abs() ** 2                                                          # (B, freq, F)
         mel = torch.matmul(self.mel_filters, power).clamp_min(1e-10).log10()             # (B, mels, F)
-        if self.input_norm is not None:
-            return self.input_norm(mel.transpose(1, 2)).to(waveform.dtype)
-        loudest = mel.amax(dim=(1, 2), keepdim=True)
-        mel = torch.maximum(mel, loudest - DYNAMIC_RANGE)
-        return ((mel - loudest) / (DYNAMIC_RANGE / 2) + 1).transpose(1, 2).to(waveform.dtype)
+        if self.config.input_norm == "utterance":
+            return _relative_to_loudest(mel).transpose(1, 2).to(waveform.dtype)
+        out = self.input_norm(mel.transpose(1, 2))                                       # (B, F, mels)
+        if self.config.input_norm == "frame+energy":
+            energy = torch.matmul(self.mel_filters.sum(0), power).clamp_min(1e-10).log10()  # (B, F)
+            out = torch.cat([out, _relative_to_loudest(energy[:, None]).transpose(1, 2)], dim=2)
+        return out.to(waveform.dtype)
 
     def _frames(self, mel: torch.Tensor, size: int | None) -> torch.Tensor:
         x = self.conv(mel.transpose(1, 2))                                               # (B, C, F)

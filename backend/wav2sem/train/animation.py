@@ -37,7 +37,7 @@ class AnimationObjective(torch.nn.Module):
 
     def __init__(self, net: SpeechToFace, fps: float, offset_std: float, input_noise: float,
                  vertex_weights: torch.Tensor, lip_pair: tuple[int, int] | None = None,
-                 lip_pair_rest: torch.Tensor | None = None, gap_weight: float = 0.0):
+                 lip_pair_rest: torch.Tensor | None = None, gap_weight: float = 0.0, closure_weight: float = 1.0):
         super().__init__()
         self.net = net
         self.fps = fps
@@ -46,6 +46,7 @@ class AnimationObjective(torch.nn.Module):
         # (V*3,) loss weight per coordinate, mean 1: lips count more than the rest of the head
         self.register_buffer("coordinate_weights", vertex_weights.repeat_interleave(3) / vertex_weights.mean())
         self.gap_weight = gap_weight if lip_pair is not None else 0.0
+        self.closure_weight = closure_weight if lip_pair is not None else 1.0
         self.lip_pair = lip_pair
         if lip_pair_rest is not None:
             self.register_buffer("lip_pair_rest", lip_pair_rest)          # (2, 3) upper, lower lip centre
@@ -65,7 +66,12 @@ class AnimationObjective(torch.nn.Module):
         style = net.obj_vector(subjects).unsqueeze(1)                                             # (B, 1, d)
         noisy = offsets + torch.randn_like(offsets) * self.offset_std * self.input_noise
         predicted = net.decode_teacher_forced(memory, style, noisy)
-        loss = torch.mean((predicted - offsets) ** 2 * self.coordinate_weights)
+        squared = (predicted - offsets) ** 2 * self.coordinate_weights                     # (B, T, V*3)
+        if self.closure_weight != 1.0:
+            # frames where the target lips are closed count closure_weight times (whole face)
+            closed = self.lip_gap(offsets) < metrics.CLOSED_MM / 1000.0                       # template in metres
+            squared = squared * (1.0 + (self.closure_weight - 1.0) * closed.unsqueeze(-1))
+        loss = torch.mean(squared)
         if self.gap_weight > 0:
             # offset_std turns the gap's L1 (metres) into the MSE's units (metres^2)
             gap_error = torch.mean(torch.abs(self.lip_gap(predicted) - self.lip_gap(offsets)))
@@ -143,11 +149,12 @@ def train_animation(config: dict, corpus: str | Path, out: str | Path, semantic_
         weights[torch.from_numpy(template.regions["lips"]).long()] = float(recipe.get("lip_weight", 1.0))
     lm = template.landmarks
     lip_pair = (lm["upper_lip_center"], lm["lower_lip_center"]) if {"upper_lip_center", "lower_lip_center"} <= set(lm) else None
-    if recipe.get("gap_weight", 0.0) and lip_pair is None:
-        log.warning("gap_weight is set but the template has no upper/lower_lip_center landmarks; the gap term is off")
+    if (recipe.get("gap_weight", 0.0) or recipe.get("closure_weight", 1.0) != 1.0) and lip_pair is None:
+        log.warning("gap_weight / closure_weight need upper/lower_lip_center landmarks in the template; they are off")
     objective = AnimationObjective(
         net, float(config["fps"]), offset_std, recipe["input_noise"], weights, lip_pair,
-        torch.from_numpy(template.vertices[list(lip_pair)]) if lip_pair else None, float(recipe.get("gap_weight", 0.0)))
+        torch.from_numpy(template.vertices[list(lip_pair)]) if lip_pair else None, float(recipe.get("gap_weight", 0.0)),
+        float(recipe.get("closure_weight", 1.0)))
     if recipe.get("init_weights"):
         # start from an earlier run's weights (fine-tuning); the semantic encoder stays as loaded above
         state = torch.load(recipe["init_weights"], map_location="cpu", weights_only=True)
@@ -170,8 +177,6 @@ def train_animation(config: dict, corpus: str | Path, out: str | Path, semantic_
     for _ in range(start):
         rng.permutation(len(train))
     eye = torch.eye(len(subjects), device=ctx.device)
-    # its own stream, so switching perturbation on or off leaves the batch order unchanged
-    perturb = perturber(recipe.get("augment"), np.random.default_rng([config["seed"], ctx.rank, start]))
     best_path = out / "animation_best.pt"
     for epoch in range(start, recipe["epochs"]):
         t0 = time.perf_counter()
@@ -181,6 +186,9 @@ def train_animation(config: dict, corpus: str | Path, out: str | Path, semantic_
         if use_semantic:
             net.semantic_encoder.eval()
         order = rng.permutation(len(train))
+        # a stream per (seed, rank, epoch): resuming gives the same noise as an unbroken run, and
+        # switching perturbation on or off leaves the batch order unchanged
+        perturb = perturber(recipe.get("augment"), np.random.default_rng([config["seed"], ctx.rank, epoch]))
         losses = []
         for batch in batches(ctx.shard([train[i] for i in order]), recipe.get("batch_seconds", 40.0)):
             wav, offsets, frames = cropped_batch(batch, objective.fps, ctx.device, perturb)

@@ -49,6 +49,8 @@ def setup(device: str = "auto") -> Context:
         dev = torch.device("cuda", local)
     else:
         dev = torch.device("cpu")
+        # denormal floats (tiny GRU gradients late in training) made CPU epochs 4x slower
+        torch.set_flush_denormal(True)
     return Context(rank, world, dev)
 
 

@@ -14,7 +14,8 @@ lip gap (distance between the lip-centre landmarks) and measure, inside the spee
   silence     the gap in the first and last 3 frames (before and after the word): closed.
 The bilabial classes come from the spelling: m, b or p after removing "ph". Word-initial
 bilabials close before the onset, where silence already closes the lips, so they are not
-counted as evidence. Writes OUT.json (per word and summary) and OUT.png (all curves).
+counted as evidence. Writes OUT.json (per word and summary), OUT.png (all curves) and, with
+`--mouths umbrella,tomato,...`, OUT_mouths.png: each word's mouth at its widest and at its dip.
 
 Debian's ktuberling-data package carries 72 such English words recorded by a person:
     apt-get download ktuberling-data && dpkg -x ktuberling-data_*.deb /tmp/kt
@@ -132,8 +133,29 @@ def run_folder(folder: str | Path, model_dir: str | Path | None, drop_prefix: bo
         gap = metrics.lip_gap(offsets, template.vertices, lm["upper_lip_center"], lm["lower_lip_center"]) * 1000.0
         result = analyse(word_of(path, drop_prefix), gap, audio, SAMPLE_RATE)
         results.append(result)
-        curves.append((gap, speech_mask(audio, len(gap), SAMPLE_RATE)))
+        curves.append((gap, speech_mask(audio, len(gap), SAMPLE_RATE), offsets))
     return model, results, curves
+
+
+def mouth_sheet(words: list[str], results: list[WordResult], curves, template, out: Path) -> None:
+    """Front views of the mouth at each listed word's widest frame and at its dip."""
+    from ..synth.render import contact_sheet
+
+    panels = []
+    by_word = {r.word: (r, c) for r, c in zip(results, curves)}
+    for word in words:
+        if word not in by_word:
+            raise SystemExit(f"--mouths: no recording of {word!r}; words: {', '.join(sorted(by_word))}")
+        r, (gap, speech, offsets) = by_word[word]
+        idx = np.nonzero(speech)[0]
+        span = np.arange(idx[0], idx[-1] + 1) if len(idx) else np.arange(len(gap))
+        widest = int(span[np.argmax(gap[span])])
+        open_frames = span[gap[span] >= 0.5 * gap[span].max()]
+        inner = np.arange(open_frames[0], open_frames[-1] + 1)
+        dip = int(inner[np.argmin(gap[inner])])
+        for label, frame in (("widest", widest), ("dip", dip)):
+            panels.append((f"{word}: {label} {gap[frame]:.1f} mm", template.vertices + offsets[frame], "front", True))
+    contact_sheet(out, template, panels, columns=4, panel_size=2.6)
 
 
 def plot(results: list[WordResult], curves, fps: float, title: str, out: Path) -> None:
@@ -145,8 +167,8 @@ def plot(results: list[WordResult], curves, fps: float, title: str, out: Path) -
     cols = 8
     rows = int(np.ceil(len(results) / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(2.1 * cols, 1.45 * rows), sharey=True, squeeze=False)
-    top = max(float(g.max()) for g, _ in curves) * 1.05
-    for ax, r, (gap, speech) in zip(axes.flat, results, curves):
+    top = max(float(c[0].max()) for c in curves) * 1.05
+    for ax, r, (gap, speech, _) in zip(axes.flat, results, curves):
         t = np.arange(len(gap)) / fps
         ax.fill_between(t, 0, top, where=speech, color="0.9", step="mid")
         ax.plot(t, gap, color="C3" if r.medial_bilabial else ("C1" if r.has_bilabial else "C0"), lw=1.2)
@@ -169,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", help="model bundle (default: the embedded default)")
     parser.add_argument("--drop-prefix", action="store_true", help="drop the file name up to the first '_'")
     parser.add_argument("--out", required=True, help="output path without suffix: writes OUT.json and OUT.png")
+    parser.add_argument("--mouths", help="comma-separated words whose mouth to draw at the widest and the dip")
     args = parser.parse_args(argv)
     model, results, curves = run_folder(args.folder, args.model, args.drop_prefix)
     summary = summarise(results)
@@ -178,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
         {"model": model.bundle.config.name, "folder": str(args.folder), "summary": summary,
          "words": [asdict(r) for r in results]}, indent=2) + "\n")
     plot(results, curves, model.fps, f"{model.bundle.config.name} on {Path(args.folder).name}/", out.with_suffix(".png"))
+    if args.mouths:
+        mouth_sheet([w.strip() for w in args.mouths.split(",") if w.strip()], results, curves, model.bundle.template,
+                    out.with_name(out.name + "_mouths.png"))
     for r in results:
         dip = "    -" if r.dip_mm is None else f"{r.dip_mm:5.1f}"
         kind = "m/b/p inside" if r.medial_bilabial else ("m/b/p first" if r.has_bilabial else "")
