@@ -53,7 +53,8 @@ def test_default_recipe_trains_resumes_and_writes_a_usable_bundle(corpus, tmp_pa
     history = json.loads((run / "animation_metrics.json").read_text())["history"]
     assert [row["epoch"] for row in history] == [0, 1]
     assert history[1]["train_loss"] < history[0]["train_loss"]
-    assert all(row["val_bilabial_gap_mm"] >= 0 and row["val_open_vowel_gap_mm"] > 0 for row in history)
+    # validation logs the lip closure on m/b/p (every clip of this corpus has some)
+    assert all(np.isfinite(row["val_bilabial_gap_mm"]) and row["val_bilabial_gap_mm"] >= 0 for row in history)
     assert "lr 0.001," in (run / "train.log").read_text()          # the shipped recipe's cosine schedule starts at lr
 
     # Asking for one more epoch resumes after the two finished ones instead of starting over.
@@ -75,11 +76,11 @@ def test_default_recipe_trains_resumes_and_writes_a_usable_bundle(corpus, tmp_pa
     assert np.isfinite(offsets).all() and np.abs(offsets).max() > 0
 
     # `wav2sem eval` reports the reference metrics and the lip closure next to the ground truth's.
-    scored = _wav2sem("eval", "--model", str(run / "bundle"), "--corpus", str(corpus), "--limit", "3",
+    scored = _wav2sem("eval", "--model", str(run / "bundle"), "--corpus", str(corpus), "--limit", "1",
                       "-o", str(tmp_path / "eval.json"))
     assert scored.returncode == 0, scored.stderr[-3000:]
     result = json.loads((tmp_path / "eval.json").read_text())
-    assert result["sequences"] == 3 and result["lve"] > 0 and result["bilabial_phones"] > 0
+    assert result["sequences"] == 1 and result["lve"] > 0 and result["bilabial_phones"] > 0
     assert result["bilabial_gap_mm_median_gt"] < 1.0 < result["open_vowel_gap_mm_median_gt"]
     assert "m/b/p: median smallest lip gap" in scored.stderr
 

@@ -15,7 +15,7 @@ import bpy
 
 AUDIO, LONG_AUDIO, OUT = sys.argv[sys.argv.index("--") + 1:]
 DECODING = 0.3   # overall progress once the backend decodes (client.STAGE_SPANS)
-report: dict = {"progress": [], "errors": []}
+report: dict = {"shown": [], "errors": []}
 steps = []
 
 
@@ -68,8 +68,22 @@ def check_disabled_reason():
     return True
 
 
+def record_shown_progress():
+    """Record every fraction the operator puts on screen: sampling the scene's progress from
+    a timer misses them all when a short clip finishes between two samples."""
+    operator = sys.modules["wav2sem_lipsync.operators"].WAV2SEM_OT_generate_lipsync
+    show = operator._show_progress
+
+    def recording(self, context, fraction, message):
+        report["shown"].append(round(fraction, 3))
+        show(self, context, fraction, message)
+
+    operator._show_progress = recording
+
+
 @step
 def start_generate():
+    record_shown_progress()
     report["before"] = key_state()
     report["invoke"] = sorted(op_call(bpy.ops.wav2sem.generate_lipsync, "INVOKE_DEFAULT", object="Head"))
     return True
@@ -79,8 +93,8 @@ def start_generate():
 def wait_generate():
     settings = bpy.context.scene.wav2sem_lipsync
     if settings.running:
-        report["progress"].append([round(settings.progress, 3), settings.status])
         return False
+    report["first_shown"] = list(report["shown"])
     report["after_generate"] = key_state()
     report["actions"] = [a.name for a in bpy.data.actions]
     return True

@@ -32,7 +32,7 @@ def test_modal_generate_cancel_and_undo(cli, tmp_path):
     assert report["with_audio_poll"] is True
     # Modal: returns at once, shows progress, then writes the take.
     assert report["invoke"] == ["RUNNING_MODAL"]
-    fractions = [fraction for fraction, _ in report["progress"]]
+    fractions = report["first_shown"]
     assert len(fractions) >= 2 and fractions[-1] > 0 and fractions == sorted(fractions)   # forward only
     assert report["before"] is None
     assert report["after_generate"][0] == "Basis" and len(report["after_generate"]) > 1

@@ -232,7 +232,8 @@ def learning_rate(recipe: dict, epoch: int) -> float:
         raise ValueError(f"unknown lr_schedule {recipe['lr_schedule']!r}: use 'constant' or 'cosine'")
     low = float(recipe.get("lr_min_ratio", 0.05))
     progress = epoch / max(int(recipe["epochs"]) - 1, 1)
-    return float(recipe["lr"]) * (low + (1 - low) * 0.5 * (1 + np.cos(np.pi * progress)))
+    # a Python float: a numpy one in the optimizer's state would not load with weights_only=True
+    return float(float(recipe["lr"]) * (low + (1 - low) * 0.5 * (1 + np.cos(np.pi * progress))))
 
 
 def validate(net: SpeechToFace, examples, template, bundle_config, vectors, device, limit: int) -> dict:

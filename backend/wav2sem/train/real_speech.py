@@ -7,8 +7,8 @@ Each file is one spoken word (or short phrase) named after its text, e.g. `umbre
 lip gap (distance between the lip-centre landmarks) and measure, inside the speech span
 (frames within 30 dB of the loudest):
   widest      the largest gap: the mouth must open on the vowels
-  dip         the smallest gap between the first and the last frame that is at least half
-              the widest, i.e. between the outer vowels. A bilabial inside the word (salami,
+  dip         the smallest gap between the first and the last frame that opens to at least
+              OPEN_FRACTION of the widest, i.e. between the outer vowels. A bilabial inside the word (salami,
               umbrella) must close the lips there; a word with no bilabial (oregano,
               satellite) may narrow but should not close.
   silence     the gap in the first and last 3 frames (before and after the word): closed.
@@ -38,6 +38,8 @@ from .. import metrics
 AUDIO_SUFFIXES = {".wav", ".ogg", ".flac"}
 SPEECH_DB = 30.0     # frames within this many dB of the loudest frame are speech
 EDGE_FRAMES = 3      # frames at each end of a clip taken as the surrounding silence
+OPEN_FRACTION = 0.3  # a vowel counts as open at this fraction of the word's widest gap (unstressed
+                     # final vowels, as in "salami", open to a third of the stressed one)
 
 
 @dataclass
@@ -72,12 +74,12 @@ def speech_mask(audio: np.ndarray, n_frames: int, sample_rate: int) -> np.ndarra
 
 
 def interior_dip(gap: np.ndarray, speech: np.ndarray) -> float | None:
-    """Smallest gap between the first and last speech frames that open to half the widest gap."""
+    """Smallest gap between the first and last speech frames that open to OPEN_FRACTION of the widest."""
     idx = np.nonzero(speech)[0]
     if not len(idx):
         return None
     span = gap[idx[0] : idx[-1] + 1]
-    open_frames = np.nonzero(span >= 0.5 * span.max())[0]
+    open_frames = np.nonzero(span >= OPEN_FRACTION * span.max())[0]
     first, last = open_frames[0], open_frames[-1]
     if last - first < 2:
         return None
@@ -113,7 +115,7 @@ def summarise(results: list[WordResult]) -> dict:
     }
 
 
-def run_folder(folder: str | Path, model_dir: str | Path | None, drop_prefix: bool):
+def run_folder(folder: str | Path, model_dir: str | Path | None, drop_prefix: bool, semantic: bool = True):
     from ..audio import SAMPLE_RATE, load_audio
     from ..inference import generate, load_model
 
@@ -129,7 +131,7 @@ def run_folder(folder: str | Path, model_dir: str | Path | None, drop_prefix: bo
     curves, results = [], []
     for path in files:
         audio = load_audio(path)
-        offsets = generate(model, audio, subject=everyone).offsets
+        offsets = generate(model, audio, subject=everyone, semantic=semantic).offsets
         gap = metrics.lip_gap(offsets, template.vertices, lm["upper_lip_center"], lm["lower_lip_center"]) * 1000.0
         result = analyse(word_of(path, drop_prefix), gap, audio, SAMPLE_RATE)
         results.append(result)
@@ -150,7 +152,7 @@ def mouth_sheet(words: list[str], results: list[WordResult], curves, template, o
         idx = np.nonzero(speech)[0]
         span = np.arange(idx[0], idx[-1] + 1) if len(idx) else np.arange(len(gap))
         widest = int(span[np.argmax(gap[span])])
-        open_frames = span[gap[span] >= 0.5 * gap[span].max()]
+        open_frames = span[gap[span] >= OPEN_FRACTION * gap[span].max()]
         inner = np.arange(open_frames[0], open_frames[-1] + 1)
         dip = int(inner[np.argmin(gap[inner])])
         for label, frame in (("widest", widest), ("dip", dip)):
@@ -190,17 +192,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("folder", help="folder of single-word recordings named after their text")
     parser.add_argument("--model", help="model bundle (default: the embedded default)")
     parser.add_argument("--drop-prefix", action="store_true", help="drop the file name up to the first '_'")
+    parser.add_argument("--no-semantic", action="store_true", help="switch the Wav2Sem module off")
     parser.add_argument("--out", required=True, help="output path without suffix: writes OUT.json and OUT.png")
     parser.add_argument("--mouths", help="comma-separated words whose mouth to draw at the widest and the dip")
     args = parser.parse_args(argv)
-    model, results, curves = run_folder(args.folder, args.model, args.drop_prefix)
+    model, results, curves = run_folder(args.folder, args.model, args.drop_prefix, not args.no_semantic)
     summary = summarise(results)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(
+    out.with_name(out.name + ".json").write_text(json.dumps(
         {"model": model.bundle.config.name, "folder": str(args.folder), "summary": summary,
          "words": [asdict(r) for r in results]}, indent=2) + "\n")
-    plot(results, curves, model.fps, f"{model.bundle.config.name} on {Path(args.folder).name}/", out.with_suffix(".png"))
+    plot(results, curves, model.fps, f"{model.bundle.config.name} on {Path(args.folder).name}/", out.with_name(out.name + ".png"))
     if args.mouths:
         mouth_sheet([w.strip() for w in args.mouths.split(",") if w.strip()], results, curves, model.bundle.template,
                     out.with_name(out.name + "_mouths.png"))
