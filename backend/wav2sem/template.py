@@ -42,6 +42,12 @@ class Template:
     def vertex_count(self) -> int:
         return int(self.vertices.shape[0])
 
+    @property
+    def lip_centres(self) -> tuple[int, int] | None:
+        """(upper, lower) lip-centre vertex indices, or None when the template lacks them."""
+        lm = self.landmarks
+        return (lm["upper_lip_center"], lm["lower_lip_center"]) if {"upper_lip_center", "lower_lip_center"} <= set(lm) else None
+
     def save(self, path: str | Path) -> None:
         arrays: dict[str, np.ndarray] = {"vertices": self.vertices}
         if self.faces is not None:

@@ -92,7 +92,7 @@ def test_real_speech_word_analysis():
     assert interior_dip(np.array([1, 2, 10, 2, 1.0]), speech) is None             # one open peak: no interior
     audio = np.zeros(16000, np.float32)
     audio[4000:12000] = np.sin(np.arange(8000) * 0.3)
-    result = analyse("salami", np.array([1, 1, 1, 8, 9, 0.4, 10, 1, 1, 1.0]), audio, 16000)
+    result = analyse("salami", np.array([1, 1, 1, 8, 9, 0.4, 10, 1, 1, 1.0]), audio)
     assert result.medial_bilabial and result.dip_mm == pytest.approx(0.4) and result.silence_mm == 1.0
 
 

@@ -51,6 +51,19 @@ def decoding(label: str) -> bool:
     return settings.progress > DECODING
 
 
+def ended(key: str) -> bool:
+    """False while a generation runs; then records the shape keys under `key`."""
+    if bpy.context.scene.wav2sem_lipsync.running:
+        return False
+    report[key] = key_state()
+    return True
+
+
+def start_long() -> bool:
+    op_call(bpy.ops.wav2sem.generate_lipsync, "INVOKE_DEFAULT", object="Head", audio_path=LONG_AUDIO)
+    return True
+
+
 @step
 def check_disabled_reason():
     head = bpy.data.objects["Head"]
@@ -91,11 +104,9 @@ def start_generate():
 
 @step
 def wait_generate():
-    settings = bpy.context.scene.wav2sem_lipsync
-    if settings.running:
+    if not ended("after_generate"):
         return False
     report["first_shown"] = list(report["shown"])
-    report["after_generate"] = key_state()
     report["actions"] = [a.name for a in bpy.data.actions]
     return True
 
@@ -132,16 +143,12 @@ def press_esc_when_running():
 
 @step
 def wait_esc():
-    if bpy.context.scene.wav2sem_lipsync.running:
-        return False
-    report["after_esc"] = key_state()
-    return True
+    return ended("after_esc")
 
 
 @step
 def start_long_for_button():
-    op_call(bpy.ops.wav2sem.generate_lipsync, "INVOKE_DEFAULT", object="Head", audio_path=LONG_AUDIO)
-    return True
+    return start_long()
 
 
 @step
@@ -155,16 +162,12 @@ def press_cancel_button_when_running():
 
 @step
 def wait_button():
-    if bpy.context.scene.wav2sem_lipsync.running:
-        return False
-    report["after_button"] = key_state()
-    return True
+    return ended("after_button")
 
 
 @step
 def start_long_then_load_a_file():
-    op_call(bpy.ops.wav2sem.generate_lipsync, "INVOKE_DEFAULT", object="Head", audio_path=LONG_AUDIO)
-    return True
+    return start_long()
 
 
 @step

@@ -6,9 +6,10 @@ and the epoch kept is the one with the lowest *autoregressive* validation error,
 inference really does.
 
 Closure: a vertex MSE alone regresses to the mean where timing is uncertain, so m/b/p closures
-come out shallow and open vowels narrow. `gap_weight` adds an L1 term on the distance between
-the lip-centre landmarks (L1 fits the median, which keeps a closure a closure), and
-`lr_schedule: "cosine"` anneals the learning rate over the run.
+come out shallow and open vowels narrow. `closure_weight` counts the frames whose target lips
+are closed more (the default recipe's choice); `gap_weight` adds an L1 term on the distance
+between the lip-centre landmarks (deeper closures, but it pinches those two vertices; off by
+default); `lr_schedule: "cosine"` anneals the learning rate over the run.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from . import checkpointing, distributed
 from .augmentation import perturber
 from .batching import batches, cropped_batch, masked_time_mean, normalized_batch
 from .data import load_examples, load_template
+from .evaluate import ClosureStats
 
 log = logging.getLogger(__name__)
 
@@ -147,8 +149,7 @@ def train_animation(config: dict, corpus: str | Path, out: str | Path, semantic_
     weights = torch.ones(template.vertex_count)
     if "lips" in template.regions:
         weights[torch.from_numpy(template.regions["lips"]).long()] = float(recipe.get("lip_weight", 1.0))
-    lm = template.landmarks
-    lip_pair = (lm["upper_lip_center"], lm["lower_lip_center"]) if {"upper_lip_center", "lower_lip_center"} <= set(lm) else None
+    lip_pair = template.lip_centres
     if (recipe.get("gap_weight", 0.0) or recipe.get("closure_weight", 1.0) != 1.0) and lip_pair is None:
         log.warning("gap_weight / closure_weight need upper/lower_lip_center landmarks in the template; they are off")
     objective = AnimationObjective(
@@ -239,8 +240,6 @@ def learning_rate(recipe: dict, epoch: int) -> float:
 def validate(net: SpeechToFace, examples, template, bundle_config, vectors, device, limit: int) -> dict:
     """Decoding on held-out clips as inference does (autoregressive for FaceFormer): LVE, MVE and
     the median smallest lip gap on m/b/p (where the corpus has phone timings)."""
-    from .evaluate import ClosureStats
-
     net.eval()
     lips = template.regions.get("lips", np.arange(template.vertex_count))
     lve, mve = [], []

@@ -86,9 +86,8 @@ class ClosureStats:
     """Lip gap at the extremes of m/b/p (smallest) and open vowels (largest), per phone."""
 
     def __init__(self, template):
-        lm = template.landmarks
         self.template = template
-        self.lips = (lm["upper_lip_center"], lm["lower_lip_center"]) if {"upper_lip_center", "lower_lip_center"} <= set(lm) else None
+        self.lips = template.lip_centres
         self.values: dict[str, list[float]] = {k: [] for k in ("bilabial_pred", "bilabial_gt", "vowel_pred", "vowel_gt")}
 
     def add(self, pred: np.ndarray, gt: np.ndarray, phonemes, fps: float) -> None:

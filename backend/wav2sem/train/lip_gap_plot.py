@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 
 import numpy as np
@@ -21,6 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clips", type=int, default=3, help="how many clips (the first N of the split with m/b/p)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
+    if not all("=" in m for m in args.model):
+        parser.error("--model takes LABEL=BUNDLE")
 
     import matplotlib
 
@@ -33,9 +36,12 @@ def main(argv: list[str] | None = None) -> int:
     ds = open_dataset(args.corpus, split=args.split)
     models = [(label, load_model(path, "cpu")) for label, _, path in (m.partition("=") for m in args.model)]
     template = ds.template
-    pair = template.landmarks["upper_lip_center"], template.landmarks["lower_lip_center"]
-    items = [it for it in (ds.item(i) for i in ds.ids) if it.phonemes and
-             any(s.arpabet in metrics.BILABIALS for s in it.phonemes)][: args.clips]
+    pair = template.lip_centres
+    if pair is None:
+        parser.error("the corpus template has no upper_lip_center / lower_lip_center landmarks")
+    with_bilabials = (it for it in (ds.item(i) for i in ds.ids)
+                      if it.phonemes and any(s.arpabet in metrics.BILABIALS for s in it.phonemes))
+    items = list(itertools.islice(with_bilabials, args.clips))
     fig, axes = plt.subplots(len(items), 1, figsize=(12, 2.9 * len(items)), squeeze=False)
     for ax, item in zip(axes[:, 0], items):
         gt = item.vertices - item.template[None]

@@ -65,7 +65,7 @@ def bilabial_positions(word: str) -> list[int]:
     return [i for i, c in enumerate(spelling) if c in "mbp"]
 
 
-def speech_mask(audio: np.ndarray, n_frames: int, sample_rate: int) -> np.ndarray:
+def speech_mask(audio: np.ndarray, n_frames: int) -> np.ndarray:
     """Frames (at the animation rate) whose RMS is within SPEECH_DB of the loudest."""
     edges = np.linspace(0, len(audio), n_frames + 1).astype(int)
     rms = np.array([np.sqrt(np.mean(audio[a:b] ** 2)) if b > a else 0.0 for a, b in zip(edges[:-1], edges[1:])])
@@ -73,21 +73,27 @@ def speech_mask(audio: np.ndarray, n_frames: int, sample_rate: int) -> np.ndarra
     return db > db.max() - SPEECH_DB
 
 
-def interior_dip(gap: np.ndarray, speech: np.ndarray) -> float | None:
-    """Smallest gap between the first and last speech frames that open to OPEN_FRACTION of the widest."""
+def interior_frames(gap: np.ndarray, speech: np.ndarray) -> np.ndarray | None:
+    """Frame indices from the first to the last speech frame that opens to OPEN_FRACTION of the
+    widest, i.e. between the outer vowels; None without speech or with a single open peak."""
     idx = np.nonzero(speech)[0]
     if not len(idx):
         return None
-    span = gap[idx[0] : idx[-1] + 1]
-    open_frames = np.nonzero(span >= OPEN_FRACTION * span.max())[0]
-    first, last = open_frames[0], open_frames[-1]
-    if last - first < 2:
+    span = np.arange(idx[0], min(idx[-1] + 1, len(gap)))
+    open_frames = span[gap[span] >= OPEN_FRACTION * gap[span].max()]
+    if open_frames[-1] - open_frames[0] < 2:
         return None
-    return float(span[first : last + 1].min())
+    return np.arange(open_frames[0], open_frames[-1] + 1)
 
 
-def analyse(word: str, gap_mm: np.ndarray, audio: np.ndarray, sample_rate: int) -> WordResult:
-    speech = speech_mask(audio, len(gap_mm), sample_rate)
+def interior_dip(gap: np.ndarray, speech: np.ndarray) -> float | None:
+    """Smallest gap between the outer vowels (see interior_frames)."""
+    inner = interior_frames(gap, speech)
+    return None if inner is None else float(gap[inner].min())
+
+
+def analyse(word: str, gap_mm: np.ndarray, audio: np.ndarray) -> WordResult:
+    speech = speech_mask(audio, len(gap_mm))
     positions = bilabial_positions(word.replace(" ", ""))
     edges = np.concatenate([gap_mm[:EDGE_FRAMES], gap_mm[-EDGE_FRAMES:]])
     return WordResult(word, any(p > 0 for p in positions), bool(positions),
@@ -116,7 +122,7 @@ def summarise(results: list[WordResult]) -> dict:
 
 
 def run_folder(folder: str | Path, model_dir: str | Path | None, drop_prefix: bool, semantic: bool = True):
-    from ..audio import SAMPLE_RATE, load_audio
+    from ..audio import load_audio
     from ..inference import generate, load_model
 
     files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in AUDIO_SUFFIXES)
@@ -124,18 +130,18 @@ def run_folder(folder: str | Path, model_dir: str | Path | None, drop_prefix: bo
         raise SystemExit(f"no .wav/.ogg/.flac files in {folder}")
     model = load_model(model_dir, "cpu")
     template = model.bundle.template
-    lm = template.landmarks
-    if not {"upper_lip_center", "lower_lip_center"} <= set(lm):
+    lips = template.lip_centres
+    if lips is None:
         raise SystemExit("the model's template has no upper_lip_center / lower_lip_center landmarks")
     everyone = {i: 1.0 for i in range(len(model.subjects))}
     curves, results = [], []
     for path in files:
         audio = load_audio(path)
         offsets = generate(model, audio, subject=everyone, semantic=semantic).offsets
-        gap = metrics.lip_gap(offsets, template.vertices, lm["upper_lip_center"], lm["lower_lip_center"]) * 1000.0
-        result = analyse(word_of(path, drop_prefix), gap, audio, SAMPLE_RATE)
+        gap = metrics.lip_gap(offsets, template.vertices, *lips) * 1000.0
+        result = analyse(word_of(path, drop_prefix), gap, audio)
         results.append(result)
-        curves.append((gap, speech_mask(audio, len(gap), SAMPLE_RATE), offsets))
+        curves.append((gap, speech_mask(audio, len(gap)), offsets))
     return model, results, curves
 
 
@@ -149,12 +155,9 @@ def mouth_sheet(words: list[str], results: list[WordResult], curves, template, o
         if word not in by_word:
             raise SystemExit(f"--mouths: no recording of {word!r}; words: {', '.join(sorted(by_word))}")
         r, (gap, speech, offsets) = by_word[word]
-        idx = np.nonzero(speech)[0]
-        span = np.arange(idx[0], idx[-1] + 1) if len(idx) else np.arange(len(gap))
-        widest = int(span[np.argmax(gap[span])])
-        open_frames = span[gap[span] >= OPEN_FRACTION * gap[span].max()]
-        inner = np.arange(open_frames[0], open_frames[-1] + 1)
-        dip = int(inner[np.argmin(gap[inner])])
+        widest = int(np.argmax(np.where(speech, gap, -np.inf)) if speech.any() else np.argmax(gap))
+        inner = interior_frames(gap, speech)
+        dip = widest if inner is None else int(inner[np.argmin(gap[inner])])
         for label, frame in (("widest", widest), ("dip", dip)):
             panels.append((f"{word}: {label} {gap[frame]:.1f} mm", template.vertices + offsets[frame], "front", True))
     contact_sheet(out, template, panels, columns=4, panel_size=2.6)
