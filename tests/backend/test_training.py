@@ -75,6 +75,13 @@ def test_default_recipe_trains_resumes_and_writes_a_usable_bundle(corpus, tmp_pa
     assert offsets.shape[1:] == item.vertices.shape[1:] and abs(len(offsets) - len(item.vertices)) <= 2
     assert np.isfinite(offsets).all() and np.abs(offsets).max() > 0
 
+    # Fine-tuning from a run's weights: a missing file or another network's weights get a
+    # one-line error, not a traceback.
+    for init, expected in (("/nonexistent/animation_best.pt", "not found"), (str(run / "animation_best.pt"), "does not fit")):
+        bad = _wav2sem("train", "animation", "--corpus", str(corpus), "--out", str(tmp_path / "ft"), *TINY,
+                       "--no-semantic", "--set", "decoder.feature_dim=12", "--set", f"animation_training.init_weights={init}")
+        assert bad.returncode == 1 and expected in bad.stderr and "Traceback" not in bad.stderr, bad.stderr[-2000:]
+
     # `wav2sem eval` reports the reference metrics and the lip closure next to the ground truth's.
     scored = _wav2sem("eval", "--model", str(run / "bundle"), "--corpus", str(corpus), "--limit", "1",
                       "-o", str(tmp_path / "eval.json"))

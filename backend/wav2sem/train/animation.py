@@ -23,6 +23,7 @@ import torch
 
 from .. import metrics
 from ..bundle import BundleConfig, build_model, save_bundle
+from ..errors import MODEL_INVALID, MODEL_NOT_FOUND, Wav2SemError
 from ..models.encoders import encode_aligned
 from ..models.talker import ALIGN_INTERPOLATE, DecoderConfig, SpeechToFace
 from . import checkpointing, distributed
@@ -131,6 +132,10 @@ def train_animation(config: dict, corpus: str | Path, out: str | Path, semantic_
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     recipe = config["animation_training"]
+    learning_rate(recipe, 0)                                  # a bad lr_schedule fails before data loads
+    if recipe.get("init_weights") and not Path(recipe["init_weights"]).is_file():
+        raise Wav2SemError(MODEL_NOT_FOUND, f"init_weights: {recipe['init_weights']} not found; give an earlier "
+                                            "run's animation_best.pt.")
     use_semantic = bool(recipe.get("use_semantic", True)) and semantic_weights is not None
     torch.manual_seed(config["seed"])
     template = load_template(corpus)
@@ -157,14 +162,7 @@ def train_animation(config: dict, corpus: str | Path, out: str | Path, semantic_
         torch.from_numpy(template.vertices[list(lip_pair)]) if lip_pair else None, float(recipe.get("gap_weight", 0.0)),
         float(recipe.get("closure_weight", 1.0)))
     if recipe.get("init_weights"):
-        # start from an earlier run's weights (fine-tuning); the semantic encoder stays as loaded above
-        state = torch.load(recipe["init_weights"], map_location="cpu", weights_only=True)
-        state = {k: v for k, v in state.items() if not k.startswith("semantic_encoder.")}
-        missing, unexpected = net.load_state_dict(state, strict=False)
-        if unexpected or [k for k in missing if not k.startswith("semantic_encoder.")]:
-            raise ValueError(f"init_weights {recipe['init_weights']} does not fit this network "
-                             f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
-        log.info("animation weights initialised from %s", recipe["init_weights"])
+        load_init_weights(net, recipe["init_weights"])
     model = distributed.wrap(objective, ctx)
     params = [p for p in objective.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=recipe["lr"], weight_decay=recipe["weight_decay"])
@@ -222,6 +220,23 @@ def train_animation(config: dict, corpus: str | Path, out: str | Path, semantic_
         (out / "animation_metrics.json").write_text(json.dumps({"best": best, "history": history}, indent=2))
     distributed.teardown()
     return best
+
+
+def load_init_weights(net: SpeechToFace, path: str | Path) -> None:
+    """Start from an earlier run's weights (fine-tuning); the semantic encoder keeps the frozen
+    weights already loaded."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = {k: v for k, v in state.items() if not k.startswith("semantic_encoder.")}
+    try:
+        missing, unexpected = net.load_state_dict(state, strict=False)
+    except RuntimeError as exc:                                   # same names, other shapes
+        raise Wav2SemError(MODEL_INVALID, f"init_weights {path} does not fit this recipe's network: {exc}") from exc
+    missing = [k for k in missing if not k.startswith("semantic_encoder.")]
+    if unexpected or missing:
+        raise Wav2SemError(MODEL_INVALID, f"init_weights {path} does not fit this recipe's network "
+                                          f"(missing {missing[:3]}, unexpected {unexpected[:3]}); use the same "
+                                          "encoder and decoder settings as the run it came from.")
+    log.info("animation weights initialised from %s", path)
 
 
 def learning_rate(recipe: dict, epoch: int) -> float:

@@ -125,6 +125,8 @@ def run_folder(folder: str | Path, model_dir: str | Path | None, drop_prefix: bo
     from ..audio import load_audio
     from ..inference import generate, load_model
 
+    if not Path(folder).is_dir():
+        raise SystemExit(f"{folder} is not a folder of recordings")
     files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in AUDIO_SUFFIXES)
     if not files:
         raise SystemExit(f"no .wav/.ogg/.flac files in {folder}")
@@ -199,7 +201,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="output path without suffix: writes OUT.json and OUT.png")
     parser.add_argument("--mouths", help="comma-separated words whose mouth to draw at the widest and the dip")
     args = parser.parse_args(argv)
-    model, results, curves = run_folder(args.folder, args.model, args.drop_prefix, not args.no_semantic)
+    from ..errors import Wav2SemError
+
+    try:
+        model, results, curves = run_folder(args.folder, args.model, args.drop_prefix, not args.no_semantic)
+    except Wav2SemError as exc:             # an unreadable recording, a missing model: say which
+        raise SystemExit(f"real_speech: {exc.message}") from None
     summary = summarise(results)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
