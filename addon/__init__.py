@@ -13,9 +13,9 @@ bl_info = {
 }
 
 # Registration order: settings before the operators and panels that use them.
-from . import operators, panels, preferences, properties  # noqa: E402
+from . import check_operator, install_operator, operators, panels, preferences, properties  # noqa: E402
 
-_MODULES = (preferences, properties, operators, panels)
+_MODULES = (preferences, properties, operators, check_operator, install_operator, panels)
 
 
 def register() -> None:

@@ -1,4 +1,4 @@
-"""Operators: generate, cancel and clear lip sync; install and check the backend.
+"""Operators: generate, cancel and clear lip sync (Check and Install Backend have their own files).
 
 Thin by design: gather inputs from Blender, hand them to client/mapping/apply, turn their
 errors into one sentence for the user. In the UI, generate and install are modal (a timer
@@ -9,37 +9,21 @@ from __future__ import annotations
 
 import logging
 import os
-import shlex
 import shutil
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import bpy
 import numpy as np
 from bpy.props import EnumProperty, FloatProperty, StringProperty
 
-from . import apply, client, installer, mapping, preferences, properties, protocol, versions
+from . import apply, client, mapping, preferences, properties, protocol, versions
+from .ui import Status, UserError, redraw_sidebars, user_message
 
 log = logging.getLogger(__name__)
 TIMER_INTERVAL_S = 0.1
-# What execute/invoke/modal return (Blender's operator status flags).
-Status = set[Literal["RUNNING_MODAL", "CANCELLED", "FINISHED", "PASS_THROUGH", "INTERFACE"]]
-ADDON_DIR = Path(__file__).resolve().parent
-
-
-class UserError(Exception):
-    """Something the user must change in Blender (selection, file, settings)."""
-
-
-def user_message(exc: BaseException) -> str:
-    if isinstance(exc, client.BackendError):
-        return exc.user_message()
-    if isinstance(exc, (UserError, mapping.MappingError)):
-        return str(exc)
-    return f"Lip sync failed unexpectedly: {exc!r} (see the system console)."
 
 
 # --- inputs --------------------------------------------------------------------------------
@@ -285,7 +269,7 @@ class WAV2SEM_OT_generate_lipsync(bpy.types.Operator):
             summary, warnings = run.write()
         except Exception as exc:
             return self._fail(exc)
-        _remember_subjects(context, run.job.model_info)
+        properties.remember_subjects(context, run.job.model_info)
         for warning in warnings:
             self.report({"WARNING"}, warning)
         self.report({"INFO"}, _finish_message(summary))
@@ -305,7 +289,7 @@ class WAV2SEM_OT_generate_lipsync(bpy.types.Operator):
         context.window_manager.progress_update(int(fraction * 100))
         if context.workspace is not None:
             context.workspace.status_text_set(f"Lip sync: {message} ({fraction:.0%}) - Esc to cancel")
-        _redraw_sidebars(context)
+        redraw_sidebars(context)
 
     def _cleanup(self, context: bpy.types.Context) -> None:
         if self._run is not None:   # first: the job and the backend, whatever else fails
@@ -322,7 +306,7 @@ class WAV2SEM_OT_generate_lipsync(bpy.types.Operator):
             if context.scene is not None:
                 settings = properties.settings(context)
                 settings.running, settings.progress, settings.status = False, 0.0, ""
-            _redraw_sidebars(context)
+            redraw_sidebars(context)
         except (ReferenceError, RuntimeError, AttributeError):   # window or file already gone
             log.debug("UI cleanup skipped", exc_info=True)
         self._timer = None
@@ -341,25 +325,6 @@ def why_cannot_generate(context: bpy.types.Context) -> str:
     except (UserError, client.BackendError) as exc:
         return user_message(exc)
     return ""
-
-
-def _remember_subjects(context: bpy.types.Context, info: protocol.ModelInfo | None) -> None:
-    if info is None:
-        return
-    known = properties.settings(context).known_subjects
-    if [s.name for s in known] != list(info.subjects):
-        known.clear()
-        for name in info.subjects:
-            known.add().name = name
-
-
-def _redraw_sidebars(context: bpy.types.Context) -> None:
-    screen = context.screen
-    if screen is None:
-        return
-    for area in screen.areas:
-        if area.type in ("VIEW_3D", "PREFERENCES"):
-            area.tag_redraw()
 
 
 class WAV2SEM_OT_cancel_lipsync(bpy.types.Operator):
@@ -401,118 +366,7 @@ class WAV2SEM_OT_clear_lipsync(bpy.types.Operator):
         return {"FINISHED"}
 
 
-class WAV2SEM_OT_check_backend(bpy.types.Operator):
-    """Start the backend and report its versions, devices and model"""
-    bl_idname = "wav2sem.check_backend"
-    bl_label = "Check"
-
-    def execute(self, context: bpy.types.Context) -> Status:
-        prefs = preferences.preferences(context)
-        try:
-            choice = preferences.backend_python(context)
-            hello = client.POOL.hello_sync(choice.path)
-            backend, _ = client.POOL.get(choice.path)
-            model = bpy.path.abspath(prefs.model) if prefs.model else ""
-            info = protocol.ModelInfo.from_dict(backend.call("model_info", {"model": model} if model else {}))
-        except client.BackendError as exc:
-            prefs.status = user_message(exc)
-            self.report({"ERROR"}, prefs.status)
-            return {"CANCELLED"}
-        finally:
-            client.POOL.release(prefs.keep_warm)
-        _remember_subjects(context, info)
-        prefs.status = (f"{hello.summary()}\nPython: {choice.path} ({choice.source})\n"
-                        f"Model: {info.name}, {info.vertex_count} vertices, {info.fps:g} fps, "
-                        f"{len(info.subjects)} speaking styles")
-        self.report({"INFO"}, prefs.status.replace("\n", "; "))
-        return {"FINISHED"}
-
-
-class WAV2SEM_OT_install_backend(bpy.types.Operator):
-    """Create a Python environment for the backend and install it with its dependencies"""
-    bl_idname = "wav2sem.install_backend"
-    bl_label = "Install Backend"
-
-    _installer: installer.Installer | None = None
-    _timer: Any = None
-
-    def _plan(self, context: bpy.types.Context) -> installer.InstallPlan:
-        prefs = preferences.preferences(context)
-        base = bpy.path.abspath(prefs.install_python) if prefs.install_python else sys.executable
-        return installer.InstallPlan(base, str(preferences.managed_venv_dir()),
-                                     str(ADDON_DIR / installer.BACKEND_SOURCE_DIR), tuple(shlex.split(prefs.pip_args)))
-
-    def _begin(self, context: bpy.types.Context) -> bool:
-        client.POOL.close()   # the managed environment may be in use
-        self._installer = installer.Installer(self._plan(context))
-        try:
-            self._installer.start()
-        except installer.InstallError as exc:
-            self._report_status(context, str(exc), error=True)
-            return False
-        self._report_status(context, "Installing the backend...")
-        return True
-
-    def execute(self, context: bpy.types.Context) -> Status:
-        if not self._begin(context):
-            return {"CANCELLED"}
-        assert self._installer is not None
-        self._installer.wait()
-        return self._end(context)
-
-    def invoke(self, context: bpy.types.Context, event: Any) -> Status:
-        if bpy.app.background:
-            return self.execute(context)
-        if not self._begin(context):
-            return {"CANCELLED"}
-        self._timer = context.window_manager.event_timer_add(0.25, window=context.window)
-        context.window_manager.modal_handler_add(self)
-        return {"RUNNING_MODAL"}
-
-    def modal(self, context: bpy.types.Context, event: Any) -> Status:
-        inst = self._installer
-        assert inst is not None
-        if event.type == "ESC" and event.value == "PRESS":
-            inst.cancel()
-        if event.type != "TIMER":
-            return {"PASS_THROUGH"}
-        lines = inst.poll()
-        if lines:
-            self._report_status(context, f"{inst.step}\n{lines[-1][:120]}")
-        if not inst.finished:
-            return {"RUNNING_MODAL"}
-        context.window_manager.event_timer_remove(self._timer)
-        return self._end(context)
-
-    def cancel(self, context: bpy.types.Context) -> None:
-        """Blender ends the modal operator (file load, window close): stop pip too."""
-        if self._installer is not None:
-            self._installer.cancel()
-        if self._timer is not None:
-            try:
-                context.window_manager.event_timer_remove(self._timer)
-            except (ReferenceError, RuntimeError):
-                pass
-            self._timer = None
-
-    def _end(self, context: bpy.types.Context) -> Status:
-        inst = self._installer
-        assert inst is not None
-        if inst.error:
-            self._report_status(context, inst.error, error=True)
-            return {"CANCELLED"}
-        self._report_status(context, f"Backend installed in {inst.plan.venv_dir}; click Check to test it.")
-        return {"FINISHED"}
-
-    def _report_status(self, context: bpy.types.Context, text: str, error: bool = False) -> None:
-        preferences.preferences(context).status = text
-        if error or bpy.app.background:
-            self.report({"ERROR"} if error else {"INFO"}, text.replace("\n", ": "))
-        _redraw_sidebars(context)
-
-
-classes = (WAV2SEM_OT_generate_lipsync, WAV2SEM_OT_cancel_lipsync, WAV2SEM_OT_clear_lipsync,
-           WAV2SEM_OT_check_backend, WAV2SEM_OT_install_backend)
+classes = (WAV2SEM_OT_generate_lipsync, WAV2SEM_OT_cancel_lipsync, WAV2SEM_OT_clear_lipsync)
 
 
 def register() -> None:

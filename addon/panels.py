@@ -4,6 +4,7 @@ from __future__ import annotations
 import bpy
 
 from . import apply, operators, properties
+from .ui import UserError
 
 
 class WAV2SEM_PT_lipsync(bpy.types.Panel):
@@ -30,7 +31,7 @@ class WAV2SEM_PT_lipsync(bpy.types.Panel):
                 assert context.scene is not None
                 audio = operators.find_audio(context.scene, "")
                 layout.label(text=f"{audio.strip_name} at frame {audio.frame_start}", icon="SOUND")
-            except operators.UserError:
+            except UserError:
                 layout.label(text="No sound strip selected", icon="SOUND")
         layout.prop_search(settings, "subject", settings, "known_subjects", text="Style", icon="USER")
         layout.prop(settings, "intensity", slider=True)

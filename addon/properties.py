@@ -5,6 +5,8 @@ import bpy
 from bpy.props import (BoolProperty, CollectionProperty, EnumProperty, FloatProperty, PointerProperty,
                        StringProperty)
 
+from .protocol import ModelInfo
+
 OUTPUT_MODES = (
     ("COMPACT", "Compact", "A small shape-key basis (at most 64 keys) with one weight curve each: "
                            "fast to play, small files"),
@@ -42,6 +44,17 @@ classes = (WAV2SEM_PG_subject, WAV2SEM_PG_settings)
 
 def settings(context: bpy.types.Context) -> WAV2SEM_PG_settings:
     return context.scene.wav2sem_lipsync  # type: ignore[attr-defined,no-any-return]
+
+
+def remember_subjects(context: bpy.types.Context, info: ModelInfo | None) -> None:
+    """Keep the model's speaking styles for the panel's drop-down."""
+    if info is None:
+        return
+    known = settings(context).known_subjects
+    if [s.name for s in known] != list(info.subjects):
+        known.clear()
+        for name in info.subjects:
+            known.add().name = name
 
 
 def register() -> None:

@@ -1,0 +1,111 @@
+"""Install Backend: the operator that runs installer.Installer (modal in the UI, blocking
+in background mode) and shows its progress in the preferences."""
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+import bpy
+
+from . import client, installer, preferences
+from .ui import Status, redraw_sidebars
+
+ADDON_DIR = Path(__file__).resolve().parent
+
+
+class WAV2SEM_OT_install_backend(bpy.types.Operator):
+    """Create a Python environment for the backend and install it with its dependencies"""
+    bl_idname = "wav2sem.install_backend"
+    bl_label = "Install Backend"
+
+    _installer: installer.Installer | None = None
+    _timer: Any = None
+
+    def _plan(self, context: bpy.types.Context) -> installer.InstallPlan:
+        prefs = preferences.preferences(context)
+        base = bpy.path.abspath(prefs.install_python) if prefs.install_python else sys.executable
+        return installer.InstallPlan(base, str(preferences.managed_venv_dir()),
+                                     str(ADDON_DIR / installer.BACKEND_SOURCE_DIR), tuple(shlex.split(prefs.pip_args)))
+
+    def _begin(self, context: bpy.types.Context) -> bool:
+        client.POOL.close()   # the managed environment may be in use
+        self._installer = installer.Installer(self._plan(context))
+        try:
+            self._installer.start()
+        except installer.InstallError as exc:
+            self._report_status(context, str(exc), error=True)
+            return False
+        self._report_status(context, "Installing the backend...")
+        return True
+
+    def execute(self, context: bpy.types.Context) -> Status:
+        if not self._begin(context):
+            return {"CANCELLED"}
+        assert self._installer is not None
+        self._installer.wait()
+        return self._end(context)
+
+    def invoke(self, context: bpy.types.Context, event: Any) -> Status:
+        if bpy.app.background:
+            return self.execute(context)
+        if not self._begin(context):
+            return {"CANCELLED"}
+        self._timer = context.window_manager.event_timer_add(0.25, window=context.window)
+        context.window_manager.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context: bpy.types.Context, event: Any) -> Status:
+        inst = self._installer
+        assert inst is not None
+        if event.type == "ESC" and event.value == "PRESS":
+            inst.cancel()
+        if event.type != "TIMER":
+            return {"PASS_THROUGH"}
+        lines = inst.poll()
+        if lines:
+            self._report_status(context, f"{inst.step}\n{lines[-1][:120]}")
+        if not inst.finished:
+            return {"RUNNING_MODAL"}
+        context.window_manager.event_timer_remove(self._timer)
+        return self._end(context)
+
+    def cancel(self, context: bpy.types.Context) -> None:
+        """Blender ends the modal operator (file load, window close): stop pip too."""
+        if self._installer is not None:
+            self._installer.cancel()
+        if self._timer is not None:
+            try:
+                context.window_manager.event_timer_remove(self._timer)
+            except (ReferenceError, RuntimeError):
+                pass
+            self._timer = None
+
+    def _end(self, context: bpy.types.Context) -> Status:
+        inst = self._installer
+        assert inst is not None
+        if inst.error:
+            self._report_status(context, inst.error, error=True)
+            return {"CANCELLED"}
+        self._report_status(context, f"Backend installed in {inst.plan.venv_dir}; click Check to test it.")
+        return {"FINISHED"}
+
+    def _report_status(self, context: bpy.types.Context, text: str, error: bool = False) -> None:
+        preferences.preferences(context).status = text
+        if error or bpy.app.background:
+            self.report({"ERROR"} if error else {"INFO"}, text.replace("\n", ": "))
+        redraw_sidebars(context)
+
+
+classes = (WAV2SEM_OT_install_backend,)
+
+
+def register() -> None:
+    for cls in classes:
+        bpy.utils.register_class(cls)
+
+
+def unregister() -> None:
+    for cls in reversed(classes):
+        bpy.utils.unregister_class(cls)
