@@ -48,10 +48,24 @@ class Similarity:
         return np.ascontiguousarray(offsets @ self.linear.T, dtype=np.float32)
 
 
+def vertex_count_problem(template_count: int, mesh_count: int, mesh_name: str = "The mesh") -> str | None:
+    """The sentence refusing a mesh whose vertex count differs from the template's, or None."""
+    if template_count == mesh_count:
+        return None
+    return (f"{mesh_name} has {mesh_count} vertices but the model's template has {template_count}; "
+            "use a mesh with the template's topology (retargeting is not supported yet).")
+
+
 def check_vertex_count(template_count: int, mesh_count: int, mesh_name: str = "The mesh") -> None:
-    if template_count != mesh_count:
-        raise MappingError(f"{mesh_name} has {mesh_count} vertices but the model's template has {template_count}; "
-                           "use a mesh with the template's topology (retargeting is not supported yet).")
+    problem = vertex_count_problem(template_count, mesh_count, mesh_name)
+    if problem:
+        raise MappingError(problem)
+
+
+def check_finite(array: np.ndarray, what: str, remedy: str) -> None:
+    """NaN or infinite coordinates would break the SVD (COMPACT) or write garbage keys."""
+    if not np.isfinite(array).all():
+        raise MappingError(f"{what} contain values that are not finite (NaN or infinity); {remedy}.")
 
 
 def fit_similarity(template: np.ndarray, mesh: np.ndarray) -> Similarity:
@@ -181,6 +195,9 @@ def prepare_take(template: np.ndarray, mesh_rest: np.ndarray, offsets: np.ndarra
     if offsets.ndim != 3 or offsets.shape[1:] != (len(template), 3):
         raise MappingError(f"The backend returned offsets of shape {offsets.shape}, expected (frames, "
                            f"{len(template)}, 3); reinstall the backend.")
+    check_finite(template, "The model's template coordinates", "the model bundle is broken, choose another model")
+    check_finite(mesh_rest, f"The rest shape of {mesh_name}", "fix the mesh's vertices (or its Basis shape key)")
+    check_finite(offsets, "The backend's offsets", "try other audio or another model, and report it if it persists")
     fit = fit_similarity(template, mesh_rest)
     warnings = []
     if fit.relative_rms > FIT_WARN_RELATIVE_RMS:

@@ -136,3 +136,19 @@ def test_prepare_take_maps_resamples_and_scales(template):
 def test_prepare_take_rejects_unknown_mode(template):
     with pytest.raises(mapping.MappingError, match="output mode"):
         mapping.prepare_take(template, template, np.zeros((2, 300, 3), np.float32), 30, 30, mode="BONES")
+
+
+@pytest.mark.parametrize("mode", ["COMPACT", "PER_FRAME"])
+@pytest.mark.parametrize("broken", ["offsets", "template", "rest"])
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_prepare_take_refuses_non_finite_input(template, mode, broken, value):
+    """NaN gave 'SVD did not converge' in COMPACT mode and garbage keys in PER_FRAME mode."""
+    offsets = np.zeros((12, len(template), 3), np.float32)
+    offsets[:, :10, 1] = 0.01
+    arrays = {"offsets": offsets, "template": template.copy(), "rest": template * 10.0}
+    arrays[broken][(3, slice(None), 1) if broken == "offsets" else (5, 1)] = value
+    with pytest.raises(mapping.MappingError, match=r"^[^\n]*(not finite|NaN)[^\n]*\.$") as info:
+        mapping.prepare_take(arrays["template"], arrays["rest"], arrays["offsets"], 30.0, 30.0, mode=mode,
+                             mesh_name="'Head'")
+    message = str(info.value)
+    assert {"offsets": "backend", "template": "template", "rest": "'Head'"}[broken] in message
