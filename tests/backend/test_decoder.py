@@ -168,3 +168,29 @@ def test_alignment_masks():
     for i in range(3):
         allowed[i, 2 * i] = allowed[i, 2 * i + 1] = True
     assert torch.equal(~p, allowed)
+
+
+def test_cached_decode_bias_in_half_precision_is_the_float32_bias_past_frame_2048(monkeypatch):
+    """fp16 cannot count past 2048 exactly: the cached decoder's self-attention bias at
+    t = 3000 must still be the float32 temporal_bias row (cast to fp16 only at the end)."""
+    import torch.nn.functional as F
+
+    model = make_model(ALIGN_INTERPOLATE, 30, 1).half()
+    frames = 3001
+    memory, style = memory_and_style(model, frames)
+    masks = {}
+    real_attention = F.scaled_dot_product_attention
+
+    def spy(q, k, v, attn_mask=None, **kwargs):
+        if attn_mask is not None:
+            masks[k.shape[2] - 1] = attn_mask
+        return real_attention(q, k, v, attn_mask=attn_mask, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
+    with torch.inference_mode():
+        out = model.decode(memory.half(), style.half(), frames)
+    assert torch.isfinite(out).all()
+    used = masks[3000]
+    assert used.dtype == torch.float16
+    expected = temporal_bias(4, 30, torch.tensor([3000]), 3001)          # float32, (H, 1, 3001)
+    assert torch.equal(used.reshape(4, 3001), expected.reshape(4, 3001).half())

@@ -70,6 +70,8 @@ class PeriodicPositionalEncoding(nn.Module):
     """Sinusoids of length `period`, repeated. Buffer `pe` has the reference shape
     (1, period * (600 // period + 1), d); positions past it wrap around (the table is periodic)."""
 
+    float32_parts = ("pe",)   # kept float32 in a half-precision model (SpeechToFace.to_precision)
+
     def __init__(self, d_model: int, period: int, max_seq_len: int = REFERENCE_MAX_FRAMES):
         super().__init__()
         self.period = period
@@ -87,9 +89,9 @@ class PeriodicPositionalEncoding(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, L, d)
         if x.shape[1] <= self.pe.shape[1]:       # the reference: a slice of the stored table
-            return x + self.pe[:, : x.shape[1]]
+            return x + self.pe[:, : x.shape[1]].to(x.dtype)
         positions = torch.arange(x.shape[1], device=x.device)
-        return x + self.at(positions).unsqueeze(0)
+        return x + self.at(positions).unsqueeze(0).to(x.dtype)
 
 
 class FaceFormer(SpeechToFace):
@@ -133,14 +135,13 @@ class FaceFormer(SpeechToFace):
         # Self-attention key/value caches, preallocated: (1, H, T, hd) per layer.
         self_k = [memory.new_zeros(1, heads, n_frames, head_dim) for _ in layers]
         self_v = [memory.new_zeros(1, heads, n_frames, head_dim) for _ in layers]
-        slopes = torch.tensor(alibi_slopes(heads), dtype=memory.dtype, device=memory.device).view(1, heads, 1, 1)
         outputs = []
         token = style                                                     # (1, 1, d)
         for t in range(n_frames):
             x = token + self.PPE.at(torch.tensor([t], device=memory.device)).unsqueeze(0).to(token.dtype)
-            # bias row for query t over keys 0..t: -floor((t - j) / period) * slope
-            distance = torch.floor((t - torch.arange(t + 1, device=memory.device, dtype=memory.dtype)) / self.config.period)
-            bias = -distance.view(1, 1, 1, -1) * slopes                   # (1, H, 1, t+1)
+            # bias row for query t over keys 0..t, in float32 (fp16 cannot count past 2048)
+            bias = temporal_bias(heads, self.config.period, torch.tensor([t], device=memory.device), t + 1)
+            bias = bias.unsqueeze(0).to(memory.dtype)                     # (1, H, 1, t+1)
             mem_idx = aligned_memory_indices(t, self.config.alignment)
             for li, layer in enumerate(layers):
                 x = self._cached_layer_step(layer, x, t, self_k[li], self_v[li], bias, memory_kv[li], mem_idx)
@@ -194,7 +195,7 @@ class FaceFormer(SpeechToFace):
         for t in range(n_frames):
             length = emb.shape[1]
             decoder_input = self.PPE(emb)
-            tgt_mask = temporal_bias(heads, period, torch.arange(length, device=memory.device), length)
+            tgt_mask = temporal_bias(heads, period, torch.arange(length, device=memory.device), length).to(memory.dtype)
             memory_mask = alignment_mask(length, memory.shape[1], self.config.alignment, memory.device)
             out = self.transformer_decoder(decoder_input, memory, tgt_mask=tgt_mask, memory_mask=memory_mask)
             out = self.vertice_map_r(out)                                  # (1, L, V*3)
