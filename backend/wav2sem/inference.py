@@ -84,13 +84,21 @@ def resolve_device(device: str | None) -> torch.device:
     raise Wav2SemError(BAD_REQUEST, f"Unknown device {device!r}; use 'auto', 'cpu' or 'cuda'.")
 
 
-def load_model(path: str | Path | None = None, device: str | None = "auto") -> LoadedModel:
-    """Read a bundle and put it on a device (half precision on CUDA). Blocks; any thread."""
+PRECISIONS = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def load_model(path: str | Path | None = None, device: str | None = "auto",
+               dtype: torch.dtype | None = None) -> LoadedModel:
+    """Read a bundle and put it on a device. `dtype`: None = float16 on CUDA, float32 on the
+    CPU; tests pass float16 on the CPU to run exactly the casts CUDA runs. Feature
+    extraction and position biases stay float32 either way. Blocks; any thread."""
+    if dtype is not None and dtype not in PRECISIONS:
+        raise Wav2SemError(BAD_REQUEST, f"Unsupported precision {dtype}; use one of {[str(p) for p in PRECISIONS]}.")
     bundle = read_bundle(path)
     dev = resolve_device(device)
     net = load_weights(bundle)
-    dtype = torch.float16 if dev.type == "cuda" else torch.float32
-    net = net.to(dev, dtype=dtype).eval()
+    dtype = dtype or (torch.float16 if dev.type == "cuda" else torch.float32)
+    net = net.to(dev).to_precision(dtype).eval()
     extractor = None
     if bundle.has_preprocessor:
         from transformers import AutoFeatureExtractor
@@ -170,12 +178,12 @@ def generate(
     try:
         with torch.inference_mode():
             normalized = audio_io.normalize(waveform, model.feature_extractor)
-            wav = torch.from_numpy(normalized).to(model.device, model.dtype).unsqueeze(0)   # (1, S)
+            wav = torch.from_numpy(normalized).to(model.device).unsqueeze(0)           # (1, S) float32
             split = 0.8 if use_semantic else 1.0
             hidden = _encode_windows(net, wav, cfg.fps, alignment, n_memory, report, cancelled, 0.0, split)  # (1, M, H)
-            if use_semantic:
-                hidden = hidden + _semantic_per_frame(net, wav, n_memory, report, cancelled, split, 1.0)
-            memory = net.audio_feature_map(hidden)                                     # (1, M, d)
+            semantic_vectors = (_semantic_per_frame(net, wav, n_memory, report, cancelled, split, 1.0)
+                                if use_semantic else None)
+            memory = net.memory(hidden, semantic_vectors)                              # (1, M, d)
             style = net.style_embedding(weights.to(model.device))
             step = max(1, n_frames // 100)
 
@@ -237,11 +245,12 @@ def _encode_windows(net, wav, fps, alignment, n_memory, report, cancelled, lo=0.
         last = int(covered.nonzero().max())
         out[last + 1 :] = out[last]
     report("encode", hi, "speech features done")
-    return out.to(wav.dtype).unsqueeze(0)
+    return out.unsqueeze(0)
 
 
 def _semantic_per_frame(net, wav, n_memory, report, cancelled, lo=0.0, hi=1.0) -> torch.Tensor:
-    """(1, M, H) Wav2Sem vectors (after the fusion layer), one per utterance, spread over its frames."""
+    """(1, M, H_sem) pooled Wav2Sem vectors (before the fusion layer), one per utterance,
+    spread over its frames."""
     sr = audio_io.SAMPLE_RATE
     spans = utterance_spans(wav[0].float().cpu().numpy(), sr)
     per_frame = None
@@ -250,7 +259,7 @@ def _semantic_per_frame(net, wav, n_memory, report, cancelled, lo=0.0, hi=1.0) -
         if cancelled():
             raise Cancelled()
         report("encode", lo + (hi - lo) * si / len(spans), f"semantic vector {si + 1}/{len(spans)}")
-        vector = net.semantic_vector(wav[:, a:b])[0]                                   # (H,)
+        vector = net.semantic_pooled(wav[:, a:b])[0]                                   # (H_sem,)
         if per_frame is None:
             per_frame = torch.zeros(n_memory, vector.shape[0], device=wav.device, dtype=vector.dtype)
         first = int(round(a / total * n_memory))

@@ -50,3 +50,18 @@ def test_server_hello_lists_cuda_and_generates_on_it(tiny_bundle, speech_wav):
         assert np.isfinite(offsets).all() and offsets.shape[1:] == (300, 3)
     finally:
         srv.close()
+
+
+def test_default_model_generates_on_cuda_close_to_cpu():
+    """The embedded default (log-mel encoder): its mel filters stay float32 in the fp16 model."""
+    from wav2sem.bundle import DEFAULT_BUNDLE_DIR
+    from wav2sem.inference import generate, load_model
+
+    wave = speechlike(3.0, seed=43)
+    cpu = generate(load_model(DEFAULT_BUNDLE_DIR, "cpu"), wave).offsets
+    gpu_model = load_model(DEFAULT_BUNDLE_DIR, "cuda")
+    assert gpu_model.dtype == torch.float16 and gpu_model.net.audio_encoder.mel_filters.dtype == torch.float32
+    gpu = generate(gpu_model, wave).offsets
+    assert np.isfinite(gpu).all() and gpu.shape == cpu.shape
+    scale = float(np.abs(cpu).max())
+    assert float(np.abs(gpu - cpu).max()) < 0.02 * scale

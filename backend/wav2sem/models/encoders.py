@@ -78,6 +78,14 @@ def _config_to_dict(config) -> dict:
     return data
 
 
+def encoder_input(encoder: nn.Module, waveform: torch.Tensor) -> torch.Tensor:
+    """The waveform in the dtype a transformers encoder's conv stack runs in (our log-mel
+    encoder takes float32 audio whatever its dtype: its front end stays float32)."""
+    if hasattr(encoder, "encode_aligned"):
+        return waveform
+    return waveform.to(next(encoder.parameters()).dtype)
+
+
 def conv_feature_count(encoder: nn.Module, n_samples: int) -> int:
     """Number of 50 Hz conv frames the encoder produces for `n_samples` samples."""
     length = n_samples
@@ -109,7 +117,7 @@ def encode_aligned(encoder: nn.Module, waveform: torch.Tensor, fps: float, align
     """
     if hasattr(encoder, "encode_aligned"):
         return encoder.encode_aligned(waveform, fps, alignment, n_frames)
-    features = encoder.feature_extractor(waveform)                          # (1, C, N)
+    features = encoder.feature_extractor(encoder_input(encoder, waveform))  # (1, C, N)
     n = features.shape[-1]
     if alignment == "pair":
         keep = n - n % 2 if n_frames is None else min(n - n % 2, 2 * n_frames)

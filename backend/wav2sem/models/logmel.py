@@ -53,6 +53,9 @@ def _relative_to_loudest(log_values: torch.Tensor) -> torch.Tensor:
 
 class LogMelEncoder(nn.Module):
     feature_rate = SAMPLE_RATE / HOP  # Hz
+    # the front end (STFT window, mel filters, input normalisation) stays float32 in a
+    # half-precision model (SpeechToFace.to_precision); the conv stack and GRU may be fp16
+    float32_parts = ("window", "mel_filters", "input_norm")
 
     def __init__(self, config: LogMelConfig):
         super().__init__()
@@ -84,20 +87,20 @@ class LogMelEncoder(nn.Module):
         return n_samples // HOP + 1            # centred STFT
 
     def log_mel(self, waveform: torch.Tensor) -> torch.Tensor:
-        """(B, S) -> (B, F100, n_mels) log-mel energies."""
+        """(B, S) -> (B, F100, n_mels) log-mel energies, float32 whatever the model dtype."""
         spec = torch.stft(waveform.float(), N_FFT, HOP, window=self.window, return_complex=True)
         power = spec.abs() ** 2                                                          # (B, freq, F)
         mel = torch.matmul(self.mel_filters, power).clamp_min(1e-10).log10()             # (B, mels, F)
         if self.config.input_norm == "utterance":
-            return _relative_to_loudest(mel).transpose(1, 2).to(waveform.dtype)
+            return _relative_to_loudest(mel).transpose(1, 2)
         out = self.input_norm(mel.transpose(1, 2))                                       # (B, F, mels)
         if self.config.input_norm == "frame+energy":
             energy = torch.matmul(self.mel_filters.sum(0), power).clamp_min(1e-10).log10()  # (B, F)
             out = torch.cat([out, _relative_to_loudest(energy[:, None]).transpose(1, 2)], dim=2)
-        return out.to(waveform.dtype)
+        return out
 
     def _frames(self, mel: torch.Tensor, size: int | None) -> torch.Tensor:
-        x = self.conv(mel.transpose(1, 2))                                               # (B, C, F)
+        x = self.conv(mel.transpose(1, 2).to(self.conv[0].weight.dtype))                 # (B, C, F)
         if size is not None:
             x = F.interpolate(x, size=size, mode="linear", align_corners=True)
         elif self.config.downsample > 1:

@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .encoders import build_encoder
+from .encoders import build_encoder, encoder_input
 
 ALIGN_INTERPOLATE = "interpolate"  # VOCASET: conv features linearly resampled to the motion fps
 ALIGN_PAIR = "pair"                # BIWI: motion frame i <-> conv features 2i and 2i+1
@@ -59,15 +59,47 @@ class SpeechToFace(nn.Module):
         w = subject_weights.to(self.obj_vector.weight)
         return self.obj_vector(w.view(1, -1)).unsqueeze(1)
 
-    def semantic_vector(self, waveform: torch.Tensor) -> torch.Tensor:
-        """Wav2Sem sentence vector for one utterance, after the fusion layer: (1, audio_dim).
+    def to_precision(self, dtype: torch.dtype) -> "SpeechToFace":
+        """Cast to `dtype` (float16 on CUDA), keeping what any module lists in its
+        `float32_parts` (buffers or submodules: mel filters, positional tables, input
+        normalisation) in float32; those modules cast their results to the model dtype."""
+        self.to(dtype)
+        for module in self.modules():
+            for name in getattr(module, "float32_parts", ()):
+                part = getattr(module, name)
+                if isinstance(part, nn.Module):
+                    part.float()
+                elif isinstance(part, torch.Tensor):
+                    setattr(module, name, part.float())
+        return self
 
-        The fusion Linear is applied here at inference exactly as in training (the reference
-        release skips it at inference, a train/inference mismatch we do not repeat).
+    def semantic_pooled(self, waveform: torch.Tensor) -> torch.Tensor:
+        """(1, S) float32 audio of one utterance -> the semantic encoder's time-mean (1, H_sem)."""
+        assert self.semantic_encoder is not None
+        hidden = self.semantic_encoder(encoder_input(self.semantic_encoder, waveform)).last_hidden_state
+        return hidden.mean(dim=1)
+
+    def semantic_vector(self, waveform: torch.Tensor) -> torch.Tensor:
+        """Wav2Sem sentence vector for one utterance, after the fusion layer: (1, audio_dim)."""
+        assert self.semantic_fusion is not None
+        return self.semantic_fusion(self.semantic_pooled(waveform))
+
+    def memory(self, speech: torch.Tensor, semantic: torch.Tensor | None = None) -> torch.Tensor:
+        """The decoder memory (B, M, d): aligned speech features (B, M, H) plus, with Wav2Sem,
+        the fused semantic vector, then `audio_feature_map`. The one place where the fusion
+        happens, for inference, training and evaluation alike.
+
+        semantic: pooled semantic-encoder vectors (before fusion), (B, H_sem) one per clip or
+        (B, M, H_sem) one per frame. The fusion Linear is applied at inference exactly as in
+        training (the reference release skips it at inference, a mismatch we do not repeat).
         """
-        assert self.semantic_encoder is not None and self.semantic_fusion is not None
-        hidden = self.semantic_encoder(waveform).last_hidden_state   # (1, N, H_sem)
-        return self.semantic_fusion(hidden.mean(dim=1))               # (1, H_audio)
+        dtype = self.audio_feature_map.weight.dtype
+        speech = speech.to(dtype)
+        if semantic is not None:
+            assert self.semantic_fusion is not None
+            fused = self.semantic_fusion(semantic.to(dtype))
+            speech = speech + (fused.unsqueeze(1) if fused.dim() == 2 else fused)
+        return self.audio_feature_map(speech)
 
     def decode(self, memory: torch.Tensor, style: torch.Tensor, n_frames: int,
                on_frame: Callable[[int], None] | None = None) -> torch.Tensor:
