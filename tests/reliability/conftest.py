@@ -1,0 +1,121 @@
+"""The bad-input and fault matrix: fixtures shared by its tiers and the row collector.
+
+Every test marked `@pytest.mark.matrix(tier, case, expected)` is one row of the table
+(tier, case, expected, outcome, message seen). The message is what the test passed to the
+`seen` fixture, else the first line of its failure. With WAV2SEM_MATRIX_RESULTS=STEM set
+(benchmarks/reliability_matrix.py sets it) the table is written to STEM.md and STEM.json at
+the end of the session.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import pytest
+
+from matrix_helpers import ENV, Server
+
+ROWS: list[dict] = []
+RESULTS_ENV = "WAV2SEM_MATRIX_RESULTS"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "matrix(tier, case, expected): one row of the reliability matrix table")
+
+
+@pytest.fixture
+def seen(request):
+    """Call with the message the user would see; it goes into the table's row."""
+    def record(message: object) -> object:
+        request.node.matrix_seen = str(message)
+        return message
+    return record
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    marker = item.get_closest_marker("matrix")
+    if marker is None or getattr(item, "matrix_recorded", False):
+        return
+    if report.when == "call" or (report.when == "setup" and (report.failed or report.skipped)):
+        item.matrix_recorded = True
+        message = getattr(item, "matrix_seen", "")
+        if report.skipped:
+            result, message = "skipped", str(report.longrepr[-1]) if isinstance(report.longrepr, tuple) else message
+        elif report.passed:
+            result = "pass"
+        else:
+            result = "FAIL"
+            failure = call.excinfo.exconly() if call.excinfo else str(report.longrepr)
+            failure = failure.removeprefix("AssertionError: ").splitlines()[0] if failure else ""
+            message = f"{failure} | seen: {message}" if message else failure
+        tier, case, expected = marker.args
+        ROWS.append({"tier": tier, "case": case, "expected": expected, "outcome": result,
+                     "message": " ".join(message.split())[:300], "seconds": round(call.duration, 2)})
+
+
+def pytest_sessionfinish(session):
+    stem = os.environ.get(RESULTS_ENV)
+    if not stem or not ROWS:
+        return
+    write_table(Path(stem), ROWS)
+
+
+def write_table(stem: Path, rows: list[dict]) -> None:
+    counts = {k: sum(r["outcome"] == k for r in rows) for k in ("pass", "FAIL", "skipped")}
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    lines = [f"# Reliability matrix ({time.strftime('%Y-%m-%d')}, {machine})", "",
+             f"{len(rows)} cases: {counts['pass']} pass, {counts['FAIL']} fail, {counts['skipped']} skipped. "
+             "Made by `benchmarks/reliability_matrix.py` (runs tests/reliability).", "",
+             "| tier | case | expected | outcome | message seen |", "| --- | --- | --- | --- | --- |"]
+    for r in rows:
+        cells = [r["tier"], r["case"], r["expected"], r["outcome"], r["message"]]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    stem.with_suffix(".md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    stem.with_suffix(".json").write_text(json.dumps({"machine": machine, "counts": counts, "rows": rows},
+                                                    indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+# ----- shared fixtures --------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def matrix_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("matrix")
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(matrix_dir) -> Path:
+    from wav2sem.testing import write_tiny_bundle
+
+    return Path(write_tiny_bundle(matrix_dir / "bundle", seed=0, semantic=True))
+
+
+@pytest.fixture(scope="session")
+def serve_tmp(matrix_dir) -> Path:
+    """TMPDIR of the long-lived server: what it leaves behind is visible here."""
+    folder = matrix_dir / "serve-tmp"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture(scope="session")
+def server(tiny_bundle, serve_tmp):
+    """One `wav2sem serve --model TINY` for most server cases."""
+    srv = Server("--model", tiny_bundle, env={**ENV, "TMPDIR": str(serve_tmp)})
+    hello = srv.request("hello", timeout=120)
+    assert hello["type"] == "result", hello
+    yield srv
+    srv.close()
+
+
+@pytest.fixture
+def live_server(server):
+    """The shared server, checked alive before and after the case."""
+    assert server.alive(), "the shared server died in an earlier case"
+    yield server
+    assert server.alive(), f"the server died: {server.stderr[-500:]}"
