@@ -11,62 +11,42 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
-from dataclasses import asdict, dataclass, field
+import stat
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from .errors import MODEL_INVALID, MODEL_NOT_FOUND, Wav2SemError
-from .models.faceformer import DecoderConfig, FaceFormer
+from .bundle_config import BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION, BundleConfig  # noqa: F401 (re-exported)
+from .errors import MODEL_INVALID, MODEL_NOT_FOUND, OUTPUT_UNWRITABLE, Wav2SemError
+from .reasons import reason
+from .models.faceformer import FaceFormer
 from .models.talker import SpeechToFace
 from .template import Template
 
-BUNDLE_FORMAT = "wav2sem-bundle"
-BUNDLE_FORMAT_VERSION = 1
 DEFAULT_BUNDLE_DIR = Path(__file__).resolve().parent / "assets" / "default"
 CONFIG_FILE, WEIGHTS_FILE, TEMPLATE_FILE, PREPROCESSOR_FILE = (
     "config.json", "model.safetensors", "template.npz", "preprocessor_config.json")
+BUNDLE_FILES = frozenset((CONFIG_FILE, WEIGHTS_FILE, TEMPLATE_FILE, PREPROCESSOR_FILE))
 
 
-@dataclass(frozen=True)
-class BundleConfig:
-    name: str
-    decoder: DecoderConfig
-    fps: float
-    subjects: tuple[str, ...]
-    encoder: dict                       # {"type", "config"} (see models/encoders.py)
-    semantic: dict | None = None        # same form, or None for a model without Wav2Sem
-    arch: str = "faceformer"
-    description: str = ""
-    extra: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        data = asdict(self)
-        data["subjects"] = list(self.subjects)
-        return {"format": BUNDLE_FORMAT, "format_version": BUNDLE_FORMAT_VERSION, **data}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "BundleConfig":
-        if data.get("format") != BUNDLE_FORMAT:
-            raise ValueError("config.json is not a wav2sem bundle config")
-        if data.get("format_version", 0) > BUNDLE_FORMAT_VERSION:
-            raise ValueError(f"bundle format {data['format_version']} is newer than this backend supports; update wav2sem")
-        return cls(
-            name=data["name"], decoder=DecoderConfig(**data["decoder"]), fps=float(data["fps"]),
-            subjects=tuple(data["subjects"]), encoder=data["encoder"], semantic=data.get("semantic"),
-            arch=data.get("arch", "faceformer"), description=data.get("description", ""), extra=data.get("extra", {}),
-        )
-
-
-def build_model(config: BundleConfig) -> SpeechToFace:
+def build_model(config: BundleConfig, source: str = "The model config") -> SpeechToFace:
+    """The network a config describes, with random weights. MODEL_INVALID when the encoder
+    configs name sizes the libraries cannot build."""
     from .models.direct import DirectDecoder
 
     architectures = {"faceformer": FaceFormer, "direct": DirectDecoder}
     if config.arch not in architectures:
         raise Wav2SemError(MODEL_INVALID, f"Unknown model architecture {config.arch!r} in the bundle; "
                                           f"this backend knows {sorted(architectures)} (update wav2sem?).")
-    return architectures[config.arch](config.decoder, config.encoder, config.semantic)
+    try:
+        return architectures[config.arch](config.decoder, config.encoder, config.semantic)
+    except Wav2SemError:
+        raise
+    except Exception as exc:  # a config the libraries refuse (types, sizes that do not divide)
+        raise Wav2SemError(MODEL_INVALID, f"{source} describes a network this backend cannot build "
+                                          f"({reason(exc)}); rebuild the bundle.") from exc
 
 
 @dataclass
@@ -101,9 +81,10 @@ def read_bundle(path: str | Path | None = None) -> Bundle:
         if not (directory / name).is_file():
             raise Wav2SemError(MODEL_INVALID, f"Model folder {directory} has no {name}; it is not a complete wav2sem model bundle.")
     try:
-        config = BundleConfig.from_dict(json.loads((directory / CONFIG_FILE).read_text()))
-    except (ValueError, KeyError, TypeError) as exc:
-        raise Wav2SemError(MODEL_INVALID, f"{directory / CONFIG_FILE} is not a valid bundle config: {exc}.") from exc
+        config = BundleConfig.from_dict(json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8")))
+    except (ValueError, TypeError, KeyError, OSError) as exc:      # JSON and Unicode errors are ValueErrors
+        raise Wav2SemError(MODEL_INVALID, f"{directory / CONFIG_FILE} is not a valid bundle config: {reason(exc)}; "
+                                          "rebuild the bundle (wav2sem convert or train).") from exc
     template = Template.load(directory / TEMPLATE_FILE)
     if template.vertex_count != config.decoder.vertex_count:
         raise Wav2SemError(
@@ -118,11 +99,12 @@ def load_weights(bundle: Bundle) -> SpeechToFace:
     """Build the network and load model.safetensors strictly, naming missing/unexpected keys."""
     from safetensors.torch import load_file
 
-    model = build_model(bundle.config)
+    model = build_model(bundle.config, str(bundle.directory / CONFIG_FILE))
     try:
         state = load_file(str(bundle.directory / WEIGHTS_FILE))
     except Exception as exc:
-        raise Wav2SemError(MODEL_INVALID, f"Cannot read {bundle.directory / WEIGHTS_FILE}: {exc}.") from exc
+        raise Wav2SemError(MODEL_INVALID, f"Cannot read {bundle.directory / WEIGHTS_FILE} ({reason(exc)}); "
+                                          "the file is damaged, so rebuild or copy the bundle again.") from exc
     check_state_dict(model.state_dict(), state, source=str(bundle.directory / WEIGHTS_FILE))
     model.load_state_dict(state, strict=True)
     return model.eval()
@@ -146,27 +128,91 @@ def check_state_dict(expected: dict, state: dict, source: str) -> None:
         raise Wav2SemError(MODEL_INVALID, f"Weights in {source} do not fit the model: " + "; ".join(parts) + ".")
 
 
-def save_bundle(directory: str | Path, config: BundleConfig, model: torch.nn.Module, template: Template,
-                preprocessor_config: dict | None = None) -> Path:
-    """Write a bundle atomically: into a temporary sibling folder, then renamed into place."""
-    from safetensors.torch import save_file
-
-    directory = Path(directory)
-    if template.vertex_count != config.decoder.vertex_count:
-        raise Wav2SemError(MODEL_INVALID, f"Template has {template.vertex_count} vertices but the model expects {config.decoder.vertex_count}.")
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
+def _is_bundle(directory: Path) -> bool:
     try:
-        (staging / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-        save_file(state, str(staging / WEIGHTS_FILE), metadata={"format": BUNDLE_FORMAT})
-        template.save(staging / TEMPLATE_FILE)
-        if preprocessor_config is not None:
-            (staging / PREPROCESSOR_FILE).write_text(json.dumps(preprocessor_config, indent=2) + "\n")
-        if directory.exists():
-            shutil.rmtree(directory)
+        data = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("format") == BUNDLE_FORMAT
+
+
+def check_bundle_target(directory: str | Path) -> Path:
+    """Refuse, before any slow work, a bundle destination that holds anything but a bundle
+    (OUTPUT_UNWRITABLE): a file, a folder of other things, or a bundle with the user's own
+    files inside. An empty folder or a plain bundle may be replaced."""
+    directory = Path(directory)
+    if directory.is_dir():
+        entries = sorted(p.name for p in directory.iterdir())
+        others = [name for name in entries if name not in BUNDLE_FILES]
+        if entries and not _is_bundle(directory):
+            raise Wav2SemError(OUTPUT_UNWRITABLE, f"{directory} exists and is not a model bundle; choose a new folder name.")
+        if others:
+            raise Wav2SemError(OUTPUT_UNWRITABLE, f"{directory} is a model bundle but also holds other files "
+                                                  f"({', '.join(others[:3])}); move them out or choose a new folder name.")
+    elif directory.exists() or directory.is_symlink():
+        raise Wav2SemError(OUTPUT_UNWRITABLE, f"{directory} exists and is not a model bundle; choose a new folder name.")
+    return directory
+
+
+def _sibling(directory: Path, tag: str) -> Path:
+    """A fresh hidden folder next to `directory` (on the same file system, so renames are
+    atomic), made with os.mkdir's normal permissions (0o777 less the umask)."""
+    while True:
+        path = directory.with_name(f".{directory.name}-{uuid.uuid4().hex[:8]}.{tag}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+
+
+def _swap_into_place(staging: Path, directory: Path) -> None:
+    """Rename the finished `staging` folder to `directory`. An old bundle there is renamed
+    aside first and deleted last, so at every moment one complete bundle exists; if the new
+    one cannot be put in place, the old one is put back."""
+    if not (directory.exists() or directory.is_symlink()):
+        os.replace(staging, directory)
+        return
+    aside = staging.with_suffix(".old")
+    os.replace(directory, aside)
+    try:
         os.replace(staging, directory)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        os.replace(aside, directory)
         raise
+    if aside.is_symlink():
+        aside.unlink()
+    else:
+        shutil.rmtree(aside, ignore_errors=True)
+
+
+def save_bundle(directory: str | Path, config: BundleConfig, model: torch.nn.Module, template: Template,
+                preprocessor_config: dict | None = None) -> Path:
+    """Write a bundle atomically: into a hidden sibling folder, then renamed into place. Never
+    removes anything but an earlier bundle (see check_bundle_target)."""
+    from safetensors.torch import save_file
+
+    directory = check_bundle_target(directory)
+    if template.vertex_count != config.decoder.vertex_count:
+        raise Wav2SemError(MODEL_INVALID, f"Template has {template.vertex_count} vertices but the model expects {config.decoder.vertex_count}.")
+    staging: Path | None = None
+    try:
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        staging = _sibling(directory, "new")
+        (staging / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
+        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        save_file(state, str(staging / WEIGHTS_FILE), metadata={"format": BUNDLE_FORMAT})
+        # safetensors writes 0600; give the weights the normal mode config.json got from open()
+        os.chmod(staging / WEIGHTS_FILE, stat.S_IMODE((staging / CONFIG_FILE).stat().st_mode))
+        template.save(staging / TEMPLATE_FILE)
+        if preprocessor_config is not None:
+            (staging / PREPROCESSOR_FILE).write_text(json.dumps(preprocessor_config, indent=2) + "\n", encoding="utf-8")
+        check_bundle_target(directory)           # nothing appeared there meanwhile
+        _swap_into_place(staging, directory)
+    except OSError as exc:
+        raise Wav2SemError(OUTPUT_UNWRITABLE, f"Cannot write the model bundle {directory} ({reason(exc)}); "
+                                              "choose a folder on a writable disk with free space.") from exc
+    finally:
+        if staging is not None and staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
     return directory

@@ -9,11 +9,13 @@ Checkpoints are read with `torch.load(weights_only=True)`: tensors only, no code
 """
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import torch
 
 from .errors import MODEL_INVALID, MODEL_NOT_FOUND, Wav2SemError
+from .reasons import reason
 
 # Old (torch.nn.utils.weight_norm) vs new (parametrizations) names of a weight-normed conv.
 _WEIGHT_NORM = {
@@ -42,8 +44,12 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
             state = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:     # what weights_only raises for anything but tensors and containers
+        raise Wav2SemError(MODEL_INVALID, f"Refused to load checkpoint {path.name}: it holds Python objects, not only "
+                                          "tensors, and unpickling them could run code; give a plain state dict.") from exc
     except Exception as exc:
-        raise Wav2SemError(MODEL_INVALID, f"Cannot read checkpoint {path.name}: {exc}.") from exc
+        raise Wav2SemError(MODEL_INVALID, f"Cannot read checkpoint {path.name} ({reason(exc)}); "
+                                          "the file is damaged or not a PyTorch checkpoint.") from exc
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

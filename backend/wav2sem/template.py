@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import MODEL_INVALID, MODEL_NOT_FOUND, Wav2SemError
+from .reasons import reason
 
 LANDMARK_NAMES = (
     "upper_lip_center", "lower_lip_center", "mouth_corner_left", "mouth_corner_right",
@@ -61,7 +62,7 @@ class Template:
 
     @classmethod
     def load(cls, path: str | Path, subject: str | None = None) -> "Template":
-        """Load a template from .npz (ours), .npy (V,3), .obj, .ply (ASCII) or templates.pkl.
+        """Load a template from .npz (ours), .npy (V,3), .obj, .ply (ASCII or binary) or templates.pkl.
 
         For a reference `templates.pkl` (subject -> (V,3) array) give `subject`, or the
         first subject is used. The pickle is read with a restricted unpickler.
@@ -75,10 +76,8 @@ class Template:
                 return cls._from_npz(path)
             if suffix == ".npy":
                 return cls(np.load(path, allow_pickle=False).reshape(-1, 3))
-            if suffix == ".obj":
-                return cls(*_read_obj(path))
-            if suffix == ".ply":
-                return cls(*_read_ascii_ply(path))
+            if suffix in (".obj", ".ply"):
+                return cls(*_read_mesh(path))
             if suffix == ".pkl":
                 from .safe_pickle import safe_load
                 table = safe_load(path)
@@ -92,7 +91,8 @@ class Template:
         except Wav2SemError:
             raise
         except Exception as exc:  # corrupt or foreign file
-            raise Wav2SemError(MODEL_INVALID, f"Could not read template {path.name}: {exc}.") from exc
+            raise Wav2SemError(MODEL_INVALID, f"Could not read template {path.name} ({reason(exc)}); "
+                                              "give an intact .npz, .npy, .obj, .ply or templates.pkl.") from exc
         raise Wav2SemError(MODEL_INVALID, f"Unsupported template format {suffix!r}; use .npz, .npy, .obj, .ply or .pkl.")
 
     @classmethod
@@ -108,38 +108,17 @@ class Template:
             return cls(data["vertices"], faces, regions, landmarks)
 
 
-def _read_obj(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
-    verts, faces = [], []
-    for line in path.read_text(errors="replace").splitlines():
-        parts = line.split()
-        if not parts:
-            continue
-        if parts[0] == "v":
-            verts.append([float(x) for x in parts[1:4]])
-        elif parts[0] == "f":
-            idx = [int(p.split("/")[0]) - 1 for p in parts[1:]]
-            faces.extend([idx[0], idx[i], idx[i + 1]] for i in range(1, len(idx) - 1))
-    return np.array(verts, dtype=np.float32), (np.array(faces, dtype=np.int32) if faces else None)
+def _read_mesh(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """Vertices (in file order, unused ones kept) and triangles of an .obj or .ply, ASCII or
+    binary, read with trimesh. Several objects or materials in one file share its vertex list."""
+    import trimesh
 
-
-def _read_ascii_ply(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
-    lines = path.read_text(errors="replace").splitlines()
-    n_vert = n_face = 0
-    header_end = 0
-    for i, line in enumerate(lines):
-        if line.startswith("format") and "ascii" not in line:
-            raise ValueError("only ASCII .ply is supported")
-        if line.startswith("element vertex"):
-            n_vert = int(line.split()[-1])
-        elif line.startswith("element face"):
-            n_face = int(line.split()[-1])
-        elif line.strip() == "end_header":
-            header_end = i + 1
-            break
-    verts = np.array([[float(x) for x in lines[header_end + i].split()[:3]] for i in range(n_vert)], dtype=np.float32)
-    faces = []
-    for i in range(n_face):
-        idx = [int(x) for x in lines[header_end + n_vert + i].split()]
-        poly = idx[1:1 + idx[0]]
-        faces.extend([poly[0], poly[j], poly[j + 1]] for j in range(1, len(poly) - 1))
-    return verts, (np.array(faces, dtype=np.int32) if faces else None)
+    loaded = trimesh.load(str(path), process=False, maintain_order=True, skip_materials=True)
+    parts = list(loaded.geometry.values()) if isinstance(loaded, trimesh.Scene) else [loaded]
+    if not parts or len(parts[0].vertices) == 0:
+        raise ValueError("it holds no vertices")
+    vertices = np.asarray(parts[0].vertices)
+    if any(not np.array_equal(np.asarray(p.vertices), vertices) for p in parts[1:]):
+        raise ValueError("its objects do not share one vertex list; export the head as one object")
+    faces = [np.asarray(p.faces) for p in parts if len(getattr(p, "faces", ()))]
+    return vertices, (np.concatenate(faces) if faces else None)

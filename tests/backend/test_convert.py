@@ -246,3 +246,33 @@ def test_convert_biwi_preset(tmp_path, encoder_dir):
     assert res.fps == 25
     assert res.offsets.shape == (int(conv_frames) // 2, V, 3)
     assert np.isfinite(res.offsets).all() and np.abs(res.offsets).max() > 1e-4
+
+
+def test_convert_never_overwrites_what_is_not_a_bundle(tmp_path, vocaset_state, encoder_dir, template_npy, converted):
+    """`-o ~/models` (a folder of the user's files) or `-o` an existing file: one sentence,
+    everything kept; `-o` an earlier bundle replaces it."""
+    torch.save(vocaset_state, tmp_path / "vocaset.pth")
+    common = ("--checkpoint", tmp_path / "vocaset.pth", "--dataset", "vocaset", "--encoder", encoder_dir,
+              "--template", template_npy)
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "notes.txt").write_text("mine")
+    single = tmp_path / "model.bin"
+    single.write_bytes(b"user data")
+    p_folder = run_wav2sem_inprocess("convert", *common, "-o", models)
+    p_file = run_wav2sem_inprocess("convert", *common, "-o", single)
+    assert "not a model bundle" in assert_clean_failure(p_folder, str(models))
+    assert "not a model bundle" in assert_clean_failure(p_file, str(single))
+    assert [p.name for p in models.iterdir()] == ["notes.txt"] and (models / "notes.txt").read_text() == "mine"
+    assert single.read_bytes() == b"user data"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.bin", "models", "vocaset.pth"]
+
+    import shutil
+
+    earlier = tmp_path / "earlier"
+    shutil.copytree(converted, earlier)
+    (earlier / "config.json").write_text((earlier / "config.json").read_text().replace('"fps": 30.0', '"fps": 29.0'))
+    assert json.loads((earlier / "config.json").read_text())["fps"] == 29
+    again = run_wav2sem_inprocess("convert", *common, "-o", earlier)
+    assert again.returncode == 0, again.stderr
+    assert json.loads((earlier / "config.json").read_text())["fps"] == 30

@@ -23,13 +23,33 @@ def test_npy(tmp_path):
     np.testing.assert_allclose(Template.load(tmp_path / "flat.npy").vertices, VERTS)
 
 
+def _triangles(faces) -> set:
+    """Triangles up to rotation (the same winding), for comparing triangulated quads."""
+    return {min((a, b, c), (b, c, a), (c, a, b)) for a, b, c in np.asarray(faces).tolist()}
+
+
 def test_obj_with_quads_and_texture_indices(tmp_path):
     lines = ["# a pyramid", "o thing"] + [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in VERTS]
-    lines += ["vt 0 0", "vn 0 0 1", "f 1/1/1 2/1/1 3/1/1 4/1/1", "f 1//1 2//1 5//1", "f 2 3 5"]
+    lines += ["vt 0 0", "vt 1 0", "vn 0 0 1", "f 1/1/1 2/2/1 3/1/1 4/2/1", "f 1//1 2//1 5//1", "f 2 3 5"]
     (tmp_path / "t.obj").write_text("\n".join(lines) + "\n")
     t = Template.load(tmp_path / "t.obj")
     np.testing.assert_allclose(t.vertices, VERTS, atol=1e-6)
-    assert t.faces.tolist() == [[0, 1, 2], [0, 2, 3], [0, 1, 4], [1, 2, 4]]
+    assert _triangles(t.faces) == _triangles([[0, 1, 2], [0, 2, 3], [0, 1, 4], [1, 2, 4]])
+
+
+def test_obj_keeps_unused_vertices_and_order_across_objects_and_materials(tmp_path):
+    """Vertex i of the file is vertex i of the template, even where no face uses it, faces
+    come first in another order, or several objects and materials split the file."""
+    far = np.array([[5, 5, 5], [9, 9, 9]], np.float32)
+    verts = np.concatenate([far[:1], VERTS, far[1:]])
+    lines = ["mtllib none.mtl", "o A"] + [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in verts[:4]]
+    lines += ["o B"] + [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in verts[4:]]
+    lines += ["usemtl skin", "f 6 3 2", "o C", "usemtl lips", "f 2 3 4 5"]
+    (tmp_path / "t.obj").write_text("\n".join(lines) + "\n")
+    t = Template.load(tmp_path / "t.obj")
+    assert t.vertex_count == 7
+    np.testing.assert_allclose(t.vertices, verts, atol=1e-6)
+    assert _triangles(t.faces) == _triangles([[5, 2, 1], [1, 2, 3], [1, 3, 4]])
 
 
 def test_ascii_ply(tmp_path):
@@ -39,11 +59,41 @@ def test_ascii_ply(tmp_path):
     (tmp_path / "t.ply").write_text("\n".join(header + body) + "\n")
     t = Template.load(tmp_path / "t.ply")
     np.testing.assert_allclose(t.vertices, VERTS, atol=1e-6)
-    assert t.faces.tolist() == [[0, 1, 2], [0, 2, 3], [0, 1, 4]]
-    (tmp_path / "bin.ply").write_bytes(b"ply\nformat binary_little_endian 1.0\nelement vertex 0\nend_header\n")
-    with pytest.raises(Wav2SemError) as info:
-        Template.load(tmp_path / "bin.ply")
-    assert info.value.code == MODEL_INVALID
+    assert _triangles(t.faces) == _triangles([[0, 1, 2], [0, 2, 3], [0, 1, 4]])
+
+
+@pytest.mark.parametrize("encoding", ["binary", "ascii"])
+def test_ply_written_by_trimesh_keeps_every_vertex_in_order(tmp_path, encoding):
+    """VOCA's FLAME_sample.ply is binary little-endian; vertices no face uses stay, in order."""
+    import trimesh
+
+    rng = np.random.default_rng(4)
+    verts = rng.normal(size=(50, 3)).astype(np.float32)
+    faces = np.array([[40, 3, 7], [7, 3, 12], [0, 1, 2]])          # most vertices unused, indices unsorted
+    mesh = trimesh.Trimesh(vertices=verts, faces=faces, process=False)
+    (tmp_path / "t.ply").write_bytes(trimesh.exchange.ply.export_ply(mesh, encoding=encoding))
+    assert (b"binary_little_endian" in (tmp_path / "t.ply").read_bytes()[:200]) == (encoding == "binary")
+    t = Template.load(tmp_path / "t.ply")
+    np.testing.assert_allclose(t.vertices, verts, atol=1e-6 if encoding == "ascii" else 0)
+    assert t.faces.tolist() == faces.tolist()
+
+
+def test_vertex_only_ply_and_broken_meshes(tmp_path):
+    import trimesh
+
+    cloud = trimesh.PointCloud(VERTS)
+    (tmp_path / "points.ply").write_bytes(cloud.export(file_type="ply"))
+    t = Template.load(tmp_path / "points.ply")
+    np.testing.assert_allclose(t.vertices, VERTS, atol=1e-7)
+    assert t.faces is None
+    (tmp_path / "cut.ply").write_bytes((tmp_path / "points.ply").read_bytes()[:-20])
+    (tmp_path / "empty.obj").write_text("# nothing\n")
+    (tmp_path / "noise.ply").write_bytes(np.random.default_rng(0).bytes(500))
+    for name in ("cut.ply", "empty.obj", "noise.ply"):
+        with pytest.raises(Wav2SemError) as info:
+            Template.load(tmp_path / name)
+        assert info.value.code == MODEL_INVALID and name in info.value.message, name
+        assert "\n" not in info.value.message
 
 
 def test_npz_round_trip_keeps_regions_and_landmarks(tmp_path):

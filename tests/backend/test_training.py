@@ -126,3 +126,22 @@ def test_minimal_set_coupling_measures_the_semantic_vector(tmp_path):
     zero = minimal_set_coupling(model, sets=sets, voices=("en-us",))
     assert zero["coupling_with_semantic"] == pytest.approx(zero["coupling_without_semantic"], abs=1e-6)
     assert zero["coupling_without_semantic"] == pytest.approx(base["coupling_without_semantic"], abs=1e-6)
+
+
+def test_bundle_onto_a_folder_of_other_files_is_refused_before_training(tmp_path):
+    """`train --bundle runs` (a folder with earlier runs in it) is refused in one sentence
+    before any data is read or any epoch runs, and nothing in it is touched."""
+    from w2s_helpers import assert_clean_failure, run_wav2sem_inprocess
+
+    runs = tmp_path / "runs"
+    (runs / "old_run").mkdir(parents=True)
+    (runs / "old_run" / "animation_best.pt").write_bytes(b"weights")
+    (runs / "notes.txt").write_text("keep")
+    before = sorted(str(p.relative_to(runs)) for p in runs.rglob("*"))
+    for stage in ("animation", "default"):
+        proc = run_wav2sem_inprocess("train", stage, "--corpus", tmp_path / "no_corpus_yet", "--out", tmp_path / "new",
+                                     "--bundle", runs, "--device", "cpu")
+        assert "not a model bundle" in assert_clean_failure(proc, str(runs))
+    assert sorted(str(p.relative_to(runs)) for p in runs.rglob("*")) == before
+    assert (runs / "notes.txt").read_text() == "keep"
+    assert not (tmp_path / "new").exists()

@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..bundle import BundleConfig, build_model, save_bundle
+    from ..bundle import BundleConfig, build_model, check_bundle_target, save_bundle
     from ..checkpoints import (WAV2SEM_FUSION_PREFIX, WAV2SEM_HOST_PREFIX, load_faceformer_checkpoint,
                                load_wav2sem_weights, read_checkpoint)
     from ..errors import MODEL_INVALID, Wav2SemError
@@ -41,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from ..models.faceformer import DecoderConfig
     from ..template import Template
 
+    check_bundle_target(args.output)                  # before any slow work
     preset = DATASET_PRESETS[args.dataset]
     state = read_checkpoint(args.checkpoint)
     if not any(k.startswith("transformer_decoder.layers.") for k in state):

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .. import metrics
-from ..bundle import BundleConfig, build_model, save_bundle
+from ..bundle import BundleConfig, build_model, check_bundle_target, save_bundle
 from ..errors import MODEL_INVALID, MODEL_NOT_FOUND, Wav2SemError
 from ..models.encoders import encode_aligned
 from ..models.talker import ALIGN_INTERPOLATE, DecoderConfig, SpeechToFace
@@ -128,6 +128,7 @@ def train_animation(config: dict, corpus: str | Path, out: str | Path, semantic_
     """Train the animation model; write out/animation_metrics.json and a bundle (default out/bundle)."""
     from safetensors.torch import load_file
 
+    bundle_dir = check_bundle_target(bundle_dir or Path(out) / "bundle")   # before training, not after
     ctx = distributed.setup(device)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -216,7 +217,7 @@ def train_animation(config: dict, corpus: str | Path, out: str | Path, semantic_
     if ctx.is_main:
         if best_path.is_file():
             net.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=True))
-        save_bundle(bundle_dir or out / "bundle", bundle_config, net.cpu().eval(), template)
+        save_bundle(bundle_dir, bundle_config, net.cpu().eval(), template)
         (out / "animation_metrics.json").write_text(json.dumps({"best": best, "history": history}, indent=2))
     distributed.teardown()
     return best

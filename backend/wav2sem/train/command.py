@@ -42,11 +42,14 @@ def _overrides(pairs: list[str]) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..bundle import check_bundle_target
     from .animation import train_animation
     from .config import load_config
     from .semantic import WEIGHTS, train_semantic
 
     out = Path(args.out)
+    if args.stage in ("animation", "default"):
+        check_bundle_target(args.bundle or out / "bundle")    # refused now, not after hours of training
     out.mkdir(parents=True, exist_ok=True)
     config = load_config(args.config, _overrides(args.set))
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")

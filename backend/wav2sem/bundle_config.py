@@ -1,0 +1,108 @@
+"""A bundle's config.json (docs/DESIGN.md, "Model bundle") and its checking.
+
+`BundleConfig.from_dict` takes the parsed JSON as found on disk and raises ValueError with a
+short phrase naming the first problem; `read_bundle` turns that into one MODEL_INVALID sentence.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+
+from .models.faceformer import DecoderConfig
+from .models.talker import ALIGN_INTERPOLATE, ALIGN_PAIR
+
+BUNDLE_FORMAT = "wav2sem-bundle"
+BUNDLE_FORMAT_VERSION = 1
+ARCHITECTURES = ("faceformer", "direct")
+ENCODER_TYPES = ("wav2vec2", "hubert", "wavlm", "logmel")
+
+
+@dataclass(frozen=True)
+class BundleConfig:
+    name: str
+    decoder: DecoderConfig
+    fps: float
+    subjects: tuple[str, ...]
+    encoder: dict                       # {"type", "config"} (see models/encoders.py)
+    semantic: dict | None = None        # same form, or None for a model without Wav2Sem
+    arch: str = "faceformer"
+    description: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["subjects"] = list(self.subjects)
+        return {"format": BUNDLE_FORMAT, "format_version": BUNDLE_FORMAT_VERSION, **data}
+
+    @classmethod
+    def from_dict(cls, data: object) -> "BundleConfig":
+        if not isinstance(data, dict) or data.get("format") != BUNDLE_FORMAT:
+            raise ValueError(f'it is not a wav2sem bundle config (it needs "format": "{BUNDLE_FORMAT}")')
+        version = data.get("format_version", 0)
+        if not _is_int(version):
+            raise ValueError(f"format_version must be a whole number, not {version!r}")
+        if version > BUNDLE_FORMAT_VERSION:
+            raise ValueError(f"bundle format {version} is newer than this backend supports; update wav2sem")
+        decoder = _decoder(data.get("decoder"))
+        fps = data.get("fps")
+        if not _is_number(fps) or not math.isfinite(fps) or fps <= 0:
+            raise ValueError(f"fps must be a positive number, not {fps!r}")
+        subjects = data.get("subjects")
+        if not isinstance(subjects, list) or not subjects or not all(isinstance(s, str) and s for s in subjects):
+            raise ValueError("subjects must be a non-empty list of subject names")
+        if len(set(subjects)) != len(subjects):
+            raise ValueError("subjects lists a name twice")
+        if len(subjects) != decoder.n_subjects:
+            raise ValueError(f"it lists {len(subjects)} subjects but decoder.n_subjects is {decoder.n_subjects}")
+        arch = data.get("arch", "faceformer")
+        if arch not in ARCHITECTURES:
+            raise ValueError(f"unknown model architecture {arch!r}; this backend knows {list(ARCHITECTURES)} (update wav2sem?)")
+        semantic = data.get("semantic")
+        if not isinstance(data.get("name"), str) or not isinstance(data.get("description", ""), str):
+            raise ValueError("name and description must be text")
+        extra = data.get("extra", {})
+        if not isinstance(extra, dict):
+            raise ValueError("extra must be an object")
+        return cls(name=data["name"], decoder=decoder, fps=float(fps), subjects=tuple(subjects),
+                   encoder=_encoder(data.get("encoder"), "encoder"),
+                   semantic=None if semantic is None else _encoder(semantic, "semantic"),
+                   arch=arch, description=data.get("description", ""), extra=extra)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _decoder(data: object) -> DecoderConfig:
+    if not isinstance(data, dict):
+        raise ValueError("decoder must be an object")
+    names = [f.name for f in fields(DecoderConfig)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ValueError(f"decoder has unknown fields {unknown}; known are {names}")
+    for name in ("vertex_count", "n_subjects"):
+        if name not in data:
+            raise ValueError(f"decoder.{name} is missing")
+    for name in names:
+        value = data.get(name)
+        if name == "alignment":
+            if name in data and value not in (ALIGN_INTERPOLATE, ALIGN_PAIR):
+                raise ValueError(f"decoder.alignment must be {ALIGN_INTERPOLATE!r} or {ALIGN_PAIR!r}, not {value!r}")
+        elif name in data and not (value is None and name == "ff_dim") and not (_is_int(value) and value > 0):
+            raise ValueError(f"decoder.{name} must be a positive whole number, not {value!r}")
+    decoder = DecoderConfig(**data)
+    if decoder.feature_dim % decoder.n_heads:
+        raise ValueError(f"decoder.feature_dim ({decoder.feature_dim}) must be a multiple of decoder.n_heads ({decoder.n_heads})")
+    return decoder
+
+
+def _encoder(spec: object, key: str) -> dict:
+    if not isinstance(spec, dict) or not isinstance(spec.get("config"), dict):
+        raise ValueError(f'{key} must be an object {{"type": ..., "config": {{...}}}}')
+    if spec.get("type") not in ENCODER_TYPES:
+        raise ValueError(f"{key}.type {spec.get('type')!r} is not one of {list(ENCODER_TYPES)}")
+    return spec
