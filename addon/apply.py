@@ -7,10 +7,10 @@ name once it is complete, so a failure leaves the mesh exactly as it was.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import bpy
@@ -26,12 +26,30 @@ TAKE_PROPERTY = "wav2sem_take"                 # on the Action: the take's name
 CREATED_BASIS_PROPERTY = "wav2sem_created_basis"   # on the Key: we added the Basis
 _PENDING = "~new"
 _LINEAR = 1                                    # Keyframe.interpolation enum index of 'LINEAR'
-_NAME_BUDGET = 63 - 6                          # Blender names are <= 63 bytes; keep room for ".0000"
+# Blender cuts names at 63 UTF-8 bytes. A take's name leaves room for its key names'
+# ".<index>" (up to 6 digits: a PER_FRAME take of 9 hours at 30 fps) and the pending marker.
+NAME_BYTES = 63
+TAKE_NAME_BYTES = NAME_BYTES - len(".000000") - len(_PENDING)
+_HASH_CHARS = 6
 
 
-def take_name_for(audio_path: str) -> str:
-    stem = re.sub(r"[^\w\-]+", "_", Path(audio_path).stem)
-    return (TAKE_PREFIX + stem)[:_NAME_BUDGET - len(_PENDING)]
+def take_name_for(label: str) -> str:
+    """`LipSync_<label>` within TAKE_NAME_BYTES; a cut name ends in a hash of the whole one,
+    so two long labels that differ only at the end still get two takes."""
+    name = TAKE_PREFIX + re.sub(r"[^\w\-.]+", "_", label)
+    if len(name.encode("utf-8")) <= TAKE_NAME_BYTES:
+        return name
+    digest = hashlib.sha1(name.encode("utf-8")).hexdigest()[:_HASH_CHARS]
+    return cut_utf8(name, TAKE_NAME_BYTES - 1 - _HASH_CHARS) + "_" + digest
+
+
+def cut_utf8(text: str, limit: int) -> str:
+    """The longest prefix of `text` of at most `limit` UTF-8 bytes (whole characters only)."""
+    return text.encode("utf-8")[:limit].decode("utf-8", errors="ignore")
+
+
+class TakeError(RuntimeError):
+    """A take could not be removed completely; the message says what is left."""
 
 
 @dataclass(frozen=True)
@@ -183,32 +201,67 @@ def _discard(obj: bpy.types.Object, created: dict[str, Any], created_basis: bool
         log.exception("could not fully remove a partial take")
 
 
+def _take_tracks(obj: bpy.types.Object, take: str) -> list[tuple[Any, list[bpy.types.Action]]]:
+    """The NLA tracks named `take` that hold lip-sync actions, with those actions."""
+    key = obj.data.shape_keys
+    if key is None or key.animation_data is None:
+        return []
+    found = []
+    for track in key.animation_data.nla_tracks:
+        actions = [s.action for s in track.strips
+                   if s.action is not None and TAKE_PROPERTY in s.action]  # type: ignore[operator]
+        if track.name == take and actions:
+            found.append((track, actions))
+    return found
+
+
+def _animated_keys(action: bpy.types.Action) -> set[str]:
+    """The shape keys an action's F-curves drive (whatever their names were cut to)."""
+    paths = (re.fullmatch(r'key_blocks\["(.+)"\]\.value', curve.data_path) for curve in versions.action_fcurves(action))
+    return {match.group(1) for match in paths if match}
+
+
+def _take_keys(obj: bpy.types.Object, take: str, driven: set[str]) -> list[Any]:
+    key = obj.data.shape_keys
+    pattern = _take_key_pattern(take)
+    return [b for b in key.key_blocks if b != key.reference_key and (b.name in driven or pattern.match(b.name))]
+
+
 def clear_take(obj: bpy.types.Object, take: str, keep_basis: bool = False) -> bool:
     """Remove a take's track, action and keys; returns whether there was one. If the add-on
-    made the Basis and nothing else is left, the mesh goes back to having no shape keys."""
+    made the Basis and nothing else is left, the mesh goes back to having no shape keys.
+    Raises TakeError if any part of the take is still there afterwards."""
     key = obj.data.shape_keys if obj.type == "MESH" else None
     if key is None:
         return False
-    found = False
-    animation = key.animation_data
-    if animation is not None:
-        for track in [t for t in animation.nla_tracks if t.name == take]:
-            actions = [s.action for s in track.strips
-                       if s.action is not None and TAKE_PROPERTY in s.action]  # type: ignore[operator]
-            if not actions:
-                continue
-            animation.nla_tracks.remove(track)
-            for action in actions:
-                if action.users == 0:
-                    bpy.data.actions.remove(action)
-            found = True
-    pattern = _take_key_pattern(take)
-    for block in [b for b in key.key_blocks if pattern.match(b.name)]:
+    driven: set[str] = set()
+    tracks = _take_tracks(obj, take)
+    for track, actions in tracks:
+        for action in actions:
+            driven |= _animated_keys(action)
+        key.animation_data.nla_tracks.remove(track)
+        for action in actions:
+            if action.users == 0:
+                bpy.data.actions.remove(action)
+    blocks = _take_keys(obj, take, driven)
+    for block in blocks:
         obj.shape_key_remove(block)
-        found = True
+    left_tracks, left_keys = _take_tracks(obj, take), _take_keys(obj, take, driven)
+    if left_tracks or left_keys:
+        raise TakeError(f"Could not remove all of {take} from '{obj.name}': {len(left_keys)} shape keys and "
+                        f"{len(left_tracks)} NLA tracks are left; remove them in the Shape Keys and NLA editors.")
     if not keep_basis:
         _tidy(obj)
-    return found
+    return bool(tracks or blocks)
+
+
+def take_span(obj: bpy.types.Object, take: str) -> tuple[int, int] | None:
+    """The first and last scene frame a take plays, or None if the mesh has no such take."""
+    tracks = _take_tracks(obj, take) if obj.type == "MESH" else []
+    if len(tracks) != 1 or len(tracks[0][0].strips) != 1:
+        return None
+    strip = tracks[0][0].strips[0]          # keyed from one frame before to one frame after the take
+    return round(strip.frame_start) + 1, round(strip.frame_end) - 1
 
 
 def _tidy(obj: bpy.types.Object) -> None:

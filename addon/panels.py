@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import apply, operators, properties
+from . import apply, audio_source, operators, properties
 from .ui import UserError
 
 
@@ -29,7 +29,7 @@ class WAV2SEM_PT_lipsync(bpy.types.Panel):
         else:
             try:
                 assert context.scene is not None
-                audio = operators.find_audio(context.scene, "")
+                audio = audio_source.find_audio(context.scene)
                 layout.label(text=f"{audio.strip_name} at frame {audio.frame_start}", icon="SOUND")
             except UserError:
                 layout.label(text="No sound strip selected", icon="SOUND")

@@ -6,7 +6,7 @@ from typing import Literal
 
 import bpy
 
-from . import client, mapping
+from . import apply, client, mapping
 
 # What execute/invoke/modal return (Blender's operator status flags).
 Status = set[Literal["RUNNING_MODAL", "CANCELLED", "FINISHED", "PASS_THROUGH", "INTERFACE"]]
@@ -19,7 +19,7 @@ class UserError(Exception):
 def user_message(exc: BaseException) -> str:
     if isinstance(exc, client.BackendError):
         return exc.user_message()
-    if isinstance(exc, (UserError, mapping.MappingError)):
+    if isinstance(exc, (UserError, mapping.MappingError, apply.TakeError)):
         return str(exc)
     return f"Lip sync failed unexpectedly: {exc!r} (see the system console)."
 

@@ -171,7 +171,7 @@ def test_cancel_leaves_mesh_unchanged(scene, template, addon, workdir):
     operators = sys.modules[PACKAGE + ".operators"]
 
     class Props:  # what the panel passes to the operator
-        object, audio_path, subject, intensity, output_mode = "Head", str(long_speech), "", 1.0, "COMPACT"
+        object, audio_path, strip, subject, intensity, output_mode = "Head", str(long_speech), "", "", 1.0, "COMPACT"
     run = operators.LipSyncRun(operators.gather(bpy.context, Props))
     try:
         while run.job.fraction <= 0.3:          # decoding has started
@@ -218,7 +218,7 @@ def test_packed_sound_strip_is_used_when_its_file_is_gone(scene, template, speec
     strip.sound.pack()
     copy.unlink()
     assert bpy.ops.wav2sem.generate_lipsync(object="Head") == {"FINISHED"}
-    assert [a.name for a in bpy.data.actions] == ["LipSync_packed_line"]
+    assert [a.name for a in bpy.data.actions] == ["LipSync_line"]   # named after the strip
     assert len(head.data.shape_keys.key_blocks) > 1
 
 

@@ -1,0 +1,149 @@
+"""One generation, shared by the modal and synchronous operator paths: the inputs gathered
+from Blender, the backend job, and the write of the take. Main thread only."""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import bpy
+import numpy as np
+
+from . import apply, audio_source, client, mapping, preferences, properties, protocol, scratch
+from .audio_source import AudioChoice
+from .ui import Status, UserError, user_message
+
+log = logging.getLogger(__name__)
+
+
+def find_mesh(context: bpy.types.Context, name: str) -> bpy.types.Object:
+    obj = bpy.data.objects.get(name) if name else context.active_object
+    if obj is None:
+        raise UserError(f"There is no object named '{name}'." if name else "Select a mesh object (the head) first.")
+    if obj.type != "MESH":
+        raise UserError(f"'{obj.name}' is a {obj.type.lower()}, not a mesh; select the head mesh.")
+    if obj.library is not None or getattr(obj.data, "library", None) is not None:
+        raise UserError(f"'{obj.name}' is linked from a library; make it local to animate it.")
+    return obj
+
+
+@dataclass(frozen=True)
+class Inputs:
+    object_name: str
+    take: str
+    audio: AudioChoice
+    target_fps: float
+    subject: str
+    intensity: float
+    output_mode: str
+    model: str
+    device: str
+    tolerance: float
+    keep_warm: bool
+    python: client.PythonChoice
+
+
+def gather(context: bpy.types.Context, op: Any) -> Inputs:
+    """The operator's properties (object, audio_path, strip, ...) and the preferences."""
+    obj = find_mesh(context, op.object)
+    if obj.mode == "EDIT":
+        raise UserError(f"'{obj.name}' is in Edit Mode; switch to Object Mode to add lip sync.")
+    assert context.scene is not None
+    audio = audio_source.find_audio(context.scene, op.audio_path, op.strip)
+    prefs = preferences.preferences(context)
+    render = context.scene.render
+    model = bpy.path.abspath(prefs.model) if prefs.model else ""
+    return Inputs(obj.name, apply.take_name_for(audio.label), audio, mapping.scene_fps(render.fps, render.fps_base),
+                  op.subject, op.intensity, op.output_mode, model, prefs.device, prefs.tolerance, prefs.keep_warm,
+                  preferences.backend_python(context))
+
+
+Level = Literal["INFO", "WARNING", "ERROR"]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How the operator ends and what it reports: (level, message) pairs."""
+    status: Status
+    reports: tuple[tuple[Level, str], ...]
+
+
+CANCELLED = Outcome({"CANCELLED"}, (("WARNING", "Lip sync cancelled; the mesh is unchanged."),))
+
+
+def failure(exc: BaseException) -> Outcome:
+    if not isinstance(exc, (client.BackendError, UserError, mapping.MappingError)):
+        log.exception("lip sync failed")
+    return Outcome({"CANCELLED"}, (("ERROR", user_message(exc)),))
+
+
+def _finish_message(summary: apply.TakeSummary) -> str:
+    return (f"Lip sync '{summary.name}': frames {summary.frame_start}-{summary.frame_end}, "
+            f"{summary.keys} shape keys" + (f", {summary.relative_error:.2%} compression error"
+                                            if summary.relative_error else ""))
+
+
+class LipSyncRun:
+    """Backend job for one take, then the write."""
+
+    def __init__(self, inputs: Inputs):
+        self.inputs = inputs
+        self.cancel_requested = False
+        backend, is_new = client.POOL.get(inputs.python.path)
+        self.folder = scratch.make_run_folder()
+        try:
+            audio = audio_source.file_for_backend(inputs.audio, self.folder)
+            request = client.GenerateRequest(audio, inputs.model, inputs.subject, inputs.device,
+                                             os.path.join(self.folder, "offsets.npy"))
+            self.job = client.GenerateJob(backend, request, say_hello=is_new)
+        except BaseException:
+            scratch.remove_run_folder(self.folder)
+            client.POOL.close()
+            raise
+
+    def _mesh(self) -> bpy.types.Object:
+        obj = bpy.data.objects.get(self.inputs.object_name)
+        if obj is None or obj.type != "MESH":
+            raise UserError(f"The mesh '{self.inputs.object_name}' was removed while lip sync was running.")
+        return obj
+
+    def finish(self, context: bpy.types.Context) -> Outcome:
+        """After the job ended: write the take unless it failed or a cancel was asked for."""
+        error = self.job.error
+        if self.cancel_requested or (error is not None and error.code == protocol.CANCELLED):
+            return CANCELLED
+        if error is not None:
+            return failure(error)
+        try:
+            summary, warnings = self._write()
+        except Exception as exc:
+            return failure(exc)
+        properties.remember_subjects(context, self.job.model_info)
+        reports: list[tuple[Level, str]] = [("WARNING", warning) for warning in warnings]
+        return Outcome({"FINISHED"}, (*reports, ("INFO", _finish_message(summary))))
+
+    def _write(self) -> tuple[apply.TakeSummary, tuple[str, ...]]:
+        job, inputs = self.job, self.inputs
+        assert job.model_info is not None and job.result is not None
+        obj = self._mesh()
+        template = np.load(job.model_info.template, allow_pickle=False)
+        offsets = np.load(job.result.offsets, allow_pickle=False)
+        prepared = mapping.prepare_take(template, apply.rest_positions(obj), offsets, job.result.fps,
+                                        inputs.target_fps, inputs.intensity, inputs.output_mode, inputs.tolerance,
+                                        mesh_name=f"'{obj.name}'")
+        summary = apply.write_take(obj, inputs.take, prepared, inputs.audio.frame_start)
+        return summary, job.result.warnings + prepared.warnings
+
+    def close(self) -> None:
+        """Remove the run's files and release (or, after a failure, stop) the backend."""
+        scratch.remove_run_folder(self.folder)
+        try:
+            error = self.job.error
+            if error is not None and error.code in (protocol.BACKEND_DIED, protocol.PROTOCOL_MISMATCH):
+                client.POOL.close()
+            else:
+                client.POOL.release(self.inputs.keep_warm)
+        except Exception:
+            log.exception("releasing the backend failed; stopping it")
+            client.POOL.close()
