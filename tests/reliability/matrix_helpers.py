@@ -36,7 +36,8 @@ def assert_one_sentence(message: object, *names: str) -> str:
     """A message a user can act on: one line, no traceback or Python repr, naming `names`."""
     assert isinstance(message, str) and message.strip(), f"no message: {message!r}"
     text = message.strip()
-    assert "Traceback" not in text and "\n" not in text, f"not one line: {text!r}"
+    assert "Traceback" not in text, f"a traceback in the message: {text!r}"
+    assert "\n" not in text, f"not one line: {text!r}"
     assert len(text) <= 400, f"too long for one sentence ({len(text)} characters): {text[:200]!r}..."
     for name in names:
         assert name.lower() in text.lower(), f"the message does not name {name!r}: {text!r}"
@@ -133,6 +134,7 @@ class Server:
         self.stderr_lines: list[str] = []
         self._held: list[dict] = []
         self._next = 0
+        self.eof = threading.Event()   # stdout closed: the server is gone even if not yet reaped
         threading.Thread(target=self._read_stdout, daemon=True).start()
         threading.Thread(target=self._read_stderr, daemon=True).start()
 
@@ -146,6 +148,7 @@ class Server:
                 self.bad_lines.append(line)
                 continue
             self.messages.put(message)
+        self.eof.set()
         self.messages.put(_EOF)
 
     def _read_stderr(self) -> None:
@@ -157,7 +160,7 @@ class Server:
         return "".join(self.stderr_lines)
 
     def alive(self) -> bool:
-        return self.proc.poll() is None
+        return self.proc.poll() is None and not self.eof.is_set()
 
     def send_bytes(self, data: bytes) -> None:
         self.proc.stdin.write(data if data.endswith(b"\n") else data + b"\n")

@@ -35,7 +35,11 @@ def clean_workdir(live_server, serve_tmp):
 
 
 def generate(server: Server, audio, timeout: float = 60, **params) -> dict:
-    return server.request("generate", {"audio": str(audio), "device": "cpu", **params}, timeout)
+    return server.request("generate", {"audio": str(audio), "device": "cpu"} | params, timeout)
+
+
+def message_of(final: dict) -> str:
+    return final["error"]["message"] if final["type"] == "error" else f"result: {final['data'].get('frames')} frames"
 
 
 # ----- lines that are not requests ---------------------------------------------------------------
@@ -65,7 +69,7 @@ def test_bad_line(name, line, live_server, clean_workdir, seen):
 
 @matrix("unknown op", "BAD_REQUEST naming the op")
 def test_unknown_op(live_server, seen):
-    error = seen(live_server.error("dance"))
+    error = live_server.error("dance")
     seen(assert_user_error(error, "dance", codes=("BAD_REQUEST",)))
 
 
@@ -87,12 +91,12 @@ def test_generate_audio(case, live_server, clean_workdir, tmp_path, seen):
     out.mkdir()
     final = generate(live_server, audio, output=str(out / "take.npy"))
     if case.expect == FAIL or (case.expect == FAIL_OR_FINITE and final["type"] == "error"):
-        seen(final.get("error"))
+        seen(message_of(final))
         assert final["type"] == "error", f"expected an error, got a result: {final}"
         seen(assert_user_error(final["error"], audio.name, codes=case.codes))
         assert listing(out) == {}, "output written on failure"
         return
-    seen(final.get("error", {}).get("message") or f"{final['data']['frames']} frames")
+    seen(message_of(final))
     assert final["type"] == "result", final
     offsets = np.load(final["data"]["offsets"])
     assert np.isfinite(offsets).all(), "non-finite offsets"
@@ -123,13 +127,13 @@ BAD_PARAMS = [
                                                for c in BAD_PARAMS])
 def test_generate_bad_param(name, params, names, live_server, clean_workdir, speech, seen):
     final = generate(live_server, speech, **params)
-    seen(final.get("error") or final)
+    seen(message_of(final))
     assert final["type"] == "error", f"expected an error, got {final}"
     seen(assert_user_error(final["error"], names))
 
 
 OUTPUT_PLACES = [("output in a missing folder", lambda d: d / "not_made" / "take.npy", "not_made", False),
-                 ("output onto a folder", lambda d: d, "out", False),
+                 ("output onto a folder", lambda d: (d / "take.npy").mkdir() or d / "take.npy", "take.npy", False),
                  ("output in a read-only folder", lambda d: d / "take.npy", "out", True)]
 
 
@@ -147,10 +151,10 @@ def test_generate_bad_output(name, place, names, needs_permissions, live_server,
         final = generate(live_server, speech, output=str(place(out)))
     finally:
         out.chmod(0o755)
-    seen(final.get("error") or final)
+    seen(message_of(final))
     assert final["type"] == "error", final
     seen(assert_user_error(final["error"], names, codes=("OUTPUT_UNWRITABLE",)))
-    assert listing(out) == {}
+    assert set(listing(out)) <= {"take.npy"}
 
 
 @pytest.mark.parametrize("case", [pytest.param(c, id=c.name, marks=matrix(f"generate: {c.name}", "MODEL_NOT_FOUND or MODEL_INVALID"))
@@ -158,7 +162,7 @@ def test_generate_bad_output(name, place, names, needs_permissions, live_server,
 def test_generate_bad_bundle(case, live_server, clean_workdir, tiny_bundle, speech, tmp_path, seen):
     bundle = broken_bundle(tiny_bundle, case, tmp_path)
     final = generate(live_server, speech, model=str(bundle))
-    seen(final.get("error") or final)
+    seen(message_of(final))
     assert final["type"] == "error", final
     seen(assert_user_error(final["error"], bundle.name, codes=case.codes))
 
