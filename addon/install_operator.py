@@ -2,6 +2,7 @@
 in background mode) and shows its progress in the preferences."""
 from __future__ import annotations
 
+import platform
 import shlex
 import sys
 from pathlib import Path
@@ -9,7 +10,7 @@ from typing import Any
 
 import bpy
 
-from . import client, installer, preferences
+from . import client, installer, preferences, torch_build
 from .ui import Status, redraw_sidebars
 
 ADDON_DIR = Path(__file__).resolve().parent
@@ -26,8 +27,10 @@ class WAV2SEM_OT_install_backend(bpy.types.Operator):
     def _plan(self, context: bpy.types.Context) -> installer.InstallPlan:
         prefs = preferences.preferences(context)
         base = bpy.path.abspath(prefs.install_python) if prefs.install_python else sys.executable
+        pip_args = tuple(shlex.split(prefs.pip_args))
+        torch = torch_build.choose_torch(platform.system(), torch_build.find_nvidia_gpus(), pip_args)
         return installer.InstallPlan(base, str(preferences.managed_venv_dir()),
-                                     str(ADDON_DIR / installer.BACKEND_SOURCE_DIR), tuple(shlex.split(prefs.pip_args)))
+                                     str(ADDON_DIR / installer.BACKEND_SOURCE_DIR), pip_args, torch=torch)
 
     def _begin(self, context: bpy.types.Context) -> bool:
         client.POOL.close()   # the managed environment may be in use
@@ -37,7 +40,7 @@ class WAV2SEM_OT_install_backend(bpy.types.Operator):
         except installer.InstallError as exc:
             self._report_status(context, str(exc), error=True)
             return False
-        self._report_status(context, "Installing the backend...")
+        self._report_status(context, f"Installing the backend...\n{self._torch_line()}", fraction=0.0)
         return True
 
     def execute(self, context: bpy.types.Context) -> Status:
@@ -65,7 +68,7 @@ class WAV2SEM_OT_install_backend(bpy.types.Operator):
             return {"PASS_THROUGH"}
         lines = inst.poll()
         if lines:
-            self._report_status(context, f"{inst.step}\n{lines[-1][:120]}")
+            self._report_status(context, f"{self._torch_line()}\n{inst.step}\n{lines[-1][:120]}", inst.fraction)
         if not inst.finished:
             return {"RUNNING_MODAL"}
         context.window_manager.event_timer_remove(self._timer)
@@ -88,11 +91,20 @@ class WAV2SEM_OT_install_backend(bpy.types.Operator):
         if inst.error:
             self._report_status(context, inst.error, error=True)
             return {"CANCELLED"}
-        self._report_status(context, f"Backend installed in {inst.plan.venv_dir}; click Check to test it.")
+        self._report_status(context, f"Backend installed in {inst.plan.venv_dir} ({self._torch_line()}); "
+                                     "click Check to test it.")
         return {"FINISHED"}
 
-    def _report_status(self, context: bpy.types.Context, text: str, error: bool = False) -> None:
-        preferences.preferences(context).status = text
+    def _torch_line(self) -> str:
+        torch = self._installer.plan.torch if self._installer is not None else None
+        return torch.description if torch is not None else ""
+
+    def _report_status(self, context: bpy.types.Context, text: str, fraction: float = -1.0,
+                       error: bool = False) -> None:
+        """fraction: the install's progress bar (0..1), -1 hides it."""
+        prefs = preferences.preferences(context)
+        prefs.status = text
+        prefs.install_fraction = fraction
         if error or bpy.app.background:
             self.report({"ERROR"} if error else {"INFO"}, text.replace("\n", ": "))
         redraw_sidebars(context)

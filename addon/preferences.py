@@ -9,7 +9,7 @@ from pathlib import Path
 import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, StringProperty
 
-from . import client, mapping, versions
+from . import client, install_progress, mapping, versions
 
 PACKAGE = versions.addon_package(__name__)
 DEVICES = (("auto", "Auto", "The GPU when there is one, else the CPU"),
@@ -37,8 +37,10 @@ class WAV2SEM_AP_preferences(bpy.types.AddonPreferences):
         description="The Python that creates the backend environment; empty = the Python Blender runs on")
     pip_args: StringProperty(  # type: ignore[valid-type]
         name="Extra pip Arguments",
-        description="e.g. --index-url for a mirror, or a CPU-only torch index")
+        description="e.g. --index-url for a mirror (torch then comes from it too; without one, the CPU build of "
+                    "torch is chosen when there is no NVIDIA GPU)")
     status: StringProperty(default="", options={"SKIP_SAVE"})  # type: ignore[valid-type]
+    install_fraction: FloatProperty(default=-1.0, options={"SKIP_SAVE"})  # type: ignore[valid-type]
 
     def draw(self, context: bpy.types.Context) -> None:
         layout = self.layout
@@ -47,9 +49,12 @@ class WAV2SEM_AP_preferences(bpy.types.AddonPreferences):
         row = box.row(align=True)
         row.operator("wav2sem.install_backend", icon="IMPORT")
         row.operator("wav2sem.check_backend", icon="CHECKMARK")
+        if self.install_fraction >= 0.0:
+            draw_progress(box, self.install_fraction)
         if self.status:
             for line in self.status.split("\n")[-4:]:
-                box.label(text=line)
+                if line:
+                    box.label(text=line)
         box.prop(self, "backend_python")
         box.prop(self, "install_python")
         box.prop(self, "pip_args")
@@ -59,6 +64,14 @@ class WAV2SEM_AP_preferences(bpy.types.AddonPreferences):
         row.prop(self, "device")
         row.prop(self, "keep_warm")
         layout.prop(self, "tolerance")
+
+
+def draw_progress(layout: bpy.types.UILayout, fraction: float) -> None:
+    """Install Backend's bar: layout.progress on Blender 4.0+, a text bar before."""
+    if hasattr(layout, "progress"):
+        layout.progress(factor=fraction, type="BAR", text=f"{fraction * 100:.0f}%")
+    else:
+        layout.label(text=install_progress.text_bar(fraction))
 
 
 classes = (WAV2SEM_AP_preferences,)

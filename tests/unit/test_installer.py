@@ -182,3 +182,109 @@ def test_a_crashed_install_is_recovered_at_the_next_install(old_venv, tmp_path):
     assert job.error is not None
     assert backend_version(old_venv) == "wav2sem 0.0.1"
     assert siblings(old_venv) == ["venv"]
+
+
+# --- The torch build and the progress bar (issue 9 item 12) ---
+
+from wav2sem_lipsync import install_progress, torch_build  # noqa: E402
+
+# Recorded: pip 26.3 `install --progress-bar raw sympy` from PyPI.
+PIP_RAW = """\
+Collecting sympy
+  Downloading sympy-1.14.0-py3-none-any.whl (6.3 MB)
+Progress 0 of 6299353
+Progress 262144 of 6299353
+Progress 6299353 of 6299353
+Collecting mpmath<1.4,>=1.1.0 (from sympy)
+  Downloading mpmath-1.3.0-py3-none-any.whl (536 kB)
+Progress 0 of 536198
+Progress 262144 of 536198
+Progress 536198 of 536198
+Installing collected packages: mpmath, sympy
+Successfully installed mpmath-1.3.0 sympy-1.14.0""".splitlines()
+# Recorded: pip 23.2.1 (a fresh Python 3.11 venv) `install --progress-bar off numpy`.
+PIP_OLD = """\
+Looking in links: /opt/wheels, http://127.0.0.1:8765/
+Collecting numpy
+  Downloading http://127.0.0.1:8765/numpy-2.4.6-cp311-cp311-manylinux_2_27_x86_64.manylinux_2_28_x86_64.whl (16.9 MB)
+Installing collected packages: numpy
+Successfully installed numpy-2.4.6""".splitlines()
+
+
+def fractions(lines, expected):
+    progress = install_progress.PipProgress(expected)
+    return [progress.feed(line) for line in lines]
+
+
+def test_pip_raw_progress_lines_fill_the_bar_by_bytes():
+    seen = fractions(PIP_RAW, install_progress.PipExpectation(packages=2, download_bytes=6_835_551))
+    assert seen == sorted(seen) and seen[-1] == 1.0
+    assert seen[PIP_RAW.index("Progress 6299353 of 6299353")] == pytest.approx(0.9 * 6299353 / 6835551)
+    assert seen[PIP_RAW.index("Progress 262144 of 536198")] == pytest.approx(0.9 * (6299353 + 262144) / 6835551)
+    assert seen[PIP_RAW.index("Installing collected packages: mpmath, sympy")] == pytest.approx(0.9)
+    # A bigger expectation than what came: the bar waits for "Installing", it does not run ahead.
+    seen = fractions(PIP_RAW, install_progress.PipExpectation(packages=10, download_bytes=200e6))
+    assert seen[PIP_RAW.index("Progress 536198 of 536198")] == pytest.approx(0.9 * 2 / 10)
+    assert seen[-2:] == [0.9, 1.0]
+
+
+def test_old_pip_without_raw_progress_counts_packages():
+    seen = fractions(PIP_OLD, install_progress.PipExpectation(packages=4, download_bytes=200e6))
+    assert seen == [0.0, pytest.approx(0.9 / 4), pytest.approx(0.9 / 4), 0.9, 1.0]
+    assert install_progress.progress_bar_option("pip 23.2.1 from /v/lib/python3.11/site-packages/pip (python 3.11)") \
+        == "off"
+    assert install_progress.progress_bar_option("pip 24.1 from /v/pip (python 3.12)") == "raw"
+    assert install_progress.progress_bar_option("pip 26.3 from /v/pip (python 3.11)") == "raw"
+    assert install_progress.progress_bar_option("") == "off"
+
+
+def test_text_bar_for_blender_without_layout_progress():
+    assert install_progress.text_bar(0.0, 10) == "[..........]   0%"
+    assert install_progress.text_bar(0.42, 10) == "[####......]  42%"
+    assert install_progress.text_bar(1.7, 10) == "[##########] 100%"
+
+
+def test_torch_build_chosen_from_the_gpus_found():
+    cpu = torch_build.choose_torch("Linux", [])
+    assert cpu == torch_build.TorchChoice("torch: CPU build (no NVIDIA GPU found)", torch_build.CPU_INDEX)
+    assert torch_build.choose_torch("Windows", []).index_url == torch_build.CPU_INDEX
+    cuda = torch_build.choose_torch("Linux", ["NVIDIA H200"])
+    assert cuda.index_url is None and cuda.description == "torch: CUDA build (NVIDIA H200)"
+    assert torch_build.choose_torch("Windows", ["Tesla T4"]).description == "torch: CUDA build (NVIDIA Tesla T4)"
+    assert torch_build.choose_torch("Darwin", []).index_url is None
+    for args in (["--index-url", "https://mirror/simple"], ["-ihttps://m"], ["-i", "https://m"],
+                 ["--extra-index-url=https://m"], ["--no-index", "--find-links", "/wheels"], ["-f", "/w"]):
+        assert torch_build.choose_torch("Linux", [], args).index_url is None, args
+    assert torch_build.choose_torch("Linux", [], ["--proxy", "http://p:3128", "--isolated"]).index_url is not None
+
+
+def test_nvidia_detection_parsing():
+    smi = ("GPU 0: NVIDIA H200 (UUID: GPU-3c1d2b3e-1111-2222-3333-444455556666)\n"
+           "GPU 1: NVIDIA GeForce RTX 4090 (UUID: GPU-aaaa)\n")
+    assert torch_build.parse_nvidia_smi(smi) == ["NVIDIA H200", "NVIDIA GeForce RTX 4090"]
+    assert torch_build.parse_nvidia_smi("No devices were found\n") == []
+    assert torch_build.parse_nvidia_smi("") == []
+    info = "Model: \t\t NVIDIA A100-SXM4-80GB\nIRQ:   \t\t 42\nGPU UUID: \t GPU-x\n"
+    assert torch_build.parse_proc_information(info) == "NVIDIA A100-SXM4-80GB"
+
+
+def test_torch_requirement_comes_from_the_carried_pyproject(tmp_path):
+    source = load_build_addon().stage_backend_source(tmp_path / "backend_src")
+    assert torch_build.torch_requirement(source) == "torch>=2.1"
+    assert torch_build.torch_requirement(tmp_path / "nowhere") == "torch"
+
+
+def test_plan_installs_cpu_torch_first_from_the_cpu_index(tmp_path):
+    plan = installer.InstallPlan("python3", str(tmp_path / "venv"), str(tmp_path / "src"), ("--proxy", "http://p"),
+                                 torch=torch_build.choose_torch("Linux", []))
+    venv, torch, rest = plan.steps("raw")
+    assert venv.command[-1] == str(tmp_path / "venv.new")
+    assert torch.title == "Installing torch: CPU build (no NVIDIA GPU found)"
+    assert torch.command[torch.command.index("--index-url") + 1] == torch_build.CPU_INDEX
+    assert torch.command[-1] == "torch" and "--proxy" in torch.command        # no pyproject in src: plain torch
+    assert "--index-url" not in rest.command and rest.command[-1] == str(tmp_path / "src")
+    assert rest.command[rest.command.index("--progress-bar") + 1] == "raw"
+    assert sum(step.weight for step in (venv, torch, rest, plan.check_step())) == pytest.approx(1.0)
+    cuda = installer.InstallPlan("python3", str(tmp_path / "venv"), str(tmp_path / "src"),
+                                 torch=torch_build.choose_torch("Linux", ["NVIDIA H200"]))
+    assert len(cuda.steps()) == 2 and sum(s.weight for s in [*cuda.steps(), cuda.check_step()]) == pytest.approx(1)
