@@ -145,3 +145,49 @@ def test_bundle_onto_a_folder_of_other_files_is_refused_before_training(tmp_path
     assert sorted(str(p.relative_to(runs)) for p in runs.rglob("*")) == before
     assert (runs / "notes.txt").read_text() == "keep"
     assert not (tmp_path / "new").exists()
+
+
+def test_recipe_overrides_reject_unknown_keys_and_suggest_the_closest(tmp_path):
+    from w2s_helpers import assert_clean_failure, run_wav2sem_inprocess
+    from wav2sem.errors import Wav2SemError
+    from wav2sem.train.config import load_config
+
+    for typo, suggestion in (("animation_training.epoch", "animation_training.epochs"), ("seeed", "seed"),
+                             ("encoder.config.n_mel", "encoder.config.n_mels"),
+                             ("animation_training.augment.snr", "animation_training.augment.snr_db"),
+                             ("semantic_trainin.epochs", "semantic_training")):
+        with pytest.raises(Wav2SemError) as info:
+            load_config(None, {typo: 3})
+        message = info.value.message
+        assert typo in message and suggestion in message and "\n" not in message, message
+    with pytest.raises(Wav2SemError) as info:
+        load_config(None, {"decoder.feature_dim.size": 3})      # a number has no keys
+    assert "decoder.feature_dim" in info.value.message
+    with pytest.raises(Wav2SemError) as info:
+        load_config(None, {"animation_training.epoch": 3})
+    assert "epochs" in info.value.message and "lr" in info.value.message      # names the keys that exist
+    # keys the trainers read with a default are accepted although the shipped recipe omits them
+    config = load_config(None, {"animation_training.val_items": 3, "animation_training.init_weights": "x.pt",
+                                "animation_training.epochs": 4, "encoder.config.downsample": 2,
+                                "semantic_training.batch_seconds": 30.0, "encoder.pretrained": "/enc"})
+    assert config["animation_training"]["epochs"] == 4 and config["animation_training"]["val_items"] == 3
+    assert config["encoder"]["config"]["downsample"] == 2
+    # a whole replaced encoder spec is checked as replaced (a transformers config takes any key)
+    config = load_config(None, {"encoder": {"type": "wav2vec2", "config": {}}, "encoder.config.num_hidden_layers": 2})
+    assert config["encoder"]["config"] == {"num_hidden_layers": 2}
+
+    proc = run_wav2sem_inprocess("train", "animation", "--corpus", tmp_path / "none", "--out", tmp_path / "run",
+                                 "--set", "animation_training.epoch=3")
+    assert "animation_training.epochs" in assert_clean_failure(proc, "animation_training.epoch")
+
+
+def test_unreadable_recipe_file_is_one_sentence(tmp_path):
+    from wav2sem.errors import Wav2SemError
+    from wav2sem.train.config import load_config
+
+    (tmp_path / "list.json").write_text("[1]")
+    (tmp_path / "broken.json").write_text("{")
+    for name in ("missing.json", "list.json", "broken.json"):
+        with pytest.raises(Wav2SemError) as info:
+            load_config(tmp_path / name)
+        assert name in info.value.message and "\n" not in info.value.message
