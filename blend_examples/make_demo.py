@@ -1,16 +1,23 @@
 """Build the example scene headlessly: blend_examples/demo.wav and demo.blend.
 
-    .venv/bin/python blend_examples/make_demo.py [--out blend_examples]
+    .venv/bin/python blend_examples/make_demo.py [--out blend_examples] [--new-audio]
 
 demo.wav: a sentence spoken by festival's HTS voice (synthesised by us, no third-party
-recording). demo.blend: the model's template head as a mesh named "Head" with a skin and a
-lip material, a camera framing the face, a key and a fill light, and demo.wav as a sound
-strip at frame 1 (Blender 5.0 via the `bpy` module; a 5.0 file does not open in 3.4).
+recording; made only when missing or with --new-audio). demo.blend: the model's template head
+as a mesh named "Head" with a skin and a lip material, a camera framing the face, a key and a
+fill light, and demo.wav as a sound strip at frame 1.
+
+The .blend is saved by the oldest Blender here, so that every supported version opens it
+(files open in newer Blenders, not in older ones): Debian's `blender` (3.4) runs this same
+script as `blender -b --factory-startup --python make_demo.py -- SCENE.npz AUDIO BLEND`;
+without it, the `bpy` module of the venv saves it (then it opens only in that version and newer).
 """
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -49,7 +56,31 @@ def head_template():
     return Template.load(default) if default.is_file() else build_head().template
 
 
-def make_blend(path: Path, audio: Path) -> Path:
+def write_scene_data(path: Path) -> Path:
+    """What the scene needs from the backend, for a Blender whose Python has no wav2sem."""
+    template = head_template()
+    faces = template.faces if template.faces is not None else np.zeros((0, 3), np.int32)
+    np.savez(path, vertices=template.vertices.astype(np.float64), faces=faces.astype(np.int64),
+             lips=np.asarray(template.regions.get("lips", np.zeros(0, int)), np.int64))
+    return path
+
+
+def save_blend(path: Path, audio: Path, blender: str | None) -> Path:
+    """demo.blend saved by `blender` (a program) when given, else by the bpy module here."""
+    with tempfile.TemporaryDirectory(prefix="wav2sem-demo-") as tmp:
+        data = write_scene_data(Path(tmp) / "scene.npz")
+        if blender is None:
+            print("NOTE: no `blender` program found; saving demo.blend with the bpy module, so it opens only "
+                  "in that Blender version and newer.", flush=True)
+            return make_blend(path, audio, data)
+        env = dict(os.environ, HOME=tmp)
+        subprocess.run([blender, "-b", "--factory-startup", "--python", str(Path(__file__).resolve()), "--",
+                        str(data), str(audio), str(path)], check=True, env=env, stdout=subprocess.DEVNULL)
+    return path
+
+
+def make_blend(path: Path, audio: Path, scene_data: Path) -> Path:
+    """Runs in Blender (any supported version): the scene from write_scene_data's file."""
     os.environ.setdefault("HOME", tempfile.mkdtemp(prefix="wav2sem-demo-home-"))
     import bpy
 
@@ -57,21 +88,21 @@ def make_blend(path: Path, audio: Path) -> Path:
     bpy.context.preferences.filepaths.save_version = 0      # no demo.blend1 backups
     scene = bpy.context.scene
     scene.render.fps, scene.render.fps_base = FPS, 1.0
-    template = head_template()
+    with np.load(scene_data) as data:
+        vertices, faces, lips = data["vertices"], data["faces"], data["lips"]
     mesh = bpy.data.meshes.new("Head")
-    faces = template.faces if template.faces is not None else np.zeros((0, 3), np.int32)
-    mesh.from_pydata(template.vertices.astype(float).tolist(), [], faces.tolist())
+    mesh.from_pydata(vertices.tolist(), [], faces.tolist())
     mesh.update()
     for poly in mesh.polygons:
         poly.use_smooth = True
     head = bpy.data.objects.new("Head", mesh)
     scene.collection.objects.link(head)
-    _materials(head, template)
+    _materials(head, set(lips.tolist()))
     # Template: metres, Y up, face towards +Z. Blender: Z up, so turn the head to look down -Y.
     head.rotation_euler = (np.pi / 2, 0.0, 0.0)
     bpy.context.view_layer.objects.active = head
     head.select_set(True)
-    _camera_and_lights(scene, template)
+    _camera_and_lights(scene, vertices)
     scene.sequence_editor_create()
     editor = scene.sequence_editor
     strips = editor.strips if hasattr(editor, "strips") else editor.sequences   # 5.0 renamed sequences
@@ -80,11 +111,13 @@ def make_blend(path: Path, audio: Path) -> Path:
     scene.render.resolution_x, scene.render.resolution_y = 720, 720
     scene.display.shading.light = "STUDIO"
     scene.display.shading.color_type = "MATERIAL"
-    bpy.ops.wm.save_as_mainfile(filepath=str(path), relative_remap=True)
+    bpy.ops.wm.save_as_mainfile(filepath=str(path), compress=True)
+    bpy.ops.file.make_paths_relative()                      # the sound as //demo.wav, beside the .blend
+    bpy.ops.wm.save_mainfile(compress=True)
     return path
 
 
-def _materials(head, template) -> None:
+def _materials(head, lips: set[int]) -> None:
     import bpy
 
     def material(name: str, rgba) -> "bpy.types.Material":
@@ -99,17 +132,15 @@ def _materials(head, template) -> None:
 
     head.data.materials.append(material("Skin", (0.80, 0.62, 0.52, 1.0)))
     head.data.materials.append(material("Lips", (0.66, 0.30, 0.30, 1.0)))
-    lips = set(template.regions.get("lips", np.zeros(0, int)).tolist())
     if lips:
         for poly in head.data.polygons:
             if sum(v in lips for v in poly.vertices) == len(poly.vertices):
                 poly.material_index = 1
 
 
-def _camera_and_lights(scene, template) -> None:
+def _camera_and_lights(scene, v: np.ndarray) -> None:
     import bpy
 
-    v = template.vertices
     # After the +90 degree X rotation: template (x, y, z) -> Blender (x, -z, y).
     height = float(np.ptp(v[:, 1]))
     face = v[v[:, 2] > np.percentile(v[:, 2], 60)]          # the front of the head
@@ -140,14 +171,28 @@ def _look_rotation(direction: np.ndarray) -> tuple[float, float, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(HERE), help="folder for demo.wav and demo.blend")
+    parser.add_argument("--new-audio", action="store_true", help="speak demo.wav again even if it exists")
+    parser.add_argument("--blender", default=shutil.which("blender"),
+                        help="the Blender that saves demo.blend (default: `blender` on PATH, else the bpy module)")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    audio = make_audio(out / "demo.wav")
-    blend = make_blend(out / "demo.blend", audio)
-    print(f"wrote {audio} and {blend}")
+    audio = out / "demo.wav"
+    if args.new_audio or not audio.is_file():
+        make_audio(audio)
+    blend = save_blend(out / "demo.blend", audio, args.blender)
+    print(f"wrote {blend} (sound: {audio})")
+    return 0
+
+
+def blender_main(argv: list[str]) -> int:
+    """Inside `blender -b --python make_demo.py -- SCENE.npz AUDIO BLEND`."""
+    scene_data, audio, blend = (Path(arg) for arg in argv)
+    make_blend(blend, audio, scene_data)
     return 0
 
 
 if __name__ == "__main__":
+    if "bpy" in sys.modules:        # run by a Blender program (it imports bpy before the script)
+        sys.exit(blender_main(sys.argv[sys.argv.index("--") + 1:]))
     sys.exit(main())
