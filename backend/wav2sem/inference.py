@@ -10,6 +10,7 @@ key/value cache, so memory stays bounded and there is no length limit.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,8 @@ import torch
 
 from . import audio as audio_io
 from .bundle import Bundle, load_weights, read_bundle
-from .errors import AUDIO_TOO_SHORT, BAD_REQUEST, DEVICE_UNAVAILABLE, OUT_OF_MEMORY, Cancelled, Wav2SemError
+from .errors import (AUDIO_TOO_SHORT, BAD_REQUEST, DEVICE_UNAVAILABLE, MODEL_INVALID, OUT_OF_MEMORY, Cancelled,
+                     Wav2SemError)
 from .models.encoders import encode_aligned, memory_frame_count
 from .models.talker import ALIGN_PAIR, SpeechToFace
 from .segmentation import utterance_spans
@@ -128,12 +130,18 @@ def subject_weights(model: LoadedModel, subject) -> torch.Tensor:
             raise Wav2SemError(BAD_REQUEST, f"Subject index {i} is out of range; this model has {n} subjects (0..{n - 1}).")
         return i
 
+    def weight(key, value) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise Wav2SemError(BAD_REQUEST, f"The blend weight for subject {key!r} must be a number of 0 or more, "
+                                            f"not {value!r}.")
+        return float(value)
+
     weights = torch.zeros(n)
     if subject is None:
         weights[0] = 1.0
     elif isinstance(subject, dict):
         for key, w in subject.items():
-            weights[index(key)] += float(w)
+            weights[index(key)] += weight(key, w)
         if float(weights.sum()) <= 0:
             raise Wav2SemError(BAD_REQUEST, "Subject blend weights must add up to more than 0.")
         weights /= weights.sum()
@@ -152,10 +160,15 @@ def generate(
 ) -> GenerateResult:
     """Animate 16 kHz mono speech (S,) float32. Returns offsets (T, V, 3) from the template at
     the model fps. Blocks; call from a worker thread. `should_cancel` is polled between
-    windows and frames; when it returns True, `Cancelled` is raised."""
+    windows, utterances and frames, after each stage and before returning; when it returns
+    True, `Cancelled` is raised."""
     started = time.perf_counter()
     report = progress or (lambda stage, fraction, message: None)
     cancelled = should_cancel or (lambda: False)
+
+    def check_cancel() -> None:
+        if cancelled():
+            raise Cancelled()
     net, cfg = model.net, model.bundle.config
     alignment = cfg.decoder.alignment
     warnings: list[str] = []
@@ -169,6 +182,7 @@ def generate(
         # The network is not guaranteed to rest on digital silence; a silent clip is a face at rest.
         warnings.append("The audio is silent; the face stays at rest.")
         log.warning(warnings[-1])
+        check_cancel()
         return GenerateResult(np.zeros((n_frames, model.vertex_count, 3), np.float32), cfg.fps,
                               time.perf_counter() - started, warnings)
     use_semantic = semantic and net.has_semantic
@@ -181,24 +195,30 @@ def generate(
             wav = torch.from_numpy(normalized).to(model.device).unsqueeze(0)           # (1, S) float32
             split = 0.8 if use_semantic else 1.0
             hidden = _encode_windows(net, wav, cfg.fps, alignment, n_memory, report, cancelled, 0.0, split)  # (1, M, H)
+            check_cancel()
             semantic_vectors = (_semantic_per_frame(net, wav, n_memory, report, cancelled, split, 1.0)
                                 if use_semantic else None)
+            check_cancel()
             memory = net.memory(hidden, semantic_vectors)                              # (1, M, d)
             style = net.style_embedding(weights.to(model.device))
             step = max(1, n_frames // 100)
 
             def on_frame(t: int) -> None:
-                if cancelled():
-                    raise Cancelled()
+                check_cancel()
                 if t % step == 0 or t == n_frames - 1:
                     report("decode", (t + 1) / n_frames, f"frame {t + 1}/{n_frames}")
 
             offsets = net.decode(memory, style, n_frames, on_frame)                    # (1, T, V*3)
+            check_cancel()
     except torch.cuda.OutOfMemoryError as exc:
         raise Wav2SemError(OUT_OF_MEMORY, "The GPU ran out of memory; use device 'cpu' or free GPU memory.") from exc
     except MemoryError as exc:
         raise Wav2SemError(OUT_OF_MEMORY, "The backend ran out of memory; try a shorter clip.") from exc
     result = offsets.float().cpu().numpy().reshape(n_frames, model.vertex_count, 3)
+    if not np.isfinite(result).all():
+        raise Wav2SemError(MODEL_INVALID, f"The model {cfg.name} produced invalid values (NaN or infinite) for this "
+                                          "audio; its weights may be broken: try another model or device 'cpu'.")
+    check_cancel()
     return GenerateResult(np.ascontiguousarray(result, np.float32), cfg.fps, time.perf_counter() - started, warnings)
 
 

@@ -1,4 +1,8 @@
-"""Writing results so that a failure never leaves a half-written or wrong file behind."""
+"""Writing results so that a failure never leaves a half-written or wrong file behind.
+
+An output is written to a partial file beside it, named `.wav2sem-partial-<pid>-...`, then
+renamed over it. A process killed outright (kill -9) cannot remove its partial file; the
+next write into that folder removes partial files whose process is gone."""
 from __future__ import annotations
 
 import os
@@ -8,6 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from .errors import BAD_REQUEST, OUTPUT_UNWRITABLE, Wav2SemError
+from .pids import pid_alive, pid_in_name
+
+PARTIAL_PREFIX = ".wav2sem-partial-"
 
 
 def check_output_path(path: str | Path) -> Path:
@@ -24,15 +31,52 @@ def check_output_path(path: str | Path) -> Path:
     return path
 
 
-def save_npy_atomic(path: str | Path, array: np.ndarray) -> None:
-    """np.save into a temporary file beside `path`, then rename over it (atomic on POSIX)."""
+def write_partial(path: str | Path, array: np.ndarray) -> Path:
+    """np.save into a new partial file beside `path`; returns it. Nothing is left on failure."""
     path = check_output_path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".npy", dir=path.parent)
+    remove_stale_partials(path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f"{PARTIAL_PREFIX}{os.getpid()}-{path.stem[:40]}-", suffix=".npy",
+                                   dir=path.parent)
+    except OSError as exc:
+        raise _unwritable(path, exc) from exc
     try:
         with os.fdopen(fd, "wb") as handle:
             np.save(handle, array)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    except BaseException as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise _unwritable(path, exc) from exc
         raise
+    return Path(tmp)
+
+
+def commit_partial(partial: Path, path: str | Path) -> None:
+    """Rename a partial file over `path` (atomic on POSIX and Windows)."""
+    try:
+        os.replace(partial, path)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise _unwritable(Path(path), exc) from exc
+
+
+def save_npy_atomic(path: str | Path, array: np.ndarray) -> None:
+    commit_partial(write_partial(path, array), path)
+
+
+def remove_stale_partials(folder: Path) -> None:
+    """Remove partial files in `folder` left by processes that no longer run."""
+    try:
+        names = [p for p in folder.iterdir() if p.name.startswith(PARTIAL_PREFIX)]
+    except OSError:
+        return
+    for partial in names:
+        pid = pid_in_name(partial.name, PARTIAL_PREFIX)
+        if pid is not None and not pid_alive(pid):
+            partial.unlink(missing_ok=True)
+
+
+def _unwritable(path: Path, exc: OSError) -> Wav2SemError:
+    reason = exc.strerror or str(exc)
+    return Wav2SemError(OUTPUT_UNWRITABLE, f"Cannot write {path.name} in {path.parent} ({reason}); "
+                                           "free disk space or choose another folder.")

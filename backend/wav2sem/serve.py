@@ -1,20 +1,27 @@
 """`wav2sem serve`: the JSON-lines backend the add-on talks to (protocol in docs/DESIGN.md).
 
-Threads: the main thread reads stdin and answers `cancel`/`shutdown` at once; one worker
-thread runs every other request in order, so models load once and stay loaded. Protocol
-lines go to the original stdout only; file descriptor 1 is pointed at stderr so stray
-prints from libraries can never corrupt the protocol.
+Threads: the main thread reads stdin (bytes, decoded as UTF-8 per line whatever the locale)
+and answers `cancel`/`shutdown` at once; `hello` runs on a side thread so it is answered
+while a generate runs; one worker thread runs `model_info` and `generate` in order, so models
+load once and stay loaded. Protocol lines go to the original stdout only, as UTF-8; file
+descriptor 1 is pointed at stderr so stray prints from libraries can never corrupt it.
+
+End of input lets queued and running work finish, then exits; `shutdown`, SIGTERM and Ctrl-C
+cancel it. A generate's output is renamed into place only while its cancel is not set, under
+the same lock `cancel` takes: a cancelled request never gets a result.
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
+import math
 import os
 import queue
 import shutil
+import signal
 import sys
-import tempfile
 import threading
 import time
 import traceback
@@ -26,12 +33,17 @@ import numpy as np
 
 from . import PROTOCOL_VERSION, __version__
 from .errors import BAD_REQUEST, INTERNAL, Cancelled, Wav2SemError
+from .serve_workdir import make_workdir
 
 log = logging.getLogger(__name__)
 
 PROGRESS_MIN_INTERVAL_S = 0.2   # at most ~5 progress events a second per request...
 PROGRESS_MIN_STEP = 0.05        # ...unless the fraction moved this much or the stage changed
-WORKER_OPS = ("hello", "model_info", "generate")
+WORKER_OPS = ("model_info", "generate")
+
+
+class Terminated(BaseException):
+    """SIGTERM: stop now, as Ctrl-C does (raised in the main thread by the signal handler)."""
 
 
 @dataclass
@@ -49,7 +61,8 @@ class Server:
         self.out = out
         self.default_model = default_model
         self.default_device = default_device
-        self.workdir = Path(tempfile.mkdtemp(prefix="wav2sem-serve-"))
+        self.workdir = make_workdir()
+        self._output_numbers = itertools.count(1)
         self._write_lock = threading.Lock()
         self._jobs: "queue.Queue[Job | None]" = queue.Queue()
         self._pending: dict[Any, Job] = {}
@@ -72,24 +85,31 @@ class Server:
         self.send({"id": request_id, "type": "error", "error": error})
 
     # ----- input (main thread) --------------------------------------------------------
-    def handle_line(self, line: str) -> bool:
+    def handle_line(self, line: bytes | str) -> bool:
         """Parse and dispatch one line. Returns False when the server should stop."""
+        if isinstance(line, bytes):
+            try:
+                line = line.decode("utf-8")
+            except UnicodeDecodeError:
+                self.send_error(None, BAD_REQUEST, "Request is not valid UTF-8 text; send JSON encoded as UTF-8.")
+                return True
         if not line.strip():
             return True
         try:
             request = json.loads(line)
-        except json.JSONDecodeError as exc:
-            self.send_error(None, BAD_REQUEST, f"Request is not valid JSON: {exc}.")
+        except (ValueError, RecursionError) as exc:   # JSONDecodeError, int digit limit, deep nesting
+            self.send_error(None, BAD_REQUEST, f"Request is not valid JSON ({str(exc)[:120]}).")
             return True
         if not isinstance(request, dict) or not isinstance(request.get("op"), str):
-            self.send_error(request.get("id") if isinstance(request, dict) else None, BAD_REQUEST,
+            rid = request.get("id") if isinstance(request, dict) else None
+            self.send_error(rid if _is_scalar(rid) else None, BAD_REQUEST,
                             'A request must be a JSON object with "id", "op" and optional "params".')
             return True
         request_id, op = request.get("id"), request["op"]
         params = request.get("params")
         params = {} if params is None else params
         if not _is_scalar(request_id):
-            self.send_error(None, BAD_REQUEST, '"id" must be a string, a number or null.')
+            self.send_error(None, BAD_REQUEST, '"id" must be a string, a finite number or null.')
             return True
         if not isinstance(params, dict):
             self.send_error(request_id, BAD_REQUEST, '"params" must be a JSON object.')
@@ -99,6 +119,8 @@ class Server:
         elif op == "shutdown":
             self.send({"id": request_id, "type": "result", "data": {}})
             return False
+        elif op == "hello":      # answered at once, even while a generate runs
+            threading.Thread(target=self._run, args=(Job(request_id, op, params),), daemon=True).start()
         elif op in WORKER_OPS:
             job = Job(request_id, op, params)
             with self._pending_lock:
@@ -110,51 +132,70 @@ class Server:
             else:
                 self._jobs.put(job)
         else:
-            self.send_error(request_id, BAD_REQUEST, f"Unknown op {op!r}; expected one of hello, model_info, generate, cancel, shutdown.")
+            self.send_error(request_id, BAD_REQUEST, f"Unknown op {op[:40]!r}; expected one of hello, model_info, generate, cancel, shutdown.")
         return True
 
     def _cancel(self, request_id, target) -> None:
         if not _is_scalar(target):
             self.send_error(request_id, BAD_REQUEST, '"target" must be the id (a string or number) of a request.')
             return
-        with self._pending_lock:
+        with self._pending_lock:      # the lock a generate's commit takes: cancel is either in time or not found
             job = self._pending.get(target)
-        if job is not None:
-            job.cancel.set()
+            if job is not None:
+                job.cancel.set()
         self.send({"id": request_id, "type": "result", "data": {"target": target, "found": job is not None}})
 
-    def stop(self) -> None:
-        """Cancel everything, wait for the worker, remove temporary files. Main thread."""
+    def _cancel_all(self) -> None:
         with self._pending_lock:
             for job in self._pending.values():
                 job.cancel.set()
+
+    def stop(self, drain: bool = False) -> None:
+        """End the worker and remove temporary files. Main thread. `drain`: let queued and
+        running requests finish first (end of input); else cancel them. Ctrl-C or SIGTERM
+        while draining cancels what is left."""
+        if not drain:
+            self._cancel_all()
         self._jobs.put(None)
-        self._worker.join(timeout=30)
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        try:
+            while self._worker.is_alive():
+                self._worker.join(0.2)
+        except (KeyboardInterrupt, Terminated):
+            self._cancel_all()
+            self._worker.join(timeout=30)
+        finally:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
     # ----- worker thread --------------------------------------------------------------
     def _work(self) -> None:
         while (job := self._jobs.get()) is not None:
-            try:
-                if job.cancel.is_set():
-                    raise Cancelled()
-                data = getattr(self, f"_op_{job.op}")(job)
-                self.send({"id": job.id, "type": "result", "data": data})
-            except Wav2SemError as exc:
-                self.send_error(job.id, exc.code, exc.message)
-            except Exception as exc:  # keep serving after anything; the add-on shows the message
-                log.exception("request %r failed", job.id)
-                self.send_error(job.id, INTERNAL, f"Internal error in the backend: {exc!r}", traceback.format_exc())
-            finally:
-                with self._pending_lock:
-                    self._pending.pop(job.id, None)
+            self._run(job)
+
+    def _run(self, job: Job) -> None:
+        try:
+            if job.cancel.is_set():
+                raise Cancelled()
+            data = getattr(self, f"_op_{job.op}")(job)
+            self.send({"id": job.id, "type": "result", "data": data})
+        except Wav2SemError as exc:
+            self.send_error(job.id, exc.code, exc.message)
+        except Exception as exc:  # keep serving after anything; the add-on shows the message
+            log.exception("request %r failed", job.id)
+            self.send_error(job.id, INTERNAL, f"Internal error in the backend: {exc!r}", traceback.format_exc())
+        finally:
+            self._finish(job)
+
+    def _finish(self, job: Job) -> None:
+        with self._pending_lock:
+            if self._pending.get(job.id) is job:
+                del self._pending[job.id]
 
     def _model(self, job: Job, progress=None):
         from .bundle import resolve_bundle_dir
         from .inference import load_model, resolve_device
 
-        path = resolve_bundle_dir(job.params.get("model") or self.default_model)
-        device = resolve_device(job.params.get("device") or self.default_device)
+        path = resolve_bundle_dir(_text(job.params, "model", "the path of a model bundle folder") or self.default_model)
+        device = resolve_device(_text(job.params, "device", "'auto', 'cpu' or 'cuda'") or self.default_device)
         key = (str(path.resolve()), str(device))
         if key not in self._models:
             if progress:
@@ -196,22 +237,33 @@ class Server:
     def _op_generate(self, job: Job) -> dict:
         from .audio import load_audio
         from .inference import generate
-        from .outputs import check_output_path, save_npy_atomic
+        from .outputs import check_output_path, commit_partial, write_partial
 
         params = job.params
-        if not isinstance(params.get("audio"), str):
+        audio = _text(params, "audio", "the path of a sound file")
+        if audio is None:
             raise Wav2SemError(BAD_REQUEST, 'generate needs "audio": the path of a sound file.')
         semantic = params.get("semantic", True)
         if not isinstance(semantic, bool):
             raise Wav2SemError(BAD_REQUEST, '"semantic" must be true or false.')
-        output = Path(params["output"]) if params.get("output") else self.workdir / f"offsets-{_safe_name(job.id)}.npy"
+        output_text = _text(params, "output", "the path of a .npy file")
+        output = Path(output_text) if output_text else self.workdir / f"offsets-{next(self._output_numbers)}.npy"
         check_output_path(output)
         progress = self._progress_sender(job.id)
         model = self._model(job, progress)
-        waveform = load_audio(params["audio"])
+        waveform = load_audio(audio)
         result = generate(model, waveform, subject=params.get("subject"), semantic=semantic,
                           progress=progress, should_cancel=job.cancel.is_set)
-        save_npy_atomic(output, result.offsets)
+        partial = write_partial(output, result.offsets)
+        try:
+            with self._pending_lock:
+                if job.cancel.is_set():
+                    raise Cancelled()
+                commit_partial(partial, output)
+                if self._pending.get(job.id) is job:     # from now on a cancel finds nothing
+                    del self._pending[job.id]
+        finally:
+            partial.unlink(missing_ok=True)
         return {"offsets": str(output), "frames": int(result.offsets.shape[0]), "fps": result.fps,
                 "vertex_count": int(result.offsets.shape[1]), "model": model.bundle.config.name,
                 "seconds": round(result.seconds, 4), "warnings": result.warnings}
@@ -231,11 +283,23 @@ class Server:
 
 
 def _is_scalar(value) -> bool:
-    return value is None or isinstance(value, (str, int, float))
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return value is None or isinstance(value, (str, int))
 
 
-def _safe_name(value) -> str:
-    return "".join(c if c.isalnum() or c in "-_" else "_" for c in str(value))[:64] or "request"
+def _text(params: dict, key: str, what: str) -> str | None:
+    """An optional string parameter ("" counts as absent); anything else is a BAD_REQUEST."""
+    value = params.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise Wav2SemError(BAD_REQUEST, f'"{key}" must be {what} (a string), not {json.dumps(value)[:40]}.')
+    return value
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -245,17 +309,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # Keep the real stdout for protocol lines; everything else that writes to fd 1 goes to stderr.
-    protocol_out = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8", buffering=1)
+    protocol_out = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8", newline="\n", buffering=1)
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     sys.stdout = sys.stderr
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     server = Server(protocol_out, args.model, args.device)
     log.info("wav2sem %s serving on stdin/stdout (protocol %d)", __version__, PROTOCOL_VERSION)
+    drain = False
     try:
-        for line in sys.stdin:
+        for line in sys.stdin.buffer:       # bytes: each line is decoded as UTF-8, whatever the locale
             if not server.handle_line(line):
                 break
-    except KeyboardInterrupt:
+        else:
+            drain = True                    # end of input: finish what was asked for, then exit
+    except (KeyboardInterrupt, Terminated):
         pass
     finally:
-        server.stop()
+        server.stop(drain=drain)
     return 0
