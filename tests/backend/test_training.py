@@ -191,3 +191,58 @@ def test_unreadable_recipe_file_is_one_sentence(tmp_path):
         with pytest.raises(Wav2SemError) as info:
             load_config(tmp_path / name)
         assert name in info.value.message and "\n" not in info.value.message
+
+
+def _text_corpus(root: Path, clips: int = 4) -> Path:
+    """A minimal corpus in the wav2sem layout, written here: speech-like audio, still faces and
+    transcripts; the last clip is the validation split."""
+    from w2s_helpers import speechlike, write_audio
+    from wav2sem.testing import grid_template
+
+    for folder in ("wav", "vertices_npy", "text", "splits"):
+        (root / folder).mkdir(parents=True)
+    grid_template(30).save(root / "template.npz")
+    (root / "corpus.json").write_text('{"fps": 30}')
+    ids = [f"spk_{i}" for i in range(clips)]
+    for i, item in enumerate(ids):
+        write_audio(root / "wav" / f"{item}.wav", speechlike(0.6 + 0.1 * i, seed=i))
+        np.save(root / "vertices_npy" / f"{item}.npy", np.zeros((18, 90), np.float32))
+        (root / "text" / f"{item}.txt").write_text(["a cat sat", "the dog ran", "we may go", "it is blue"][i % 4])
+    (root / "splits" / "train.txt").write_text("\n".join(ids[:-1]))
+    (root / "splits" / "val.txt").write_text(ids[-1])
+    (root / "splits" / "test.txt").write_text("")
+    return root
+
+
+def test_resumed_semantic_training_has_the_learning_rate_of_an_unbroken_run(tmp_path):
+    """StepLR halving every epoch: a run stopped after epoch 0 and resumed must train epochs
+    1 and 2 at the same learning rates (and end with the same weights) as one unbroken run."""
+    import torch
+    from safetensors.torch import load_file
+
+    from wav2sem.train.config import load_config
+    from wav2sem.train.semantic import train_semantic
+
+    corpus = _text_corpus(tmp_path / "corpus")
+
+    def recipe(epochs: int) -> dict:
+        return load_config(None, {
+            "semantic_encoder": {"type": "logmel", "config": {"n_mels": 40, "conv_channels": 8, "hidden_size": 384,
+                                                              "gru_size": 8, "gru_layers": 1, "downsample": 4}},
+            "semantic_training.epochs": epochs, "semantic_training.step_epochs": 1, "semantic_training.gamma": 0.5,
+            "semantic_training.lr": 0.01})
+
+    train_semantic(recipe(3), corpus, tmp_path / "unbroken", "cpu", resume=False)
+    train_semantic(recipe(1), corpus, tmp_path / "resumed", "cpu", resume=False)
+    train_semantic(recipe(3), corpus, tmp_path / "resumed", "cpu", resume=True)
+
+    def lrs(run: str) -> tuple[list, float]:
+        history = json.loads((tmp_path / run / "semantic_metrics.json").read_text())["history"]
+        state = torch.load(tmp_path / run / "semantic_checkpoint.pt", weights_only=True)
+        return [row["lr"] for row in history], state["optimizer"]["param_groups"][0]["lr"]
+
+    assert lrs("unbroken") == lrs("resumed") == ([0.01, 0.005, 0.0025], 0.0025)
+    a = load_file(str(tmp_path / "unbroken" / "semantic_encoder.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "semantic_encoder.safetensors"))
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6)

@@ -1,5 +1,5 @@
 """Stage 1, as in the Wav2Sem paper: an audio encoder whose mean-pooled output regresses the
-sentence embedding of the transcript (L1), AdamW + StepLR. Our targets are all-MiniLM-L6-v2
+sentence embedding of the transcript (L1), AdamW with a step-decayed learning rate. Our targets are all-MiniLM-L6-v2
 embeddings (384-d) instead of BERT's, so the encoder's hidden size is 384.
 
 Reports held-out cosine similarity against the baseline of always predicting the mean
@@ -63,20 +63,20 @@ def train_semantic(config: dict, corpus: str | Path, out: str | Path, device: st
     objective = SemanticObjective(encoder)
     model = distributed.wrap(objective, ctx)
     optimizer = torch.optim.AdamW(objective.parameters(), lr=recipe["lr"], weight_decay=recipe["weight_decay"])
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, recipe["step_epochs"], recipe["gamma"])
     state_path = out / "semantic_checkpoint.pt"
     start, history = 0, []
     if resume and state_path.is_file():
         start, extra = checkpointing.load(state_path, objective, optimizer)
         history = extra.get("history", [])
-        for _ in range(start):
-            scheduler.step()
         log.info("resumed semantic training at epoch %d", start)
     rng = np.random.default_rng(config["seed"])
     for _ in range(start):
         rng.permutation(len(train))              # keep the shuffling sequence identical on resume
     for epoch in range(start, recipe["epochs"]):
         t0 = time.perf_counter()
+        lr = learning_rate(recipe, epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
         objective.train()
         order = rng.permutation(len(train))
         losses = []
@@ -89,9 +89,8 @@ def train_semantic(config: dict, corpus: str | Path, out: str | Path, device: st
             torch.nn.utils.clip_grad_norm_(objective.parameters(), 1.0)
             optimizer.step()
             losses.append(loss.item())
-        scheduler.step()
         metrics = evaluate_semantic(objective, val, target_of, np.mean([target_of[e.transcript] for e in train], 0), ctx.device)
-        row = {"epoch": epoch, "train_l1": ctx.mean(float(np.mean(losses))), **metrics, "seconds": time.perf_counter() - t0}
+        row = {"epoch": epoch, "lr": lr, "train_l1": ctx.mean(float(np.mean(losses))), **metrics, "seconds": time.perf_counter() - t0}
         history.append(row)
         if ctx.is_main:
             log.info("semantic epoch %d: train L1 %.4f, val cosine %.3f (mean-embedding baseline %.3f), %.0f s",
@@ -104,6 +103,13 @@ def train_semantic(config: dict, corpus: str | Path, out: str | Path, device: st
         (out / "semantic_metrics.json").write_text(json.dumps({"final": result, "history": history}, indent=2))
     distributed.teardown()
     return result
+
+
+def learning_rate(recipe: dict, epoch: int) -> float:
+    """StepLR's rate for `epoch` (`lr`, times `gamma` every `step_epochs`), computed from the
+    epoch alone: a resumed run sets the same rate an unbroken one has (restoring the decayed
+    optimizer state and then replaying a scheduler would decay it twice)."""
+    return float(recipe["lr"]) * float(recipe["gamma"]) ** (epoch // int(recipe["step_epochs"]))
 
 
 def evaluate_semantic(objective: SemanticObjective, examples, target_of: dict, mean_target: np.ndarray, device) -> dict:
