@@ -229,12 +229,14 @@ def test_cli_infer_with_broken_bundles_prints_one_line(tmp_path, source_bundle):
     wav = write_audio(tmp_path / "a.wav", speechlike(0.5, seed=3))
     listed = _copy(source_bundle, tmp_path / "listed")
     (listed / "config.json").write_text("[1, 2]")
-    for bad in (listed,):
+    noise = _copy(source_bundle, tmp_path / "noise")
+    (noise / "model.safetensors").write_bytes(np.random.default_rng(2).bytes(4000))
+    for bad, name in ((listed, "config.json"), (noise, "model.safetensors")):
         proc = run_wav2sem("infer", wav, "-o", tmp_path / "out.npy", "--model", bad, "--device", "cpu")
         assert proc.returncode == 1, proc.stderr
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("wav2sem: error:"), proc.stderr
-        assert "config.json" in lines[0]
+        assert name in lines[0]
         assert not (tmp_path / "out.npy").exists()
 
 
