@@ -1,8 +1,10 @@
 """Messages of the add-on <-> `wav2sem serve` protocol (docs/DESIGN.md), without bpy.
 
-One JSON object per line, UTF-8. Requests go to the backend's stdin; events come back on
-its stdout. Big arrays travel as .npy paths. Everything here is pure data: frozen
-dataclasses with `to_dict`/`from_dict`, plus line framing that any thread may call.
+One JSON object per line, UTF-8; the add-on writes pure ASCII (JSON escapes for the rest),
+so a backend that reads stdin in another code page still reads every path right. Requests
+go to the backend's stdin; events come back on its stdout. Big arrays travel as .npy paths.
+Everything here is pure data: frozen dataclasses with `to_dict`/`from_dict`, plus line
+framing that any thread may call.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ INTERNAL = "INTERNAL"
 BACKEND_DIED = "BACKEND_DIED"          # add-on side: the process ended mid-request
 BACKEND_TIMEOUT = "BACKEND_TIMEOUT"    # add-on side: no answer in time
 PROTOCOL_MISMATCH = "PROTOCOL_MISMATCH"
+MESH_MISMATCH = "MESH_MISMATCH"        # add-on side: the mesh cannot take the model's output
 
 
 class ProtocolError(ValueError):
@@ -107,8 +110,8 @@ _EVENT_TYPES: dict[str, Any] = {"progress": Progress, "result": Result, "error":
 
 
 def encode(message: Request | Progress | Result | Error) -> bytes:
-    """One protocol line (UTF-8, newline-terminated)."""
-    return (json.dumps(message.to_dict(), ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+    """One protocol line (ASCII, a subset of UTF-8; newline-terminated)."""
+    return (json.dumps(message.to_dict(), ensure_ascii=True, separators=(",", ":")) + "\n").encode("ascii")
 
 
 def decode_event(line: bytes | str) -> Progress | Result | Error:

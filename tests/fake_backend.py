@@ -3,7 +3,9 @@
 
 Used by tests for what the real backend will not do on request: crash mid-generate, be
 slow (so cancel can be tested), ignore a cancel, write junk on stdout, speak another
-protocol version. Run: python tests/fake_backend.py [--crash-after-progress N] [--slow S]
+protocol version, hang, stop reading its stdin. Like the real server it answers hello and
+cancel at once, even while a generate runs, and queues the other requests.
+Run: python tests/fake_backend.py [--crash-after-progress N] [--slow S] [--log FILE] ...
 """
 from __future__ import annotations
 
@@ -81,14 +83,31 @@ class Server:
             except ValueError:
                 self.error(None, "BAD_REQUEST", "not a request")
                 continue
-            if request["op"] == "cancel":   # handled at once, even while generating
-                if not self.args.ignore_cancel:
-                    self.cancelled.add(int(request.get("params", {}).get("target", -1)))
+            if self.args.log:
+                with open(self.args.log, "a", encoding="utf-8") as log:
+                    log.write(request["op"] + "\n")
+            if self.args.hang:
                 continue
-            self.requests.put(request)
+            rid = request.get("id")
+            if request["op"] == "cancel":   # handled at once, even while generating
+                target = request.get("params", {}).get("target", -1)
+                if not self.args.ignore_cancel:
+                    self.cancelled.add(target)
+                self.send({"id": rid, "type": "result", "data": {"target": target, "found": True}})
+            elif request["op"] == "hello":   # answered at once, even while generating
+                self.send({"id": rid, "type": "result", "data": {
+                    "protocol": self.args.protocol, "version": "0.0-fake", "torch": "none", "devices": ["cpu"]}})
+            else:
+                self.requests.put(request)
         self.requests.put(None)
 
     def serve(self) -> int:
+        if self.args.deaf:
+            sys.stdin.close()
+            os.close(0)
+            print("fake backend stopped reading its stdin", file=sys.stderr, flush=True)
+            time.sleep(600)
+            return 0
         threading.Thread(target=self.read_stdin, daemon=True).start()
         print("fake backend ready", file=sys.stderr, flush=True)
         while True:
@@ -96,10 +115,7 @@ class Server:
             if request is None or request["op"] == "shutdown":
                 return 0
             rid, op, params = request.get("id"), request["op"], request.get("params") or {}
-            if op == "hello":
-                self.send({"id": rid, "type": "result", "data": {
-                    "protocol": self.args.protocol, "version": "0.0-fake", "torch": "none", "devices": ["cpu"]}})
-            elif op == "model_info":
+            if op == "model_info":
                 self.send({"id": rid, "type": "result", "data": {
                     "name": "fake", "fps": FPS, "vertex_count": len(self.template),
                     "template": str(self.template_path), "faces": None, "subjects": ["A", "B"],
@@ -146,6 +162,9 @@ def main() -> int:
     parser.add_argument("--junk-stdout", action="store_true")
     parser.add_argument("--protocol", type=int, default=1)
     parser.add_argument("--warning", action="append", default=[], help="a warning to put in every result")
+    parser.add_argument("--log", help="append the op of every request received to this file")
+    parser.add_argument("--hang", action="store_true", help="read requests but never answer")
+    parser.add_argument("--deaf", action="store_true", help="close stdin at once and stay alive, silent")
     # Also accepted so the fake can be launched like the real thing: fake_backend.py serve
     parser.add_argument("command", nargs="?", default="serve")
     return Server(parser.parse_args()).serve()

@@ -1,4 +1,7 @@
-"""The backend client against a real subprocess: the fake backend (tests/fake_backend.py)."""
+"""The backend client against a real subprocess: the fake backend (tests/fake_backend.py).
+
+Item-specific cases live beside it: test_backend_process.py (routing, close, encoding) and
+test_jobs.py (Check during a take, cancel, mesh check, watchdog)."""
 from __future__ import annotations
 
 import os
@@ -9,28 +12,16 @@ import time
 import numpy as np
 import pytest
 
-from wav2sem_lipsync import client, protocol
-from wav2sem_lipsync.client import BackendError, BackendProcess, GenerateJob, GenerateRequest
-
-
-@pytest.fixture
-def start_fake(fake_backend_command):
-    started: list[BackendProcess] = []
-
-    def start(*switches: str) -> BackendProcess:
-        backend = BackendProcess(sys.executable, command=fake_backend_command(*switches))
-        backend.start()
-        started.append(backend)
-        return backend
-    yield start
-    for backend in started:
-        backend.close()
+from backend_fixtures import fake_python, start_fake  # noqa: F401 (fixtures)
+from wav2sem_lipsync import client, jobs, protocol
+from wav2sem_lipsync.client import BackendError, BackendProcess, CheckJob, GenerateJob, GenerateRequest
 
 
 def test_hello_model_info_and_generate(start_fake, wav_file, tmp_path):
     backend = start_fake("--slow", "1.5")   # progress spread over 1.5 s: several polls see it move
-    hello = client.check_hello(backend.call("hello", timeout=20))
-    assert hello.devices == ("cpu",)
+    check = CheckJob(backend)
+    check.wait(timeout=20)
+    assert check.error is None and check.hello.devices == ("cpu",) and check.model_info.vertex_count == 200
     job = GenerateJob(backend, GenerateRequest(str(wav_file(2.0)), output=str(tmp_path / "out.npy")))
     seen = []
     job.wait(timeout=30, on_progress=lambda j: seen.append(j.fraction))
@@ -59,7 +50,9 @@ def test_domain_error_is_reported_and_backend_keeps_serving(start_fake, tmp_path
     assert job.hello is not None
     assert job.error.code == "AUDIO_NOT_FOUND" and "missing.wav" in job.error.message
     assert backend.alive
-    assert backend.call("hello", timeout=10)["protocol"] == 1
+    check = CheckJob(backend)
+    check.wait(timeout=10)
+    assert check.error is None and check.hello.protocol == 1
 
 
 def test_cancel_ends_job_with_cancelled(start_fake, wav_file):
@@ -76,7 +69,7 @@ def test_cancel_ends_job_with_cancelled(start_fake, wav_file):
 
 
 def test_backend_that_ignores_cancel_is_killed(start_fake, wav_file, monkeypatch):
-    monkeypatch.setattr(client, "CANCEL_GRACE_S", 0.5)
+    monkeypatch.setattr(jobs, "CANCEL_GRACE_S", 0.5)
     backend = start_fake("--slow", "60", "--ignore-cancel")
     job = GenerateJob(backend, GenerateRequest(str(wav_file())))
     job.poll(1.0)
@@ -112,15 +105,27 @@ def test_result_warnings_reach_the_job(start_fake, wav_file):
 
 def test_protocol_mismatch_is_a_clear_error(start_fake):
     backend = start_fake("--protocol", "2")
-    with pytest.raises(BackendError, match="Install Backend") as caught:
-        client.check_hello(backend.call("hello", timeout=20))
-    assert caught.value.code == protocol.PROTOCOL_MISMATCH
+    check = CheckJob(backend)
+    check.wait(timeout=20)
+    assert check.error.code == protocol.PROTOCOL_MISMATCH and "Install Backend" in check.error.message
+
+
+def test_protocol_mismatch_stops_a_take_before_generate(start_fake, wav_file, tmp_path):
+    log = tmp_path / "requests.log"
+    backend = start_fake("--protocol", "2", "--log", str(log))
+    job = GenerateJob(backend, GenerateRequest(str(wav_file(0.5))), say_hello=True)
+    job.wait(timeout=20)
+    assert job.error.code == protocol.PROTOCOL_MISMATCH
+    assert "generate" not in log.read_text().split()
 
 
 def test_bad_request_from_server_surfaces(start_fake):
     backend = start_fake()
-    with pytest.raises(BackendError, match="unknown op"):
-        backend.call("frobnicate", timeout=20)
+    inbox = client.Inbox()
+    request_id = backend.send("frobnicate", inbox=inbox)
+    events = inbox.take(timeout=20)
+    assert [(e.id, e.code) for e in events] == [(request_id, protocol.BAD_REQUEST)]
+    assert "unknown op" in events[0].message
 
 
 def test_missing_interpreter_fails_to_start(tmp_path):
@@ -132,7 +137,7 @@ def test_missing_interpreter_fails_to_start(tmp_path):
 
 def test_close_is_safe_twice_and_ends_process(start_fake):
     backend = start_fake()
-    backend.call("hello", timeout=20)
+    CheckJob(backend).wait(timeout=20)
     pid = backend.pid
     backend.close()
     backend.close()
@@ -141,19 +146,19 @@ def test_close_is_safe_twice_and_ends_process(start_fake):
         os.kill(pid, 0)
 
 
-def test_pool_restarts_a_dead_backend(tmp_path, fake_backend_command, monkeypatch):
-    # The pool launches `python -m wav2sem serve`; a wrapper script stands in for Python.
-    wrapper = tmp_path / "python"
-    wrapper.write_text(f"#!/bin/sh\nexec {' '.join(fake_backend_command())}\n")
-    wrapper.chmod(0o755)
+def test_pool_restarts_a_dead_backend(fake_python):
+    wrapper = fake_python()
     pool = client.BackendPool()
     try:
-        hello = pool.hello_sync(str(wrapper), timeout=20)
-        assert hello.version == "0.0-fake"
-        first, new = pool.get(str(wrapper))
-        assert not new
+        first, new = pool.get(wrapper)
+        assert new
+        check = CheckJob(first)
+        check.wait(timeout=20)
+        assert check.hello.version == "0.0-fake"
+        again, new = pool.get(wrapper)
+        assert not new and again is first
         first.kill()
-        second, new = pool.get(str(wrapper))
+        second, new = pool.get(wrapper)
         assert new and second is not first and second.alive
     finally:
         pool.close()
@@ -185,7 +190,8 @@ def test_bpy_free_modules_do_not_import_bpy():
     code = ("import sys, types; p = types.ModuleType('wav2sem_lipsync'); p.__path__ = ['addon']; "
             "sys.modules['wav2sem_lipsync'] = p; "
             "import wav2sem_lipsync.client, wav2sem_lipsync.protocol, wav2sem_lipsync.mapping, "
-            "wav2sem_lipsync.installer; "
+            "wav2sem_lipsync.installer, wav2sem_lipsync.backend_error, wav2sem_lipsync.backend_python, "
+            "wav2sem_lipsync.backend_process, wav2sem_lipsync.jobs, wav2sem_lipsync.pool; "
             "assert 'bpy' not in sys.modules, 'bpy imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=os.path.dirname(os.path.dirname(
         os.path.dirname(os.path.abspath(__file__)))))

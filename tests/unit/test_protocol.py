@@ -43,3 +43,9 @@ def test_typed_results_round_trip():
     hello = protocol.Hello(1, "0.1.0", "2.13", ("cpu",))
     assert protocol.Hello.from_dict(hello.to_dict()) == hello
     assert "cpu" in hello.summary()
+
+
+def test_requests_are_ascii_so_no_code_page_misreads_them():
+    line = protocol.encode(protocol.Request(1, "generate", {"audio": "C:\\Stimme äöü\\日本 😀.wav"}))
+    assert line.decode("cp1252").encode("cp1252") == line and line.isascii()
+    assert json.loads(line.decode("cp1252"))["params"]["audio"] == "C:\\Stimme äöü\\日本 😀.wav"
