@@ -9,6 +9,7 @@ Checkpoints are read with `torch.load(weights_only=True)`: tensors only, no code
 """
 from __future__ import annotations
 
+import json
 import pickle
 from pathlib import Path
 
@@ -137,3 +138,58 @@ def load_wav2sem_weights(model: torch.nn.Module, state_or_path, source: str | No
     if fusion_state:
         fusion = model.semantic_fusion
         fusion.load_state_dict(fit_state(fusion.state_dict(), fusion_state, f"{source} (bert_feature_map)"))
+
+
+def wav2sem_encoder_spec(encoder_state: dict[str, torch.Tensor], directory: Path, source: str) -> dict:
+    """The encoder spec of Wav2Sem weights (already in transformers names, see map_wav2sem_state):
+    from a wav2vec 2.0 config.json in `directory` (beside the weights) when there is one, else
+    read from the weights' shapes (see _wav2vec2_sizes)."""
+    from .models.encoders import encoder_spec_from_directory
+
+    config_path = directory / "config.json"
+    if config_path.is_file():
+        try:
+            described = json.loads(config_path.read_text(encoding="utf-8")).get("model_type")
+        except (ValueError, AttributeError):
+            described = None
+        if described == "wav2vec2":
+            return encoder_spec_from_directory(directory)
+    return {"type": "wav2vec2", "config": _wav2vec2_sizes(encoder_state, source)}
+
+
+def _wav2vec2_sizes(state: dict[str, torch.Tensor], source: str) -> dict:
+    """A Wav2Vec2Config's sizes from its weights: layers from the key indices, hidden and
+    intermediate widths, the conv stack's widths, kernels and bias, the norm style, and the
+    positional conv's kernel and groups. Strides are the standard (5, 2, 2, 2, 2, 2, 2) and
+    the heads hidden / 64, which shapes cannot tell (a config.json beside the weights can)."""
+    def indices(prefix: str) -> list[int]:
+        return sorted({int(k[len(prefix):].split(".")[0]) for k in state if k.startswith(prefix)})
+
+    def shape(key: str) -> tuple[int, ...]:
+        if key not in state:
+            raise Wav2SemError(MODEL_INVALID, f"{source} has no {key} (Wav2Sem name mapped to wav2vec 2.0); "
+                                              "give Wav2Sem encoder weights, or put its config.json beside them.")
+        return tuple(state[key].shape)
+
+    layers, convs = indices("encoder.layers."), indices("feature_extractor.conv_layers.")
+    if not layers or not convs or layers != list(range(len(layers))) or convs != list(range(len(convs))):
+        raise Wav2SemError(MODEL_INVALID, f"{source} has no complete Encoder.layers.* / FeatureExtractor.conv_layers.* "
+                                          "weights; is it a Wav2Sem (wav2vec 2.0) encoder?")
+    hidden = shape("encoder.layers.0.attention.q_proj.weight")[0]
+    if len(convs) != 7 or hidden % 64:
+        raise Wav2SemError(MODEL_INVALID, f"The Wav2Sem encoder in {source} ({len(convs)} conv layers, width {hidden}) "
+                                          "is not one whose strides and heads the weights tell; put its config.json beside them.")
+    conv = [shape(f"feature_extractor.conv_layers.{i}.conv.weight") for i in convs]       # (out, in, kernel)
+    pos_key = next((k for k in ("encoder.pos_conv_embed.conv.weight_v",
+                                "encoder.pos_conv_embed.conv.parametrizations.weight.original1",
+                                "encoder.pos_conv_embed.conv.weight") if k in state), "encoder.pos_conv_embed.conv.weight_v")
+    pos = shape(pos_key)                                                                   # (hidden, hidden/groups, kernel)
+    layer_norm = "feature_extractor.conv_layers.1.layer_norm.weight" in state
+    return {
+        "hidden_size": hidden, "num_hidden_layers": len(layers), "num_attention_heads": hidden // 64,
+        "intermediate_size": shape("encoder.layers.0.feed_forward.intermediate_dense.weight")[0],
+        "conv_dim": [c[0] for c in conv], "conv_kernel": [c[2] for c in conv], "conv_stride": [5, 2, 2, 2, 2, 2, 2],
+        "conv_bias": "feature_extractor.conv_layers.0.conv.bias" in state,
+        "feat_extract_norm": "layer" if layer_norm else "group", "do_stable_layer_norm": layer_norm,
+        "num_conv_pos_embeddings": pos[2], "num_conv_pos_embedding_groups": hidden // pos[1],
+    }

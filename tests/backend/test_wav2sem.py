@@ -269,3 +269,76 @@ def test_span_stays_within_limit_when_a_pause_leaves_a_short_tail():
     x = np.concatenate([head, pause, tail])
     spans = utterance_spans(x, SR)
     check_cover(spans, len(x), 20 * SR)
+
+
+# ----- convert: the Wav2Sem encoder's size is read from its weights ----------------------------
+SMALL_WAV2SEM = dict(hidden_size=128, num_hidden_layers=3, num_attention_heads=2, intermediate_size=96,
+                     conv_dim=(16, 16, 24, 24, 32, 32, 48), num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=4)
+
+
+@pytest.mark.parametrize("beside", [False, True], ids=["shapes only", "config.json beside"])
+def test_convert_reads_a_non_base_wav2sem_encoder_from_its_weights(tmp_path, beside):
+    """A Wav2Sem encoder of another size than wav2vec 2.0 base (here 3 layers of width 128, its
+    own conv widths and positional conv) converts, loads strictly and computes what the source
+    encoder computes. Without a config the heads are hidden/64; a config.json beside the weights
+    gives them (4 here, which the shapes cannot tell)."""
+    from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+    from test_convert import V, official_state
+    from w2s_helpers import run_wav2sem_inprocess
+    from wav2sem.inference import load_model
+
+    sizes = {**SMALL_WAV2SEM, "num_attention_heads": 4 if beside else 2}
+    torch.manual_seed(5)
+    source = Wav2Vec2Model(Wav2Vec2Config(**sizes)).eval()
+    weights = tmp_path / "wav2sem"
+    weights.mkdir()
+    state = to_reference_names(source.state_dict())
+    state["bert_feature_map.weight"] = torch.randn(TINY_WAV2VEC2["hidden_size"], sizes["hidden_size"]) * 0.05
+    state["bert_feature_map.bias"] = torch.zeros(TINY_WAV2VEC2["hidden_size"])
+    torch.save(state, weights / "wav2sem.pth")
+    if beside:
+        Wav2Vec2Config(**sizes).save_pretrained(weights)
+    torch.save(official_state(n_subjects=8, period=30), tmp_path / "vocaset.pth")
+    Wav2Vec2Model(Wav2Vec2Config(**TINY_WAV2VEC2)).save_pretrained(tmp_path / "encoder")
+    np.save(tmp_path / "T.npy", np.random.default_rng(0).normal(size=(V, 3)).astype(np.float32))
+    proc = run_wav2sem_inprocess("convert", "--checkpoint", tmp_path / "vocaset.pth", "--dataset", "vocaset",
+                                 "--encoder", tmp_path / "encoder", "--template", tmp_path / "T.npy",
+                                 "--wav2sem", weights / "wav2sem.pth", "-o", tmp_path / "bundle")
+    assert proc.returncode == 0, proc.stderr
+    model = load_model(tmp_path / "bundle", "cpu")                       # strict load
+    got = model.net.semantic_encoder.config
+    for key, value in sizes.items():
+        assert getattr(got, key) == (list(value) if isinstance(value, tuple) else value), key
+    wav = torch.from_numpy(speechlike(0.8, seed=2)).unsqueeze(0)
+    with torch.inference_mode():
+        torch.testing.assert_close(model.net.semantic_encoder(wav).last_hidden_state, source(wav).last_hidden_state)
+        torch.testing.assert_close(model.net.semantic_fusion.weight, state["bert_feature_map.weight"])
+
+
+@pytest.mark.parametrize("name, sizes", [
+    ("base", {}),
+    ("large-lv60", dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
+                        feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=True)),
+])
+def test_wav2vec2_sizes_read_from_shapes_match_the_published_configs(name, sizes):
+    """Built on the meta device (shapes, no memory): the published base and large-lv60 layouts."""
+    from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+    from wav2sem.checkpoints import _wav2vec2_sizes
+
+    config = Wav2Vec2Config(**sizes)
+    with torch.device("meta"):
+        state = Wav2Vec2Model(config).state_dict()
+    got = _wav2vec2_sizes(to_reference_names_state(state), name)
+    for key, value in got.items():
+        want = getattr(config, key)
+        assert (list(want) if isinstance(want, tuple) else want) == value, key
+
+
+def to_reference_names_state(state: dict) -> dict:
+    """transformers names -> reference names -> back through map_wav2sem_state (the convert path)."""
+    from wav2sem.checkpoints import map_wav2sem_state
+
+    encoder, _ = map_wav2sem_state(to_reference_names(state))
+    return encoder

@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..bundle import BundleConfig, build_model, check_bundle_target, save_bundle
     from ..checkpoints import (WAV2SEM_FUSION_PREFIX, WAV2SEM_HOST_PREFIX, load_faceformer_checkpoint,
-                               load_wav2sem_weights, read_checkpoint)
+                               load_wav2sem_weights, map_wav2sem_state, read_checkpoint, wav2sem_encoder_spec)
     from ..errors import MODEL_INVALID, Wav2SemError
     from ..models.encoders import encoder_spec_from_directory
     from ..models.faceformer import DecoderConfig
@@ -66,8 +66,11 @@ def run(args: argparse.Namespace) -> int:
             raise Wav2SemError(MODEL_INVALID, "No bert_feature_map (fusion layer) in the given weights: Wav2Sem needs a "
                                "host model trained with it; convert without --wav2sem for the plain model.")
     encoder_spec = encoder_spec_from_directory(args.encoder)
-    # The Wav2Sem encoder is always wav2vec 2.0 base (transformers' Wav2Vec2Config defaults).
-    semantic_spec = {"type": "wav2vec2", "config": {}} if (semantic_state is not None or embedded_semantic) else None
+    semantic_spec = None
+    if semantic_state is not None or embedded_semantic:      # its size: config.json beside the weights, or their shapes
+        source = Path(args.wav2sem or args.checkpoint)
+        encoder_state, _ = map_wav2sem_state(semantic_state if semantic_state is not None else state)
+        semantic_spec = wav2sem_encoder_spec(encoder_state, source.parent, source.name)
     config = BundleConfig(
         name=args.name or Path(args.output).name,
         decoder=DecoderConfig(vertex_count=template.vertex_count, n_subjects=n_subjects, feature_dim=int(feature_dim),
@@ -83,6 +86,10 @@ def run(args: argparse.Namespace) -> int:
     preprocessor = Path(args.encoder) / "preprocessor_config.json"
     save_bundle(args.output, config, model, template,
                 json.loads(preprocessor.read_text()) if preprocessor.is_file() else None)
+    wav2sem = "off"
+    if semantic_spec:
+        sizes = model.semantic_encoder.config
+        wav2sem = f"on ({sizes.num_hidden_layers} layers of width {sizes.hidden_size}, {sizes.num_attention_heads} heads)"
     print(f"wrote bundle {args.output}: {template.vertex_count} vertices, {n_subjects} subjects, "
-          f"{preset['fps']:g} fps, Wav2Sem {'on' if semantic_spec else 'off'}", file=sys.stderr)
+          f"{preset['fps']:g} fps, Wav2Sem {wav2sem}", file=sys.stderr)
     return 0
