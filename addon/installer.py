@@ -68,13 +68,12 @@ class InstallPlan:
                "--progress-bar", progress_bar, *self.pip_args]
         steps = [Step("Creating the virtual environment", [self.base_python, "-m", "venv", "--clear",
                                                           self.build_dir], 0.03)]
-        rest_expected = PipExpectation(30, 150e6)
         if self.torch is not None and self.torch.index_url:
             steps.append(Step(f"Installing {self.torch.description}",
                               [*pip, "--index-url", self.torch.index_url, torch_requirement(self.source_dir)],
                               0.55, PipExpectation(10, 200e6)))
             steps.append(Step("Installing the backend and its dependencies", [*pip, self.source_dir], 0.35,
-                              rest_expected))
+                              PipExpectation(30, 150e6)))
         else:
             steps.append(Step("Installing the backend and its dependencies (torch is large: this can take minutes)",
                               [*pip, self.source_dir], 0.9, PipExpectation(45, 1e9)))
