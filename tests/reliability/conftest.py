@@ -96,6 +96,23 @@ def tiny_bundle(matrix_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def fast_bundle(matrix_dir) -> Path:
+    """A random non-autoregressive bundle with a small log-mel encoder: an hour of audio in
+    seconds (the tiny wav2vec 2.0 bundle needs minutes for that)."""
+    import torch
+
+    from wav2sem.bundle import BundleConfig, build_model, save_bundle
+    from wav2sem.models.faceformer import DecoderConfig
+    from wav2sem.testing import grid_template
+
+    encoder = {"type": "logmel", "config": {"n_mels": 40, "conv_channels": 16, "hidden_size": 16, "gru_layers": 1}}
+    config = BundleConfig(name="fast-random", arch="direct", fps=30.0, subjects=("subject_0",), encoder=encoder,
+                          semantic=None, decoder=DecoderConfig(vertex_count=300, n_subjects=1, feature_dim=16, period=30))
+    torch.manual_seed(0)
+    return Path(save_bundle(matrix_dir / "fast_bundle", config, build_model(config), grid_template(300)))
+
+
+@pytest.fixture(scope="session")
 def serve_tmp(matrix_dir) -> Path:
     """TMPDIR of the long-lived server: what it leaves behind is visible here."""
     folder = matrix_dir / "serve-tmp"

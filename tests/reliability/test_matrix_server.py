@@ -218,7 +218,13 @@ def test_eof_with_queued_work(tiny_bundle, speech, tmp_path, seen):
         if final["type"] == "error":
             assert_user_error(final["error"])
             assert "input" in final["error"]["message"].lower(), f"not said plainly why: {final['error']}"
-    assert listing(tmp_path).keys() <= {"one.npy", "two.npy"}, f"left behind: {sorted(listing(tmp_path))}"
+    left = ours(tmp_path)
+    assert left <= {"one.npy", "two.npy"}, f"left behind: {sorted(left)}"
+
+
+def ours(folder: Path) -> set[str]:
+    """Top-level entries of a TMPDIR, less torch's own compile cache (torchinductor_USER)."""
+    return {p.name for p in folder.iterdir() if not p.name.startswith("torchinductor_")}
 
 
 def _kill_mid_take(how: signal.Signals, bundle: Path, audio: Path, tmp_path: Path, seen) -> None:
@@ -236,15 +242,16 @@ def _kill_mid_take(how: signal.Signals, bundle: Path, audio: Path, tmp_path: Pat
             raise AssertionError(f"the take ended before it could be killed: {message}")
         if message.get("stage") == "decode":
             break
+    assert ours(tmp), "the server had no temporary folder to leave behind (nothing tested)"
     srv.proc.send_signal(how)
     srv.proc.wait(timeout=30)
     srv.close()
     assert listing(out) == {}, f"partial output after {how.name}: {sorted(listing(out))}"
     later = Server("--model", bundle, env=env)           # a later start cleans what is left
     assert later.request("hello", timeout=120)["type"] == "result"
-    during = set(listing(tmp))
+    during = ours(tmp)
     later.close()
-    left = sorted(listing(tmp))
+    left = sorted(ours(tmp))
     seen(f"exit {srv.proc.returncode}; temp while the next server ran: {sorted(during)[:3]}; after: {left[:3]}")
     assert not left, f"left in TMPDIR after a later start and stop: {left[:5]}"
 
@@ -259,8 +266,11 @@ def test_sigkill_mid_take(tiny_bundle, long_speech, tmp_path, seen):
     _kill_mid_take(signal.SIGKILL, tiny_bundle, long_speech, tmp_path, seen)
 
 
-@matrix("one-hour file (silence with a tone)", "succeeds or fails clearly within 120 s")
-def test_one_hour(live_server, tmp_path, seen):
+HOUR_LIMIT_S = 90
+
+
+@matrix("one-hour file (silence with a tone), fast log-mel bundle", f"succeeds or fails clearly within {HOUR_LIMIT_S} s")
+def test_one_hour(live_server, fast_bundle, tmp_path, seen):
     sr = 8_000
     t = np.arange(sr * 60) / sr
     minute = np.where((t % 10) < 2, 0.3 * np.sin(2 * np.pi * 220 * t), 0.0).astype(np.float32)
@@ -271,13 +281,16 @@ def test_one_hour(live_server, tmp_path, seen):
         for _ in range(60):
             handle.write(minute)
     started = time.monotonic()
-    rid = live_server.send("generate", {"audio": str(path), "device": "cpu", "output": str(tmp_path / "hour.npy")})
+    rid = live_server.send("generate", {"audio": str(path), "device": "cpu", "model": str(fast_bundle),
+                                        "output": str(tmp_path / "hour.npy")})
     try:
-        _, final = live_server.wait_for(rid, 120)
+        _, final = live_server.wait_for(rid, HOUR_LIMIT_S)
     except AssertionError:
         live_server.send("cancel", {"target": rid})
         live_server.wait_for(rid, 60)
-        raise AssertionError("no answer for one hour of audio within 120 s") from None
+        raise AssertionError(f"no answer for one hour of audio within {HOUR_LIMIT_S} s") from None
+    finally:
+        path.unlink()
     seconds = time.monotonic() - started
     seen(f"{final['type']} in {seconds:.0f} s: " + (final["error"]["message"] if final["type"] == "error"
                                                      else f"{final['data']['frames']} frames"))
@@ -286,3 +299,4 @@ def test_one_hour(live_server, tmp_path, seen):
         assert not (tmp_path / "hour.npy").exists()
     else:
         assert final["data"]["frames"] == pytest.approx(3600 * final["data"]["fps"], abs=2)
+        (tmp_path / "hour.npy").unlink()    # 390 MB
