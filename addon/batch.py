@@ -3,16 +3,21 @@
     blender -b scene.blend --python <installed add-on>/batch.py -- \
         --object Head --audio a.wav [--audio b.wav ...] --output out.blend [--preview out.mp4]
 
-Each audio file becomes a sound strip and a take, one after the other from --start
-(default: the scene's first frame). The exit code is 1 if any shot failed.
+Each audio file becomes a sound strip and a take named after the strip (so the same file
+twice, or two folders' line.wav, are separate takes), one after the other from --start
+(default: the scene's first frame). A shot that failed leaves no strip. After the last shot
+every take is checked at its frames; the exit code is 1 if any shot failed or was lost.
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import addon_utils
 import bpy
@@ -35,6 +40,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@functools.lru_cache(maxsize=None)
 def enable_addon() -> str:
     """Enable the add-on this file belongs to (legacy or extension install)."""
     for module in addon_utils.modules():  # type: ignore[func-returns-value,attr-defined]
@@ -59,9 +65,15 @@ def ensure_camera(scene: bpy.types.Scene, obj: bpy.types.Object) -> None:
     scene.camera = camera
 
 
-def render_preview(scene: bpy.types.Scene, obj: bpy.types.Object, path: str, scale: int) -> None:
+def addon_module(name: str) -> Any:
     from importlib import import_module
-    versions = import_module(enable_addon() + ".versions")
+    return import_module(f"{enable_addon()}.{name}")
+
+
+def render_preview(scene: bpy.types.Scene, obj: bpy.types.Object, path: str, scale: int) -> None:
+    """A Workbench movie with sound. Blender's own output (a line per frame, GPU messages)
+    is kept out of the console: a progress line every tenth of the frames instead."""
+    versions, quiet = addon_module("versions"), addon_module("quiet")
     ensure_camera(scene, obj)
     scene.render.engine = "BLENDER_WORKBENCH"  # type: ignore[assignment]  # stubs list one engine
     scene.render.resolution_percentage = scale
@@ -71,53 +83,117 @@ def render_preview(scene: bpy.types.Scene, obj: bpy.types.Object, path: str, sca
     scene.render.ffmpeg.audio_codec = "AAC"
     scene.render.filepath = str(Path(path).resolve())
     scene.render.use_file_extension = False
-    bpy.ops.render.render(animation=True)
+    total = scene.frame_end - scene.frame_start + 1
+    every, rendered = max(1, total // 10), [0]
+    error = None
+    with quiet.captured_output() as output:
+        def progress(*_: Any) -> None:
+            rendered[0] += 1
+            if rendered[0] % every == 0 or rendered[0] == total:
+                output.say(f"preview: frame {rendered[0]}/{total}")
+        bpy.app.handlers.render_post.append(progress)
+        try:
+            bpy.ops.render.render(animation=True)
+        except RuntimeError as exc:
+            error = exc
+        finally:
+            bpy.app.handlers.render_post.remove(progress)
+    if error is not None:
+        raise RuntimeError(f"{report_text(str(error))} (Blender said: {output.tail()})")
+
+
+REPORT_PREFIXES = ("Error: ", "Warning: ", "Info: ")   # how Blender prints an operator's reports
+
+
+def report_text(text: str) -> str:
+    """An operator's error reports as one line, without Blender's "Error: " prefixes."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return " ".join(line[len("Error: "):] if line.startswith("Error: ") else line for line in lines)
+
+
+@dataclass(frozen=True)
+class Shot:
+    label: str            # "[2/5] line.wav"
+    take: str
+    frames: tuple[int, int]
+
+
+def animate(args: argparse.Namespace, strip: str) -> tuple[str | None, list[str]]:
+    """Generate one take; returns (the error or None, its warnings). Blender's report lines
+    are restated by the caller; anything else it printed (a traceback) is passed on."""
+    quiet = addon_module("quiet")
+    error = None
+    with quiet.captured_output() as output:
+        try:
+            bpy.ops.wav2sem.generate_lipsync(  # type: ignore[attr-defined]  # registered by the add-on
+                object=args.object, strip=strip, subject=args.subject, intensity=args.intensity,
+                output_mode=args.mode)
+        except RuntimeError as exc:
+            error = report_text(str(exc))
+    lines = output.text.splitlines()
+    for line in lines:
+        if line.strip() and not line.startswith(REPORT_PREFIXES):
+            print(line, flush=True)
+    return error, [line[len("Warning: "):] for line in lines if line.startswith("Warning: ")]
 
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    from importlib import import_module
-    versions = import_module(enable_addon() + ".versions")
+    versions, apply = addon_module("versions"), addon_module("apply")
     scene = bpy.context.scene
     assert scene is not None
-    if bpy.data.objects.get(args.object) is None:
+    obj = bpy.data.objects.get(args.object)
+    if obj is None:
         print(f"batch: there is no object named {args.object!r} in {bpy.data.filepath or 'the scene'}")
         return 2
     frame = first_frame = scene.frame_start if args.start is None else args.start
-    failures, started = [], time.monotonic()
-    last_frame = frame
+    shots: list[Shot] = []
+    failures: list[str] = []
+    started = time.monotonic()
     for index, audio in enumerate(args.audio, 1):
         label = f"[{index}/{len(args.audio)}] {Path(audio).name}"
         audio_path = str(Path(audio).resolve())
         if not Path(audio_path).is_file():
             print(f"{label}: FAILED: file not found", flush=True)
-            failures.append(audio)
+            failures.append(label)
             continue
         strip = versions.new_sound_strip(scene, Path(audio).stem, audio_path, frame)
+        take, start, sound_end = apply.take_name_for(strip.name), round(strip.frame_start), round(strip.frame_final_end)
         shot_start = time.monotonic()
-        try:
-            bpy.ops.wav2sem.generate_lipsync(  # type: ignore[attr-defined]  # registered by the add-on
-                object=args.object, audio_path=audio_path, subject=args.subject, intensity=args.intensity,
-                output_mode=args.mode)
-        except RuntimeError as exc:
-            print(f"{label}: FAILED: {str(exc).strip()}", flush=True)
-            failures.append(audio)
-        else:
-            print(f"{label}: frames {round(strip.frame_final_start)}-{round(strip.frame_final_end) - 1} "
-                  f"in {time.monotonic() - shot_start:.1f} s", flush=True)
-        last_frame = round(strip.frame_final_end)
-        frame = last_frame + args.gap
-    scene.frame_start, scene.frame_end = first_frame, max(first_frame, last_frame - 1)   # the shots, for playback
+        error, warnings = animate(args, strip.name)
+        span = apply.take_span(obj, take)
+        if error is None and (span is None or span[0] != start):
+            error = f"the take {take} is not on '{obj.name}' at frame {start}"
+        if error is not None:
+            print(f"{label}: FAILED: {error}", flush=True)
+            failures.append(label)
+            versions.remove_strip(scene, strip)     # the shot takes no room in the saved scene
+            continue
+        for warning in warnings:
+            print(f"{label}: warning: {warning}", flush=True)
+        print(f"{label}: frames {span[0]}-{span[1]} in {time.monotonic() - shot_start:.1f} s", flush=True)
+        shots.append(Shot(label, take, span))
+        frame = max(sound_end, span[1] + 1) + args.gap
+    for shot in shots:   # nothing a later shot did may have replaced or moved an earlier take
+        if apply.take_span(obj, shot.take) != shot.frames:
+            print(f"{shot.label}: FAILED: its take {shot.take} was replaced by a later shot", flush=True)
+            failures.append(shot.label)
+    scene.frame_start, scene.frame_end = first_frame, max(first_frame, frame - args.gap - 1)   # the shots
     bpy.ops.wm.save_as_mainfile(filepath=str(Path(args.output).resolve()))
     print(f"saved {args.output}", flush=True)
     if args.preview:
         preview_start = time.monotonic()
-        render_preview(scene, bpy.data.objects[args.object], args.preview, args.preview_scale)
-        print(f"preview {args.preview} ({scene.frame_end - scene.frame_start + 1} frames) in "
-              f"{time.monotonic() - preview_start:.1f} s", flush=True)
-    done = len(args.audio) - len(failures)
+        try:
+            render_preview(scene, obj, args.preview, args.preview_scale)
+        except RuntimeError as exc:
+            print(f"preview: FAILED: {exc}", flush=True)
+            failures.append("the preview")
+        else:
+            print(f"preview {args.preview} ({scene.frame_end - scene.frame_start + 1} frames) in "
+                  f"{time.monotonic() - preview_start:.1f} s", flush=True)
+    done = len(args.audio) - len([f for f in failures if f != "the preview"])
     print(f"summary: {done} of {len(args.audio)} shots animated, {len(failures)} failed"
-          + (f" ({', '.join(Path(f).name for f in failures)})" if failures else "")
+          + (f" ({', '.join(failures)})" if failures else "")
           + f"; {time.monotonic() - started:.1f} s", flush=True)
     return 1 if failures else 0
 

@@ -97,6 +97,13 @@ def new_sound_strip(scene: bpy.types.Scene, name: str, path: str, frame: int) ->
     return strips.new_sound(name, path, channel, frame)
 
 
+def remove_strip(scene: bpy.types.Scene, strip: Any) -> None:
+    editor = scene.sequence_editor
+    if editor is not None:
+        strips = editor.strips if hasattr(editor, "strips") else editor.sequences  # type: ignore[attr-defined]
+        strips.remove(strip)
+
+
 # --- render output -----------------------------------------------------------------------
 
 def set_movie_output(scene: bpy.types.Scene) -> None:
