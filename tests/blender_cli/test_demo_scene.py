@@ -33,7 +33,8 @@ def inspect(command: list[str], tmp_path) -> dict:
     env = dict(os.environ, HOME=str(tmp_path))
     result = subprocess.run(command, capture_output=True, text=True, timeout=180, env=env, cwd=tmp_path)
     lines = [line for line in result.stdout.splitlines() if line.startswith("DEMO ")]
-    assert result.returncode == 0 and lines, f"exit {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    assert result.returncode == 0 and lines, \
+        f"exit {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return json.loads(lines[-1][5:])
 
 
