@@ -151,6 +151,12 @@ def check_bundle_target(directory: str | Path) -> Path:
                                                   f"({', '.join(others[:3])}); move them out or choose a new folder name.")
     elif directory.exists() or directory.is_symlink():
         raise Wav2SemError(OUTPUT_UNWRITABLE, f"{directory} exists and is not a model bundle; choose a new folder name.")
+    ancestor = directory.absolute().parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+        raise Wav2SemError(OUTPUT_UNWRITABLE, f"Cannot write the model bundle {directory}: {ancestor} is not a writable "
+                                              "folder; choose another place.")
     return directory
 
 

@@ -276,3 +276,23 @@ def test_truncated_checkpoint_is_one_sentence(tmp_path):
     with pytest.raises(Wav2SemError) as info:
         read_checkpoint(path)
     assert path.name in _assert_one_sentence(info.value, MODEL_INVALID)
+
+
+def test_bundle_under_a_file_or_a_read_only_folder_is_refused_before_work(tmp_path, source_bundle):
+    from wav2sem.bundle import check_bundle_target
+
+    (tmp_path / "file.txt").write_text("x")
+    with pytest.raises(Wav2SemError) as info:
+        check_bundle_target(tmp_path / "file.txt" / "deeper" / "bundle")
+    assert "file.txt" in _assert_one_sentence(info.value, OUTPUT_UNWRITABLE)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        if os.access(locked, os.W_OK):
+            pytest.skip("running as a user who may write anywhere (root)")
+        with pytest.raises(Wav2SemError) as info:
+            check_bundle_target(locked / "new" / "bundle")
+        assert str(locked) in _assert_one_sentence(info.value, OUTPUT_UNWRITABLE)
+    finally:
+        locked.chmod(0o755)
