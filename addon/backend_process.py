@@ -157,8 +157,9 @@ class BackendProcess:
                 proc.kill()
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(timeout)
-            if self._stdout_reader is not None:   # it reports the exit to the inboxes
+            if self._stdout_reader is not None:   # it reports the exit to the inboxes...
                 self._stdout_reader.join(READER_JOIN_S)
+            self._exit(Exited(proc.returncode, self.stderr_tail()))   # ...unless a grandchild holds stdout
             log.info("backend %s ended (exit code %s)", proc.pid, proc.returncode)
 
     def kill(self) -> None:
@@ -226,7 +227,10 @@ class BackendProcess:
             inbox.put(event)
 
     def _exit(self, event: Exited) -> None:
+        """Tell every waiting inbox that the process ended (the first report counts)."""
         with self._routes_lock:
+            if self._exited is not None:
+                return
             self._exited = event
             inboxes = {id(route.inbox): route.inbox for route in self._routes.values()}
             self._routes.clear()
