@@ -128,8 +128,21 @@ def test_pip_failure_leaves_the_working_environment_untouched(old_venv, tmp_path
 
 
 def test_success_replaces_the_environment_and_it_still_runs_after_the_rename(old_venv, tmp_path):
-    job = install(old_venv, write_tiny_package(tmp_path / "src-0.0.2", "0.0.2"), "--no-index")
+    import time
+
+    plan = installer.InstallPlan(sys.executable, str(old_venv), str(write_tiny_package(tmp_path / "src", "0.0.2")),
+                                 ("--no-index",), check_imports=("wav2sem",))
+    job = installer.Installer(plan)
+    job.start()
+    shown = []                                    # what a modal operator would draw, step by step
+    while not job.finished:
+        job.poll()
+        shown.append((job.fraction, job.step))
+        time.sleep(0.05)
     assert job.error is None, "\n".join(job.output[-20:])
+    fractions = [fraction for fraction, _ in shown]
+    assert fractions == sorted(fractions) and 0.0 <= fractions[0] < 0.1
+    assert {step for _, step in shown} >= {"Creating the virtual environment", "Checking the backend"}
     assert backend_version(old_venv) == "wav2sem 0.0.2"
     pip = subprocess.run([str(managed_python(old_venv)), "-m", "pip", "--version"], capture_output=True, text=True,
                          timeout=60)
