@@ -38,6 +38,14 @@ class Template:
             self.faces = np.ascontiguousarray(self.faces, dtype=np.int32)
         self.regions = {k: np.asarray(v, dtype=np.int32) for k, v in self.regions.items()}
         self.landmarks = {k: int(v) for k, v in self.landmarks.items()}
+        if not np.isfinite(self.vertices).all():
+            raise Wav2SemError(MODEL_INVALID, "template vertices must be finite numbers; this template has NaN or infinite ones")
+        indices = {"faces": self.faces, **{f"region {k}": v for k, v in self.regions.items()},
+                   **{f"landmark {k}": np.array([v]) for k, v in self.landmarks.items()}}
+        for name, idx in indices.items():
+            if idx is not None and idx.size and (idx.min() < 0 or idx.max() >= self.vertex_count):
+                raise Wav2SemError(MODEL_INVALID, f"template {name} points past its {self.vertex_count} vertices "
+                                                  f"(index {int(idx.min()) if idx.min() < 0 else int(idx.max())})")
 
     @property
     def vertex_count(self) -> int:
@@ -88,8 +96,10 @@ class Template:
                         raise Wav2SemError(MODEL_INVALID, f"Subject {subject!r} is not in {path.name}; it has {sorted(table)}.")
                     return cls(np.asarray(table[subject]).reshape(-1, 3))
                 return cls(np.asarray(table).reshape(-1, 3))
-        except Wav2SemError:
-            raise
+        except Wav2SemError as exc:
+            if path.name in exc.message:
+                raise
+            raise Wav2SemError(exc.code, f"Template {path}: {exc.message}; give the template the model was made with.") from exc
         except Exception as exc:  # corrupt or foreign file
             raise Wav2SemError(MODEL_INVALID, f"Could not read template {path.name} ({reason(exc)}); "
                                               "give an intact .npz, .npy, .obj, .ply or templates.pkl.") from exc

@@ -202,6 +202,9 @@ FILE_CASES = {
     "template empty": ("template.npz", lambda p: p.write_bytes(b"")),
     "template a text file": ("template.npz", lambda p: p.write_text("vertices: none")),
     "template no vertices": ("template.npz", lambda p: np.savez(p, faces=np.zeros((1, 3), np.int32))),
+    "template region past the vertices": ("template.npz", lambda p: np.savez(
+        p, vertices=np.zeros((60, 3), np.float32), region_lips=np.array([3, 60], np.int32))),
+    "template NaN vertices": ("template.npz", lambda p: np.savez(p, vertices=np.full((60, 3), np.nan, np.float32))),
     "weights truncated": ("model.safetensors", _truncate),
     "weights empty": ("model.safetensors", lambda p: p.write_bytes(b"")),
     "weights random bytes": ("model.safetensors", lambda p: p.write_bytes(np.random.default_rng(1).bytes(5000))),

@@ -199,3 +199,17 @@ def test_hand_written_global_opcode_is_refused(tmp_path):
     # control: the same bytes through the plain unpickler do run (the payload is live)
     pickle.loads(payload)
     assert marker.exists()
+
+
+def test_template_with_nan_vertices_or_out_of_range_indices_is_refused(tmp_path):
+    bad_vertices = VERTS.copy()
+    bad_vertices[2, 1] = np.nan
+    for name, kwargs in (("nan vertices", dict(vertices=bad_vertices)),
+                         ("region index", dict(vertices=VERTS, regions={"lips": [1, 5]})),
+                         ("negative region index", dict(vertices=VERTS, regions={"lips": [-1]})),
+                         ("landmark index", dict(vertices=VERTS, landmarks={"chin": 9})),
+                         ("face index", dict(vertices=VERTS, faces=np.array([[0, 1, 7]])))):
+        with pytest.raises(Wav2SemError) as info:
+            Template(**kwargs)
+        assert info.value.code == MODEL_INVALID, name
+        assert "\n" not in info.value.message
