@@ -3,6 +3,7 @@ count -> mono float32 at 16 kHz, plus the normalisation the speech encoder expec
 from __future__ import annotations
 
 import logging
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -23,11 +24,17 @@ def load_audio(path: str | Path) -> np.ndarray:
     import soxr
 
     path = Path(path)
-    if not path.exists():
-        raise Wav2SemError(AUDIO_NOT_FOUND, f"Audio file not found: {path}. Check the path or the sound strip's file.")
-    if path.is_dir():
+    try:
+        info = path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        raise Wav2SemError(AUDIO_NOT_FOUND, f"Audio file not found: {path}. Check the path or the sound strip's file.") from None
+    except (OSError, ValueError) as exc:      # permission denied, a name the file system cannot hold
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise Wav2SemError(AUDIO_UNREADABLE, f"Cannot open {path.name} ({reason}); check the file's permissions "
+                                             "and path.") from None
+    if stat.S_ISDIR(info.st_mode):
         raise Wav2SemError(AUDIO_NOT_FOUND, f"{path} is a folder, not an audio file.")
-    if path.stat().st_size == 0:
+    if info.st_size == 0:
         raise Wav2SemError(AUDIO_EMPTY, f"Audio file {path.name} is empty (0 bytes).")
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)   # (S, C)
@@ -46,6 +53,12 @@ def load_audio(path: str | Path) -> np.ndarray:
         )
     if not np.isfinite(data).all():
         raise Wav2SemError(AUDIO_UNREADABLE, f"Audio file {path.name} contains invalid (NaN or infinite) samples.")
+    peak = float(np.max(np.abs(data)))
+    if peak > 1.0:
+        # float files may exceed full scale (up to float32's 3e38): scale to it before any sum
+        # can overflow; loudness is normalised away downstream anyway
+        log.info("%s peaks at %.3g times full scale; scaled to full scale", path.name, peak)
+        data = (data / peak).astype(np.float32)
     mono = data.mean(axis=1)
     if rate != SAMPLE_RATE:
         mono = soxr.resample(mono, rate, SAMPLE_RATE, quality="HQ")

@@ -99,3 +99,49 @@ def test_silent_audio_gives_rest_pose_with_warning(tiny_model):
     assert result.offsets.dtype == np.float32
     assert not result.offsets.any()
     assert any("silent" in w.lower() for w in result.warnings)
+
+
+def test_float_audio_far_beyond_full_scale_gives_finite_offsets(tmp_path, tiny_model):
+    """A float WAV with 3e38 peaks (float32's edge): no overflow to inf/NaN anywhere."""
+    from w2s_helpers import speechlike
+    from wav2sem.audio import load_audio
+    from wav2sem.inference import generate
+
+    wave = speechlike(1.5, seed=71) / 0.3 * 3e38
+    path = write_audio(tmp_path / "huge.wav", wave.astype(np.float32), SR, subtype="FLOAT")
+    audio = load_audio(path)
+    assert np.isfinite(audio).all() and float(np.abs(audio).max()) <= 1.0
+    offsets = generate(tiny_model, audio).offsets
+    assert np.isfinite(offsets).all() and np.abs(offsets).max() > 1e-4
+
+
+def test_unreadable_audio_is_one_sentence(tmp_path):
+    import os
+
+    if os.geteuid() == 0:
+        pytest.skip("root reads files whatever their permissions")
+    path = write_audio(tmp_path / "locked.wav", sine(300, 0.5, SR), SR)
+    path.chmod(0)
+    try:
+        code, message = code_of(path)
+    finally:
+        path.chmod(0o644)
+    assert code == AUDIO_UNREADABLE and "locked.wav" in message
+
+
+def test_audio_in_a_folder_that_cannot_be_searched(tmp_path, monkeypatch):
+    """stat() failing with PermissionError (a folder without search permission; simulated, as
+    tests may run as root) is AUDIO_UNREADABLE, not a traceback."""
+    import pathlib
+
+    path = write_audio(tmp_path / "hidden.wav", sine(300, 0.5, SR), SR)
+    real_stat = pathlib.Path.stat
+
+    def stat(self, *args, **kwargs):
+        if self.name == "hidden.wav":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_stat(self, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "stat", stat)
+    code, message = code_of(path)
+    assert code == AUDIO_UNREADABLE and "hidden.wav" in message and "ermission" in message

@@ -161,3 +161,27 @@ def test_cli_main_uses_its_argv_not_sys_argv(monkeypatch, tiny_bundle):
 def test_no_command_prints_help_and_fails():
     proc = run_wav2sem_inprocess()
     assert proc.returncode == 2 and "infer" in proc.stdout
+
+
+@pytest.mark.parametrize("subject,words", [("0:abc", ["abc"]), ("0:nan", ["nan"]), ("subject_0:inf", ["inf"]),
+                                           ("0:-1", ["-1"]), ("0:", ["weight"])])
+def test_bad_subject_blends_on_the_command_line(tiny_bundle, speech_wav, tmp_path, subject, words):
+    out = tmp_path / "blend.npy"
+    proc = run_wav2sem_inprocess("infer", speech_wav, "-o", out, "--model", tiny_bundle, "--subject", subject)
+    assert_clean_failure(proc, *words)
+    assert not out.exists()
+
+
+def test_full_disk_while_writing_is_output_unwritable(tiny_bundle, speech_wav, tmp_path, monkeypatch):
+    import errno
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(np, "save", full_disk)
+    out = tmp_path / "full.npy"
+    out.write_bytes(SENTINEL)
+    proc = run_wav2sem_inprocess("infer", speech_wav, "-o", out, "--model", tiny_bundle)
+    line = assert_clean_failure(proc, "full.npy", "no space left")
+    assert out.read_bytes() == SENTINEL
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["full.npy"]

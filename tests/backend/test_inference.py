@@ -120,7 +120,9 @@ def test_subject_by_index_name_and_blend(tiny_model, short_clip):
     torch.testing.assert_close(subject_weights(tiny_model, {"0": 3, "subject_2": 1}), torch.tensor([0.75, 0.0, 0.25]))
 
 
-@pytest.mark.parametrize("subject", ["nobody", 3, -1, "7", {"subject_0": 0.5, "ghost": 0.5}, {"subject_0": 0.0}])
+@pytest.mark.parametrize("subject", ["nobody", 3, -1, "7", {"subject_0": 0.5, "ghost": 0.5}, {"subject_0": 0.0},
+                                     {"0": "x"}, {"0": float("nan")}, {"0": float("inf")}, {"0": 1, "1": -0.5},
+                                     {"0": None}, {"0": True}])
 def test_bad_subjects_are_bad_requests(tiny_model, short_clip, subject):
     from wav2sem.inference import generate
 
@@ -185,3 +187,34 @@ def test_devices():
         with pytest.raises(Wav2SemError) as info:
             resolve_device("cuda")
         assert info.value.code == DEVICE_UNAVAILABLE
+
+
+@pytest.mark.parametrize("stage", ["encode", "semantic", "decode"])
+def test_cancel_between_stages_is_honoured(tiny_model, stage):
+    """A cancel that arrives with a stage's last progress event (after which that stage polls
+    no more) still stops generate."""
+    from wav2sem.inference import generate
+
+    state = {"cancel": False}
+
+    def progress(stage_name, fraction, message):
+        if stage == "encode" and message == "speech features done" or \
+                stage == "semantic" and message == "semantic vectors done" or \
+                stage == "decode" == stage_name and fraction >= 1.0:
+            state["cancel"] = True
+
+    with pytest.raises(Cancelled):
+        generate(tiny_model, speechlike(2.5, seed=27), progress=progress, should_cancel=lambda: state["cancel"])
+    assert state["cancel"]
+
+
+def test_non_finite_offsets_are_refused_with_model_invalid(tiny_bundle):
+    from wav2sem.errors import MODEL_INVALID
+    from wav2sem.inference import generate, load_model
+
+    model = load_model(tiny_bundle, "cpu")
+    with torch.no_grad():
+        model.net.vertice_map_r.bias[5] = float("nan")
+    with pytest.raises(Wav2SemError) as info:
+        generate(model, speechlike(1.0, seed=28))
+    assert info.value.code == MODEL_INVALID and "invalid values" in info.value.message

@@ -158,6 +158,16 @@ def test_cancel_long_generate(server, big_bundle, audio_dir, tmp_path):
     ('{"id": "g5", "op": "generate", "params": {"audio": "AUDIO", "semantic": "yes"}}', "BAD_REQUEST", "g5"),
     ('{"id": "g6", "op": "generate", "params": {"audio": "AUDIO", "subject": "nobody"}}', "BAD_REQUEST", "g6"),
     ('{"id": "m1", "op": "model_info", "params": {"model": "/no/such/bundle"}}', "MODEL_NOT_FOUND", "m1"),
+    ('{"id": "n1", "op": "generate", "params": {"audio": "AUDIO", "device": 0}}', "BAD_REQUEST", "n1"),
+    ('{"id": "n2", "op": "generate", "params": {"audio": "AUDIO", "model": 5}}', "BAD_REQUEST", "n2"),
+    ('{"id": "n3", "op": "generate", "params": {"audio": "AUDIO", "output": 7}}', "BAD_REQUEST", "n3"),
+    ('{"id": "n4", "op": "model_info", "params": {"model": 5}}', "BAD_REQUEST", "n4"),
+    ('{"id": "n5", "op": "model_info", "params": {"device": ["cpu"]}}', "BAD_REQUEST", "n5"),
+    ('{"id": "n6", "op": "generate", "params": {"audio": 12}}', "BAD_REQUEST", "n6"),
+    ('{"id": "s1", "op": "generate", "params": {"audio": "AUDIO", "subject": {"0": "x"}}}', "BAD_REQUEST", "s1"),
+    ('{"id": "s2", "op": "generate", "params": {"audio": "AUDIO", "subject": {"0": NaN}}}', "BAD_REQUEST", "s2"),
+    ('{"id": "s3", "op": "generate", "params": {"audio": "AUDIO", "subject": {"0": Infinity, "1": 1}}}', "BAD_REQUEST", "s3"),
+    ('{"id": "s4", "op": "generate", "params": {"audio": "AUDIO", "subject": {"0": true}}}', "BAD_REQUEST", "s4"),
 ])
 def test_bad_requests_get_errors_and_server_keeps_serving(server, speech_wav, line, code, request_id):
     server.send_raw(line.replace("AUDIO", str(speech_wav)))
@@ -219,3 +229,63 @@ def test_end_of_stdin_ends_with_exit_0(tiny_bundle):
         assert srv.wait_exit(15) == 0
     finally:
         srv.close()
+
+
+# ----- cancel at every stage (in-process Server: the cancel lands at an exact moment) --------
+class CancelWhenWritten:
+    """The `out` of an in-process Server: when the server writes the progress event `trigger`
+    (stage, message start, least fraction), a `cancel` for that request arrives on the reading side, as if
+    Esc had been pressed at that instant."""
+
+    def __init__(self, trigger):
+        self.trigger = trigger
+        self.lines: list[dict] = []
+        self.server = None
+        self.fired = False
+
+    def write(self, text: str) -> None:
+        import json
+        import threading
+        import time
+
+        msg = json.loads(text)
+        self.lines.append(msg)
+        stage, start, fraction = self.trigger
+        if (not self.fired and msg.get("type") == "progress" and msg["stage"] == stage
+                and msg["message"].startswith(start) and msg["fraction"] >= fraction):
+            self.fired = True
+            cancel = json.dumps({"id": "esc", "op": "cancel", "params": {"target": msg["id"]}})
+            threading.Thread(target=self.server.handle_line, args=(cancel,), daemon=True).start()
+            time.sleep(0.5)          # the cancel is set; its reply waits for this write to end
+
+    def flush(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("which", ["default", "tiny"])
+@pytest.mark.parametrize("trigger", [("encode", "speech features done", 0.0), ("encode", "semantic vectors done", 0.0),
+                                     ("decode", "frame", 1.0)])     # the last frame: after it, only the result
+def test_cancel_is_honoured_at_every_stage(which, trigger, tiny_bundle, speech_wav, tmp_path):
+    import time
+
+    from wav2sem.bundle import DEFAULT_BUNDLE_DIR
+    from wav2sem.serve import Server
+
+    out = CancelWhenWritten(trigger)
+    server = Server(out, str(DEFAULT_BUNDLE_DIR if which == "default" else tiny_bundle), "cpu")
+    out.server = server
+    output = tmp_path / "take.npy"
+    try:
+        server.handle_line('{"id": "g", "op": "generate", "params": {"audio": "%s", "output": "%s"}}'
+                           % (speech_wav, output))
+        deadline = time.monotonic() + 120
+        while not any(m["id"] == "g" and m["type"] in ("result", "error") for m in out.lines):
+            assert time.monotonic() < deadline, out.lines[-3:]
+            time.sleep(0.05)
+    finally:
+        server.stop()
+    assert out.fired, f"the trigger {trigger} never came: {out.lines}"
+    final = [m for m in out.lines if m["id"] == "g" and m["type"] in ("result", "error")]
+    assert len(final) == 1 and final[0]["type"] == "error" and final[0]["error"]["code"] == "CANCELLED", final
+    assert [m["data"] for m in out.lines if m["id"] == "esc"] == [{"target": "g", "found": True}]
+    assert list(tmp_path.iterdir()) == []

@@ -5,6 +5,8 @@ import argparse
 import logging
 import sys
 
+from ..errors import BAD_REQUEST, Wav2SemError
+
 log = logging.getLogger(__name__)
 
 
@@ -19,13 +21,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_subject(text: str | None):
-    """'3' -> '3'; 'A:0.7,B:0.3' -> {'A': 0.7, 'B': 0.3}."""
+    """'3' -> '3'; 'A:0.7,B:0.3' -> {'A': 0.7, 'B': 0.3} (weights are checked by generate)."""
     if text is None or ":" not in text:
         return text
     blend = {}
     for part in text.split(","):
         name, _, weight = part.rpartition(":")
-        blend[name.strip()] = float(weight)
+        try:
+            blend[name.strip()] = float(weight)
+        except ValueError:
+            raise Wav2SemError(BAD_REQUEST, f"--subject {text!r}: the blend weight {weight!r} is not a number; "
+                                            "write NAME:WEIGHT,NAME:WEIGHT, e.g. 0:0.7,1:0.3.") from None
     return blend
 
 
