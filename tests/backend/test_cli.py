@@ -185,3 +185,28 @@ def test_full_disk_while_writing_is_output_unwritable(tiny_bundle, speech_wav, t
     line = assert_clean_failure(proc, "full.npy", "no space left")
     assert out.read_bytes() == SENTINEL
     assert sorted(p.name for p in tmp_path.iterdir()) == ["full.npy"]
+
+
+def test_output_folder_that_cannot_be_written(tiny_bundle, speech_wav, tmp_path, monkeypatch):
+    """A read-only output folder: refused before any work where the OS says so (non-root),
+    and still one sentence when creating the file fails (root, network shares: simulated)."""
+    import os
+    import tempfile
+
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        try:
+            proc = run_wav2sem_inprocess("infer", speech_wav, "-o", folder / "a.npy", "--model", tiny_bundle)
+        finally:
+            folder.chmod(0o755)
+        assert_clean_failure(proc, "not writable")
+
+    def read_only(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(folder))
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    proc = run_wav2sem_inprocess("infer", speech_wav, "-o", folder / "b.npy", "--model", tiny_bundle)
+    assert_clean_failure(proc, "b.npy", "permission denied")
+    assert list(folder.iterdir()) == []
