@@ -96,7 +96,7 @@ class LipSyncRun:
             audio = audio_source.file_for_backend(inputs.audio, self.folder)
             request = client.GenerateRequest(audio, inputs.model, inputs.subject, inputs.device,
                                              os.path.join(self.folder, "offsets.npy"))
-            self.job = client.GenerateJob(backend, request, say_hello=is_new)
+            self.job = client.GenerateJob(backend, request, say_hello=is_new, check_model=self._check_model)
         except BaseException:
             scratch.remove_run_folder(self.folder)
             client.POOL.close()
@@ -107,6 +107,16 @@ class LipSyncRun:
         if obj is None or obj.type != "MESH":
             raise UserError(f"The mesh '{self.inputs.object_name}' was removed while lip sync was running.")
         return obj
+
+    def _check_model(self, info: protocol.ModelInfo) -> str | None:
+        """Before any inference: can the mesh take this model's output?"""
+        try:
+            obj = self._mesh()
+        except UserError as exc:
+            return str(exc)
+        mesh = obj.data
+        assert isinstance(mesh, bpy.types.Mesh)
+        return mapping.vertex_count_problem(info.vertex_count, len(mesh.vertices), f"'{obj.name}'")
 
     def finish(self, context: bpy.types.Context) -> Outcome:
         """After the job ended: write the take unless it failed or a cancel was asked for."""

@@ -153,7 +153,7 @@ def test_backend_crash_leaves_mesh_unchanged_and_shows_stderr(scene, template, s
                                                               monkeypatch):
     head = make_head(template)
     before = snapshot(head)
-    monkeypatch.setenv("WAV2SEM_PYTHON", fake_python("--crash-after-progress", "1"))
+    monkeypatch.setenv("WAV2SEM_PYTHON", fake_python("--vertex-count", "400", "--crash-after-progress", "1"))
     with pytest.raises(RuntimeError, match=r"stopped unexpectedly \(exit code 3\).*crashed on purpose"):
         bpy.ops.wav2sem.generate_lipsync(object="Head", audio_path=str(speech))
     assert_same(before, snapshot(head))

@@ -112,7 +112,7 @@ def test_backend_dying_mid_take_leaves_no_temporary_folder(scene, template, spee
     temp.mkdir()
     monkeypatch.setenv("TMPDIR", str(temp))
     monkeypatch.setattr(tempfile, "tempdir", str(temp))
-    monkeypatch.setenv("WAV2SEM_PYTHON", fake_python("--crash-after-progress", "2"))
+    monkeypatch.setenv("WAV2SEM_PYTHON", fake_python("--vertex-count", "400", "--crash-after-progress", "2"))
     head = make_head(template)
     before = snapshot(head)
     with pytest.raises(RuntimeError, match=r"stopped unexpectedly \(exit code 3\)"):
