@@ -37,26 +37,34 @@ def seen(request):
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
-    outcome = yield
-    report = outcome.get_result()
+    report = (yield).get_result()
     marker = item.get_closest_marker("matrix")
-    if marker is None or getattr(item, "matrix_recorded", False):
+    if marker is None:
         return
-    if report.when == "call" or (report.when == "setup" and (report.failed or report.skipped)):
-        item.matrix_recorded = True
-        message = getattr(item, "matrix_seen", "")
+    row = getattr(item, "matrix_row", None)
+    seen_text = getattr(item, "matrix_seen", "")
+    if row is None and (report.when == "call" or report.failed or report.skipped):    # a setup skip/failure too
         if report.skipped:
-            result, message = "skipped", str(report.longrepr[-1]) if isinstance(report.longrepr, tuple) else message
-        elif report.passed:
-            result = "pass"
+            outcome = "skipped"
+            seen_text = str(report.longrepr[-1]) if isinstance(report.longrepr, tuple) else seen_text
         else:
-            result = "FAIL"
-            failure = call.excinfo.exconly() if call.excinfo else str(report.longrepr)
-            failure = failure.removeprefix("AssertionError: ").splitlines()[0] if failure else ""
-            message = f"{failure} | seen: {message}" if message else failure
+            outcome = "pass" if report.passed else "FAIL"
         tier, case, expected = marker.args
-        ROWS.append({"tier": tier, "case": case, "expected": expected, "outcome": result,
-                     "message": " ".join(message.split())[:300], "seconds": round(call.duration, 2)})
+        item.matrix_row = row = {"tier": tier, "case": case, "expected": expected, "outcome": outcome,
+                                 "message": seen_text, "seconds": round(call.duration, 2)}
+        ROWS.append(row)
+        if report.failed:
+            row["message"] = _failure(call, report, seen_text)
+    elif row is not None and report.when == "teardown" and report.failed and row["outcome"] == "pass":
+        row.update(outcome="FAIL", message=_failure(call, report, seen_text))   # e.g. a file found left behind
+    if row is not None:
+        row["message"] = " ".join(row["message"].split())[:300]
+
+
+def _failure(call, report, seen_text: str) -> str:
+    text = call.excinfo.exconly() if call.excinfo else str(report.longrepr)
+    first = text.removeprefix("AssertionError: ").splitlines()[0] if text else ""
+    return f"{first} | seen: {seen_text}" if seen_text else first
 
 
 def pytest_sessionfinish(session):

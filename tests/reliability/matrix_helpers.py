@@ -52,13 +52,17 @@ def assert_user_error(error: dict, *names: str, codes: tuple[str, ...] = ()) -> 
     return assert_one_sentence(error.get("message"), *names)
 
 
+TORCH_CACHE = "torchinductor_"   # torch's own compile cache in TMPDIR (made by importing torch), not ours
+
+
 def listing(folder: Path) -> dict[str, tuple[int, int]]:
-    """Every path under `folder` with its size and modification time (nanoseconds)."""
+    """Every path under `folder` with its size and modification time (nanoseconds), less
+    torch's compile cache."""
     folder = Path(folder)
     if not folder.exists():
         return {}
     return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
-            for p in sorted(folder.rglob("*"))}
+            for p in sorted(folder.rglob("*")) if not p.relative_to(folder).parts[0].startswith(TORCH_CACHE)}
 
 
 # ----- the command line -----------------------------------------------------------------------
