@@ -1,7 +1,7 @@
 """Operators: generate, cancel and clear lip sync (Check and Install Backend have their own files).
 
-Thin by design: gather inputs from Blender, hand them to client/mapping/apply, turn their
-errors into one sentence for the user. In the UI, generate and install are modal (a timer
+Thin by design: lipsync_run gathers the inputs, runs the backend job and writes the take;
+the operators drive it and report its Outcome (one sentence per problem). In the UI, generate and install are modal (a timer
 drains the backend's queue on the main thread; Esc cancels); in background mode
 (`blender -b`) and from scripts (EXEC) they run synchronously.
 """

@@ -38,6 +38,9 @@ def test_long_non_ascii_name_regenerates_one_take_and_clears_everything(scene, t
 
     assert bpy.ops.wav2sem.clear_lipsync(object="Head") == {"FINISHED"}
     assert head.data.shape_keys is None and not bpy.data.actions
+    # Two long labels that differ only past the cut still name two takes.
+    names = {apply.take_name_for(audio.stem + ending) for ending in ("a", "b")}
+    assert len(names) == 2 and all(len(n.encode()) <= apply.TAKE_NAME_BYTES for n in names)
 
 
 def test_cancel_after_the_result_arrived_writes_nothing(scene, template, speech, addon):
