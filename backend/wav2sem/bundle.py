@@ -19,8 +19,7 @@ from pathlib import Path
 import torch
 
 from .bundle_config import BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION, BundleConfig  # noqa: F401 (re-exported)
-from .errors import MODEL_INVALID, MODEL_NOT_FOUND, OUTPUT_UNWRITABLE, Wav2SemError
-from .reasons import reason
+from .errors import MODEL_INVALID, MODEL_NOT_FOUND, OUTPUT_UNWRITABLE, Wav2SemError, reason
 from .models.faceformer import FaceFormer
 from .models.talker import SpeechToFace
 from .template import Template

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import MODEL_INVALID, MODEL_NOT_FOUND, Wav2SemError
-from .reasons import reason
+from .errors import MODEL_INVALID, MODEL_NOT_FOUND, Wav2SemError, reason
 
 # Old (torch.nn.utils.weight_norm) vs new (parametrizations) names of a weight-normed conv.
 _WEIGHT_NORM = {

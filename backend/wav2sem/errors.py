@@ -40,3 +40,11 @@ class Cancelled(Wav2SemError):
 
     def __reduce__(self):
         return (Cancelled, (self.message,))
+
+
+def reason(exc: BaseException, limit: int = 160) -> str:
+    """An exception's text as one short line for the middle of a user-facing sentence
+    ('HeaderTooLarge', 'No space left on device'): whitespace collapsed, cut at `limit`,
+    no trailing full stop (the caller's sentence ends itself)."""
+    text = " ".join(str(exc).split()).rstrip(".") or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 
 from . import audio as audio_io
-from .bundle import Bundle, load_weights, read_bundle
+from .bundle import PREPROCESSOR_FILE, Bundle, load_weights, read_bundle
 from .errors import (AUDIO_TOO_SHORT, BAD_REQUEST, DEVICE_UNAVAILABLE, MODEL_INVALID, OUT_OF_MEMORY, Cancelled,
-                     Wav2SemError)
+                     Wav2SemError, reason)
 from .models.encoders import encode_aligned, memory_frame_count
 from .models.talker import ALIGN_PAIR, SpeechToFace
 from .segmentation import utterance_spans
@@ -105,7 +105,11 @@ def load_model(path: str | Path | None = None, device: str | None = "auto",
     if bundle.has_preprocessor:
         from transformers import AutoFeatureExtractor
 
-        extractor = AutoFeatureExtractor.from_pretrained(str(bundle.directory), local_files_only=True)
+        try:
+            extractor = AutoFeatureExtractor.from_pretrained(str(bundle.directory), local_files_only=True)
+        except Exception as exc:  # transformers raises many types (OSError, ValueError, JSON errors)
+            raise Wav2SemError(MODEL_INVALID, f"{bundle.directory / PREPROCESSOR_FILE} is not a valid feature-extractor "
+                                              f"config ({reason(exc)}); fix or remove it.") from exc
     return LoadedModel(bundle, net, dev, dtype, extractor, key=(str(bundle.directory.resolve()), str(dev)))
 
 

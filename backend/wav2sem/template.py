@@ -14,8 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import MODEL_INVALID, MODEL_NOT_FOUND, Wav2SemError
-from .reasons import reason
+from .errors import MODEL_INVALID, MODEL_NOT_FOUND, Wav2SemError, reason
 
 LANDMARK_NAMES = (
     "upper_lip_center", "lower_lip_center", "mouth_corner_left", "mouth_corner_right",

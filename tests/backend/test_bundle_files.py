@@ -212,6 +212,7 @@ FILE_CASES = {
         {"obj_vector.weight": torch.zeros(2, 2)}, str(p))),
     "encoder config unbuildable": ("config.json", lambda p: p.write_text(json.dumps(
         {**json.loads(p.read_text()), "encoder": {"type": "wav2vec2", "config": {"hidden_size": "big"}}}))),
+    "preprocessor config not JSON": ("preprocessor_config.json", lambda p: p.write_text("{feature_size: 1,")),
 }
 
 

@@ -63,9 +63,7 @@ class AnimationObjective(torch.nn.Module):
     def forward(self, wav, offsets, frames, subjects, semantic_vectors):
         net = self.net
         hidden = encode_aligned(net.audio_encoder, wav, self.fps, net.config.alignment, n_frames=frames)   # (B, T, H)
-        if semantic_vectors is not None:
-            hidden = hidden + net.semantic_fusion(semantic_vectors).unsqueeze(1)
-        memory = net.audio_feature_map(hidden)
+        memory = net.memory(hidden, semantic_vectors)
         style = net.obj_vector(subjects).unsqueeze(1)                                             # (B, 1, d)
         noisy = offsets + torch.randn_like(offsets) * self.offset_std * self.input_noise
         predicted = net.decode_teacher_forced(memory, style, noisy)
@@ -264,10 +262,9 @@ def validate(net: SpeechToFace, examples, template, bundle_config, vectors, devi
         for e in examples[:limit]:
             wav, offsets, frames = cropped_batch([e], bundle_config.fps, device)
             hidden = encode_aligned(net.audio_encoder, wav, bundle_config.fps, net.config.alignment, n_frames=frames)
-            if vectors is not None:
-                hidden = hidden + net.semantic_fusion(torch.from_numpy(vectors[e.name]).to(device))[None, None]
+            semantic = torch.from_numpy(vectors[e.name]).to(device)[None] if vectors is not None else None
             style = net.style_embedding(torch.full((net.config.n_subjects,), 1.0 / net.config.n_subjects, device=device))
-            pred = net.decode(net.audio_feature_map(hidden), style, frames)[0].cpu().numpy().reshape(frames, -1, 3)
+            pred = net.decode(net.memory(hidden, semantic), style, frames)[0].cpu().numpy().reshape(frames, -1, 3)
             gt = offsets[0].cpu().numpy().reshape(frames, -1, 3)
             lve.append(metrics.lip_vertex_error(pred, gt, lips))
             mve.append(metrics.mean_vertex_error(pred, gt))

@@ -7,8 +7,7 @@ import json
 from dataclasses import fields
 from pathlib import Path
 
-from ..errors import BAD_REQUEST, Wav2SemError
-from ..reasons import reason
+from ..errors import BAD_REQUEST, Wav2SemError, reason
 
 DEFAULT_CONFIG = Path(__file__).with_name("default_config.json")
 # Keys the trainers read with a default, so a recipe may leave them out.

@@ -34,10 +34,10 @@ def word_features(model, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(d,) mean decoder-side features of one clip without and with the semantic vector."""
     net, cfg = model.net, model.bundle.config
     with torch.inference_mode():
-        wav = torch.from_numpy(normalize(audio)).to(model.device, model.dtype).unsqueeze(0)
+        wav = torch.from_numpy(normalize(audio)).to(model.device).unsqueeze(0)                  # float32
         hidden = encode_aligned(net.audio_encoder, wav, cfg.fps, cfg.decoder.alignment)          # (1, M, H)
-        plain = net.audio_feature_map(hidden).mean(1)[0]
-        fused = net.audio_feature_map(hidden + net.semantic_vector(wav)[:, None]).mean(1)[0] if net.has_semantic else plain
+        plain = net.memory(hidden).mean(1)[0]
+        fused = net.memory(hidden, net.semantic_pooled(wav)).mean(1)[0] if net.has_semantic else plain
     return plain.float().cpu().numpy(), fused.float().cpu().numpy()
 
 
