@@ -1,11 +1,12 @@
 """The one exception the backend client raises, without bpy."""
 from __future__ import annotations
 
-STDERR_LINES_SHOWN = 6
+_TRACEBACK_HEAD = "Traceback (most recent call last)"
 
 
 class BackendError(Exception):
-    """A failure to show the user: `message` is one sentence that says what to do."""
+    """A failure to show the user: `message` is one sentence that says what to do.
+    `stderr_tail` keeps the backend's last stderr lines (or its traceback) for the console."""
 
     def __init__(self, code: str, message: str, stderr_tail: str = ""):
         super().__init__(message)
@@ -14,10 +15,20 @@ class BackendError(Exception):
         self.stderr_tail = stderr_tail
 
     def user_message(self) -> str:
-        tail = last_lines(self.stderr_tail, STDERR_LINES_SHOWN)
-        return f"{self.message} Backend said: {tail}" if tail else self.message
+        """The sentence, plus the backend's own last error line when it left one (never a
+        traceback: the whole tail belongs in the console, see `stderr_tail`)."""
+        line = last_error_line(self.stderr_tail)
+        return f"{self.message} Backend said: {line}" if line else self.message
 
 
-def last_lines(text: str, count: int) -> str:
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return " | ".join(lines[-count:])
+def last_error_line(text: str) -> str:
+    """The last line of `text` that is not part of a traceback's frames: for a Python
+    traceback that is its final 'SomeError: message' line."""
+    for raw in reversed(text.splitlines()):
+        line = raw.strip()
+        if not line or raw[:1].isspace() or line.startswith((_TRACEBACK_HEAD, "During handling", "The above exception")):
+            continue
+        if set(line) <= set("^~ "):
+            continue
+        return line
+    return ""

@@ -6,7 +6,7 @@ by polling; pool: the warm backend shared by all operators.
 """
 from __future__ import annotations
 
-from .backend_error import BackendError, last_lines
+from .backend_error import BackendError, last_error_line
 from .backend_process import START_FAILED, BackendProcess, Inbox, died_error
 from .backend_python import (NOT_INSTALLED, PYTHON_ENV_VAR, PythonChoice, current_python_can_import_backend,
                              managed_python, resolve_backend_python)
@@ -17,4 +17,4 @@ from .pool import POOL, BackendPool
 __all__ = ["BUSY_MESSAGE", "CANCEL_GRACE_S", "NOT_INSTALLED", "POOL", "PYTHON_ENV_VAR", "STAGE_SPANS", "START_FAILED",
            "WATCHDOG_S", "BackendError", "BackendPool", "BackendProcess", "CheckJob", "GenerateJob", "GenerateRequest",
            "Inbox", "ModelCheck", "PythonChoice", "check_hello", "current_python_can_import_backend", "died_error",
-           "last_lines", "managed_python", "overall_fraction", "resolve_backend_python"]
+           "last_error_line", "managed_python", "overall_fraction", "resolve_backend_python"]

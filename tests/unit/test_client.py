@@ -85,8 +85,19 @@ def test_crash_mid_generate_reports_stderr_tail(start_fake, wav_file):
     job.wait(timeout=30)
     assert job.error.code == protocol.BACKEND_DIED
     assert "exit code 3" in job.error.message
-    assert "crashed on purpose" in job.error.user_message()
+    message = job.error.user_message()
+    assert "crashed on purpose" in message and "Traceback" not in message and "File " not in message
+    assert "Traceback" in job.error.stderr_tail      # the whole tail stays for the console
     assert not backend.alive
+
+
+def test_last_error_line_skips_traceback_frames():
+    from wav2sem_lipsync.client import last_error_line
+    tail = ("INFO wav2sem.serve: serving\nTraceback (most recent call last):\n  File \"x.py\", line 3, in f\n"
+            "    raise RuntimeError('boom')\n    ^^^^^^^^^^^^^^^^\nRuntimeError: boom\n")
+    assert last_error_line(tail) == "RuntimeError: boom"
+    assert last_error_line("") == ""
+    assert last_error_line("just one line") == "just one line"
 
 
 def test_junk_on_stdout_is_skipped(start_fake, wav_file):
