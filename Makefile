@@ -51,6 +51,7 @@ corpus: setup system-deps
 bench: setup
 	$(BIN)/python benchmarks/inference.py
 	$(BIN)/python benchmarks/blender_write.py
+	$(BIN)/python benchmarks/reliability_matrix.py
 
 clean:
 	rm -rf dist build .pytest_cache .mypy_cache

@@ -22,7 +22,9 @@ def find_mesh(context: bpy.types.Context, name: str) -> bpy.types.Object:
     if obj is None:
         raise UserError(f"There is no object named '{name}'." if name else "Select a mesh object (the head) first.")
     if obj.type != "MESH":
-        raise UserError(f"'{obj.name}' is a {obj.type.lower()}, not a mesh; select the head mesh.")
+        kind = obj.type.lower().replace("_", " ")
+        article = "an" if kind[:1] in "aeiou" else "a"
+        raise UserError(f"'{obj.name}' is {article} {kind}, not a mesh; select the head mesh.")
     if obj.library is not None or getattr(obj.data, "library", None) is not None:
         raise UserError(f"'{obj.name}' is linked from a library; make it local to animate it.")
     return obj
