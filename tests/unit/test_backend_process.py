@@ -10,7 +10,6 @@ import wave
 import numpy as np
 import pytest
 
-from backend_fixtures import fake_python, start_fake  # noqa: F401 (fixtures)
 from wav2sem_lipsync import client, protocol
 from wav2sem_lipsync.client import BackendError, BackendProcess, CheckJob, GenerateJob, GenerateRequest
 

@@ -6,7 +6,6 @@ import time
 
 import pytest
 
-from backend_fixtures import fake_python, start_fake  # noqa: F401 (fixtures)
 from wav2sem_lipsync import client, protocol
 from wav2sem_lipsync.client import CheckJob, GenerateJob, GenerateRequest
 
