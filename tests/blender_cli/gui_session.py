@@ -130,6 +130,19 @@ def start_long_for_esc():
 
 
 @step
+def check_while_decoding():
+    """Check during a running take: must return at once (modal) and leave the take alone."""
+    import time
+    if not decoding("Check"):
+        return False
+    started = time.monotonic()
+    report["check_invoke"] = sorted(op_call(bpy.ops.wav2sem.check_backend, "INVOKE_DEFAULT"))
+    report["check_invoke_s"] = time.monotonic() - started
+    report["running_after_check"] = bpy.context.scene.wav2sem_lipsync.running
+    return True
+
+
+@step
 def press_esc_when_running():
     settings = bpy.context.scene.wav2sem_lipsync
     if not decoding("Esc"):
@@ -144,6 +157,16 @@ def press_esc_when_running():
 @step
 def wait_esc():
     return ended("after_esc")
+
+
+@step
+def wait_check():
+    """The Check queued behind the cancelled take ends and reports the model."""
+    operator = sys.modules["wav2sem_lipsync.check_operator"].WAV2SEM_OT_check_backend
+    if operator._running:
+        return False
+    report["check_status"] = bpy.context.preferences.addons["wav2sem_lipsync"].preferences.status
+    return True
 
 
 @step

@@ -1,6 +1,6 @@
 """The interactive path in a real Blender 3.4 window under Xvfb: the modal operator with
-progress, Esc, the Cancel button, why the button is disabled, one-step undo, and a file
-load in the middle of a run."""
+progress, Esc, the Cancel button, Check during a take, why the button is disabled, one-step
+undo, and a file load in the middle of a run."""
 from __future__ import annotations
 
 import json
@@ -42,6 +42,10 @@ def test_modal_generate_cancel_and_undo(cli, tmp_path):
     assert report["after_redo"] == report["after_generate"]
     # Esc and the Cancel button stop a running generation and leave the mesh as it was.
     assert report["esc_running"] is True
+    # Check during the take returns at once, the take runs on, and Check reports afterwards.
+    assert report["check_invoke"] == ["RUNNING_MODAL"] and report["check_invoke_s"] < 1.0, report
+    assert report["running_after_check"] is True
+    assert "Model:" in report["check_status"], report["check_status"]
     assert report["after_esc"] == report["before_cancel"] == report["after_generate"]
     assert report["cancel_poll"] is True
     assert report["after_button"] == report["after_generate"]
