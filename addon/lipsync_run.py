@@ -152,7 +152,7 @@ class LipSyncRun:
         scratch.remove_run_folder(self.folder)
         try:
             error = self.job.error
-            if error is not None and error.code in (protocol.BACKEND_DIED, protocol.PROTOCOL_MISMATCH):
+            if error is not None and error.code in (protocol.BACKEND_DIED, protocol.BACKEND_TIMEOUT, protocol.PROTOCOL_MISMATCH):
                 client.POOL.close()
             else:
                 client.POOL.release(self.inputs.keep_warm)
