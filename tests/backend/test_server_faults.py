@@ -56,12 +56,6 @@ def wait_for_decoding(srv: ServerProcess, rid) -> None:
             return
 
 
-def send_bytes(srv: ServerProcess, data: bytes) -> None:
-    srv.proc.stdin.flush()
-    srv.proc.stdin.buffer.write(data)
-    srv.proc.stdin.buffer.flush()
-
-
 # ----- garbage lines -------------------------------------------------------------------------
 GARBAGE = [   # (what, line, the id of the error)
     ("deep nesting", b"[" * 100_000 + b"\n", None),
@@ -78,7 +72,7 @@ def test_garbage_lines_each_get_bad_request_and_the_server_keeps_serving(tiny_bu
     srv = server_in(tmp_path / "tmp", "--model", tiny_bundle)
     try:
         for name, line, error_id in GARBAGE:
-            send_bytes(srv, line)
+            srv.send_bytes(line)
             msg = srv.wait_for(error_id, timeout=60)[1]
             assert msg["type"] == "error" and msg["error"]["code"] == "BAD_REQUEST", (name, msg)
             assert "Traceback" not in msg["error"]["message"]

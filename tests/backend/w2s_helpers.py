@@ -69,6 +69,7 @@ def wav2sem_cmd(*args) -> list[str]:
 
 
 def run_wav2sem(*args, timeout: float = 120) -> subprocess.CompletedProcess:
+    """The real `wav2sem` command (a new process: a few seconds of imports)."""
     return subprocess.run(wav2sem_cmd(*args), capture_output=True, text=True, timeout=timeout,
                           env=SUBPROCESS_ENV, stdin=subprocess.DEVNULL)
 
@@ -90,11 +91,16 @@ def run_wav2sem_many(arg_lists, timeout: float = 180) -> list[subprocess.Complet
     return results
 
 
-def run_wav2sem_inprocess(*args) -> subprocess.CompletedProcess:
+def run_wav2sem_inprocess(*args, as_user_sees: bool = False) -> subprocess.CompletedProcess:
     """`wav2sem ARGS` through `wav2sem.cli.main` in this process (no start-up cost), with
-    stdout/stderr captured. sys.argv is set to match because `build_parser` reads it."""
+    stdout/stderr captured. sys.argv is set to match because `build_parser` reads it.
+
+    as_user_sees: also capture log lines (pytest's handlers stop `basicConfig`), and show an
+    escaping exception as the traceback the real command would print, with exit code 1."""
     import contextlib
     import io
+    import logging
+    import traceback
 
     from wav2sem.cli import main
 
@@ -102,14 +108,24 @@ def run_wav2sem_inprocess(*args) -> subprocess.CompletedProcess:
     out, err = io.StringIO(), io.StringIO()
     saved = sys.argv
     sys.argv = ["wav2sem", *argv]
+    root = logging.getLogger()
+    handlers = list(root.handlers)
+    if as_user_sees:
+        root.addHandler(logging.StreamHandler(err))
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
                 code = main(argv)
             except SystemExit as exc:  # argparse errors
                 code = exc.code if isinstance(exc.code, int) else 1
+            except Exception:  # noqa: BLE001 - what the user would see
+                if not as_user_sees:
+                    raise
+                err.write(traceback.format_exc())
+                code = 1
     finally:
         sys.argv = saved
+        root.handlers[:] = handlers
     return subprocess.CompletedProcess(["wav2sem", *argv], code, out.getvalue(), err.getvalue())
 
 
@@ -137,9 +153,9 @@ class ServerProcess:
     lines onto a queue, so every wait has a timeout: a hang fails the test instead of blocking."""
 
     def __init__(self, *args, env=None):
-        self.proc = subprocess.Popen(
+        self.proc = subprocess.Popen(   # binary pipes: a test may send bytes that are not UTF-8
             wav2sem_cmd("serve", *args), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, encoding="utf-8", bufsize=1, env=env or SUBPROCESS_ENV,
+            env=env or SUBPROCESS_ENV,
         )
         self.messages: "queue.Queue[dict]" = queue.Queue()
         self.raw_lines: list[str] = []
@@ -147,11 +163,13 @@ class ServerProcess:
         self.stderr_lines: list[str] = []
         self._held: list[dict] = []        # read but not yet consumed by a wait
         self._next_id = 0
+        self.eof = threading.Event()       # stdout closed: the server is gone even if not yet reaped
         threading.Thread(target=self._read_stdout, daemon=True).start()
         threading.Thread(target=self._read_stderr, daemon=True).start()
 
     def _read_stdout(self):
-        for line in self.proc.stdout:
+        for raw in self.proc.stdout:
+            line = raw.decode("utf-8", errors="replace")
             self.raw_lines.append(line)
             try:
                 msg = json.loads(line)
@@ -161,19 +179,26 @@ class ServerProcess:
                 self.bad_lines.append(line)
                 continue
             self.messages.put(msg)
+        self.eof.set()
         self.messages.put(_EOF)
 
     def _read_stderr(self):
         for line in self.proc.stderr:
-            self.stderr_lines.append(line)
+            self.stderr_lines.append(line.decode("utf-8", errors="replace"))
 
     @property
     def stderr(self) -> str:
         return "".join(self.stderr_lines)
 
-    def send_raw(self, text: str) -> None:
-        self.proc.stdin.write(text if text.endswith("\n") else text + "\n")
+    def alive(self) -> bool:
+        return self.proc.poll() is None and not self.eof.is_set()
+
+    def send_bytes(self, data: bytes) -> None:
+        self.proc.stdin.write(data if data.endswith(b"\n") else data + b"\n")
         self.proc.stdin.flush()
+
+    def send_raw(self, text: str) -> None:
+        self.send_bytes(text.encode("utf-8"))
 
     def send(self, op: str, params=None, id=None, **extra) -> object:
         if id is None:

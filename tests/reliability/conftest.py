@@ -138,7 +138,7 @@ class SharedServer:
     def get(self) -> Server:
         if self.server is None or not self.server.alive():
             self.server = Server("--model", self.bundle, env={**ENV, "TMPDIR": str(self.tmp)})
-            hello = self.server.request("hello", timeout=120)
+            hello = self.server.final("hello", timeout=120)
             assert hello["type"] == "result", hello
         return self.server
 

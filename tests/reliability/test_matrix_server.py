@@ -34,7 +34,7 @@ def clean_workdir(live_server, serve_tmp):
 
 
 def generate(server: Server, sound, timeout: float = 60, **params) -> dict:
-    return server.request("generate", {"audio": str(sound), "device": "cpu"} | params, timeout)
+    return server.final("generate", {"audio": str(sound), "device": "cpu"} | params, timeout)
 
 
 def message_of(final: dict) -> str:
@@ -74,7 +74,7 @@ def test_unknown_op(live_server, seen):
 
 @matrix("cancel of an unknown id", "result found=false")
 def test_cancel_unknown(live_server, seen):
-    final = live_server.request("cancel", {"target": "never-sent"})
+    final = live_server.final("cancel", {"target": "never-sent"})
     seen(final)
     assert final["type"] == "result" and final["data"] == {"target": "never-sent", "found": False}, final
 
@@ -247,7 +247,7 @@ def _kill_mid_take(how: signal.Signals, bundle: Path, audio: Path, tmp_path: Pat
     srv.close()
     assert listing(out) == {}, f"partial output after {how.name}: {sorted(listing(out))}"
     later = Server("--model", bundle, env=env)           # a later start cleans what is left
-    assert later.request("hello", timeout=120)["type"] == "result"
+    assert later.final("hello", timeout=120)["type"] == "result"
     during = ours(tmp)
     later.close()
     left = sorted(ours(tmp))
