@@ -92,16 +92,19 @@ def addon_package(module_name: str) -> str:
 def new_sound_strip(scene: bpy.types.Scene, name: str, path: str, frame: int) -> Any:
     """Add a sound strip on the first free channel above the others."""
     editor = scene.sequence_editor or scene.sequence_editor_create()
-    strips = editor.strips if hasattr(editor, "strips") else editor.sequences  # type: ignore[attr-defined]
+    strips = _top_strips(editor)
     channel = max((s.channel for s in all_strips(scene)), default=0) + 1
     return strips.new_sound(name, path, channel, frame)
 
 
 def remove_strip(scene: bpy.types.Scene, strip: Any) -> None:
-    editor = scene.sequence_editor
-    if editor is not None:
-        strips = editor.strips if hasattr(editor, "strips") else editor.sequences  # type: ignore[attr-defined]
-        strips.remove(strip)
+    if scene.sequence_editor is not None:
+        _top_strips(scene.sequence_editor).remove(strip)
+
+
+def _top_strips(editor: Any) -> Any:
+    """The editor's top-level strip collection: `strips` (5.0+) or `sequences`."""
+    return editor.strips if hasattr(editor, "strips") else editor.sequences
 
 
 # --- render output -----------------------------------------------------------------------

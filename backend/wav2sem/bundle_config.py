@@ -8,13 +8,13 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field, fields
 
+from .models.encoders import ENCODER_TYPES
 from .models.faceformer import DecoderConfig
 from .models.talker import ALIGN_INTERPOLATE, ALIGN_PAIR
 
 BUNDLE_FORMAT = "wav2sem-bundle"
 BUNDLE_FORMAT_VERSION = 1
 ARCHITECTURES = ("faceformer", "direct")
-ENCODER_TYPES = ("wav2vec2", "hubert", "wavlm", "logmel")
 
 
 @dataclass(frozen=True)

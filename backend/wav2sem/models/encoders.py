@@ -16,6 +16,8 @@ from torch import nn
 from ..errors import MODEL_INVALID, MODEL_NOT_FOUND, Wav2SemError
 
 CONV_FEATURE_RATE = 50  # Hz: wav2vec 2.0 / HuBERT / WavLM conv features at 16 kHz (stride 320)
+TRANSFORMERS_TYPES = ("wav2vec2", "hubert", "wavlm")
+ENCODER_TYPES = (*TRANSFORMERS_TYPES, "logmel")       # what a spec's "type" may be
 
 
 def _classes(kind: str):
@@ -52,8 +54,8 @@ def encoder_spec_from_directory(directory: str | Path) -> dict:
     if not config_path.is_file():
         raise Wav2SemError(MODEL_NOT_FOUND, f"No config.json in speech-encoder folder {directory}; give a local Hugging Face-format folder.")
     config = json.loads(config_path.read_text())
-    kind = {"wav2vec2": "wav2vec2", "hubert": "hubert", "wavlm": "wavlm"}.get(config.get("model_type", ""))
-    if kind is None:
+    kind = config.get("model_type", "")
+    if kind not in TRANSFORMERS_TYPES:
         raise Wav2SemError(MODEL_INVALID, f"{config_path} describes a {config.get('model_type')!r} model; wav2vec2, hubert or wavlm is needed.")
     config_cls, _ = _classes(kind)
     return {"type": kind, "config": _config_to_dict(config_cls.from_pretrained(directory, local_files_only=True))}
