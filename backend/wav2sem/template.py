@@ -6,6 +6,10 @@ On disk (`template.npz`, see docs/DESIGN.md):
   region_<name>     int32 vertex indices, e.g. region_lips (for LVE), region_upper_face (FDD)
   landmark_names    (L,) unicode
   landmark_indices  (L,) int32 vertex indices
+  blendshape_names  (K,) unicode, optional: the channels of a blendshape (e.g. ARKit) model
+  blendshape_deltas (K, V, 3) float32: each channel's displacement at weight 1, template units
+A template with blendshapes turns per-frame weights (T, K) into offsets (T, V, 3) by
+`offsets_from_weights`.
 """
 from __future__ import annotations
 
@@ -28,6 +32,8 @@ class Template:
     faces: np.ndarray | None = None            # (F, 3) int32
     regions: dict[str, np.ndarray] = field(default_factory=dict)
     landmarks: dict[str, int] = field(default_factory=dict)
+    blendshape_names: tuple[str, ...] = ()
+    blendshape_deltas: np.ndarray | None = None  # (K, V, 3) float32
 
     def __post_init__(self) -> None:
         self.vertices = np.ascontiguousarray(self.vertices, dtype=np.float32)
@@ -37,6 +43,18 @@ class Template:
             self.faces = np.ascontiguousarray(self.faces, dtype=np.int32)
         self.regions = {k: np.asarray(v, dtype=np.int32) for k, v in self.regions.items()}
         self.landmarks = {k: int(v) for k, v in self.landmarks.items()}
+        self.blendshape_names = tuple(str(n) for n in self.blendshape_names)
+        if self.blendshape_deltas is not None or self.blendshape_names:
+            deltas = np.ascontiguousarray(self.blendshape_deltas if self.blendshape_deltas is not None
+                                          else np.zeros((0,) + self.vertices.shape), dtype=np.float32)
+            if deltas.shape != (len(self.blendshape_names),) + self.vertices.shape:
+                raise Wav2SemError(MODEL_INVALID, f"template blendshape_deltas must have shape (K, V, 3) = "
+                                                  f"({len(self.blendshape_names)}, {self.vertex_count}, 3), got {deltas.shape}")
+            if len(set(self.blendshape_names)) != len(self.blendshape_names):
+                raise Wav2SemError(MODEL_INVALID, "template blendshape_names must be unique")
+            if not np.isfinite(deltas).all():
+                raise Wav2SemError(MODEL_INVALID, "template blendshape_deltas must be finite numbers")
+            self.blendshape_deltas = deltas
         if not np.isfinite(self.vertices).all():
             raise Wav2SemError(MODEL_INVALID, "template vertices must be finite numbers; this template has NaN or infinite ones")
         indices = {"faces": self.faces, **{f"region {k}": v for k, v in self.regions.items()},
@@ -49,6 +67,28 @@ class Template:
     @property
     def vertex_count(self) -> int:
         return int(self.vertices.shape[0])
+
+    @property
+    def has_blendshapes(self) -> bool:
+        return bool(self.blendshape_names)
+
+    def offsets_from_weights(self, weights: np.ndarray) -> np.ndarray:
+        """Per-frame channel weights (T, K) -> offsets (T, V, 3) float32 (template units)."""
+        assert self.blendshape_deltas is not None, "this template has no blendshapes"
+        weights = np.asarray(weights, dtype=np.float32)
+        k = len(self.blendshape_names)
+        flat = weights.reshape(-1, k) @ self.blendshape_deltas.reshape(k, -1)
+        return flat.reshape(weights.shape[:-1] + self.vertices.shape)
+
+    def with_channels(self, names: tuple[str, ...] | list[str]) -> "Template":
+        """The same template keeping only the named blendshapes, in the order given."""
+        index = {n: i for i, n in enumerate(self.blendshape_names)}
+        missing = [n for n in names if n not in index]
+        if missing:
+            raise Wav2SemError(MODEL_INVALID, f"template has no blendshape {missing[0]!r}")
+        assert self.blendshape_deltas is not None
+        deltas = self.blendshape_deltas[[index[n] for n in names]]
+        return Template(self.vertices, self.faces, dict(self.regions), dict(self.landmarks), tuple(names), deltas)
 
     @property
     def lip_centres(self) -> tuple[int, int] | None:
@@ -65,7 +105,11 @@ class Template:
         names = list(self.landmarks)
         arrays["landmark_names"] = np.array(names, dtype=np.str_)
         arrays["landmark_indices"] = np.array([self.landmarks[n] for n in names], dtype=np.int32)
-        np.savez(path, **arrays)
+        if self.blendshape_names:
+            assert self.blendshape_deltas is not None
+            arrays["blendshape_names"] = np.array(self.blendshape_names, dtype=np.str_)
+            arrays["blendshape_deltas"] = self.blendshape_deltas
+        np.savez_compressed(path, **arrays)
 
     @classmethod
     def load(cls, path: str | Path, subject: str | None = None) -> "Template":
@@ -114,7 +158,12 @@ class Template:
             if "landmark_names" in data:
                 landmarks = dict(zip(data["landmark_names"].tolist(), data["landmark_indices"].tolist()))
             faces = data["faces"] if "faces" in data else None
-            return cls(data["vertices"], faces, regions, landmarks)
+            names: tuple[str, ...] = ()
+            deltas = None
+            if "blendshape_names" in data:
+                names = tuple(data["blendshape_names"].tolist())
+                deltas = data["blendshape_deltas"] if "blendshape_deltas" in data else None
+            return cls(data["vertices"], faces, regions, landmarks, names, deltas)
 
 
 def _read_mesh(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
