@@ -3,7 +3,9 @@
 A bundle is a folder (docs/DESIGN.md):
   config.json         BundleConfig below (architecture, sizes, fps, subjects, encoders)
   model.safetensors   weights in our own naming (safetensors, never pickle)
-  template.npz        the neutral face (wav2sem.template.Template)
+  template.npz        the neutral face (wav2sem.template.Template); for a blendshape model
+                      (config "output": {"type": "blendshapes", "channels"}) also the
+                      channels' displacements, in the channels' order
   preprocessor_config.json  optional transformers feature-extractor config for the audio
 """
 from __future__ import annotations
@@ -91,7 +93,23 @@ def read_bundle(path: str | Path | None = None) -> Bundle:
             f"The template in {directory} has {template.vertex_count} vertices but the model was built for "
             f"{config.decoder.vertex_count}; use the template the model was trained with.",
         )
+    check_template_channels(template, config, str(directory))
     return Bundle(directory, config, template)
+
+
+def check_template_channels(template: Template, config: BundleConfig, where: str) -> None:
+    """A blendshape model's template must carry exactly its channels' displacements, in order
+    (MODEL_INVALID otherwise)."""
+    if not config.predicts_weights or template.blendshape_names == config.channels:
+        return
+    if not template.has_blendshapes:
+        raise Wav2SemError(MODEL_INVALID, f"The model in {where} predicts {len(config.channels)} blendshape weights but "
+                                          "its template has no blendshapes; rebuild the bundle with the template it was trained with.")
+    missing = [c for c in config.channels if c not in template.blendshape_names]
+    detail = (f"has no blendshape {missing[0]!r}" if missing else
+              f"has {len(template.blendshape_names)} blendshapes, not exactly the model's {len(config.channels)} channels in their order")
+    raise Wav2SemError(MODEL_INVALID, f"The template in {where} {detail}; "
+                                      "rebuild the bundle with the template the model was trained with.")
 
 
 def load_weights(bundle: Bundle) -> SpeechToFace:
@@ -200,6 +218,7 @@ def save_bundle(directory: str | Path, config: BundleConfig, model: torch.nn.Mod
     directory = check_bundle_target(directory)
     if template.vertex_count != config.decoder.vertex_count:
         raise Wav2SemError(MODEL_INVALID, f"Template has {template.vertex_count} vertices but the model expects {config.decoder.vertex_count}.")
+    check_template_channels(template, config, "the bundle being written")
     staging: Path | None = None
     try:
         directory.parent.mkdir(parents=True, exist_ok=True)

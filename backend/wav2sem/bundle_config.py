@@ -13,8 +13,11 @@ from .models.faceformer import DecoderConfig
 from .models.talker import ALIGN_INTERPOLATE, ALIGN_PAIR
 
 BUNDLE_FORMAT = "wav2sem-bundle"
-BUNDLE_FORMAT_VERSION = 1
+BUNDLE_FORMAT_VERSION = 2          # the newest this backend reads
+VERTICES_FORMAT_VERSION = 1        # what a vertex-offset bundle is written as (unchanged since 1)
+BLENDSHAPES_FORMAT_VERSION = 2     # a blendshape bundle: an older backend says "update wav2sem"
 ARCHITECTURES = ("faceformer", "direct")
+OUTPUT_VERTICES, OUTPUT_BLENDSHAPES = "vertices", "blendshapes"
 
 
 @dataclass(frozen=True)
@@ -28,11 +31,31 @@ class BundleConfig:
     arch: str = "faceformer"
     description: str = ""
     extra: dict = field(default_factory=dict)
+    channels: tuple[str, ...] = ()      # blendshape channel names (K = decoder.output_channels), () = offsets
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "channels", tuple(self.channels))
+        if len(self.channels) != self.decoder.output_channels:
+            raise ValueError(f"the output lists {len(self.channels)} channels but decoder.output_channels "
+                             f"is {self.decoder.output_channels}")
+
+    @property
+    def output_type(self) -> str:
+        return OUTPUT_BLENDSHAPES if self.channels else OUTPUT_VERTICES
+
+    @property
+    def predicts_weights(self) -> bool:
+        return bool(self.channels)
 
     def to_dict(self) -> dict:
         data = asdict(self)
         data["subjects"] = list(self.subjects)
-        return {"format": BUNDLE_FORMAT, "format_version": BUNDLE_FORMAT_VERSION, **data}
+        del data["channels"]
+        if not self.decoder.output_channels:       # vertex bundles: written exactly as before
+            del data["decoder"]["output_channels"]
+            return {"format": BUNDLE_FORMAT, "format_version": VERTICES_FORMAT_VERSION, **data}
+        data["output"] = {"type": OUTPUT_BLENDSHAPES, "channels": list(self.channels)}
+        return {"format": BUNDLE_FORMAT, "format_version": BLENDSHAPES_FORMAT_VERSION, **data}
 
     @classmethod
     def from_dict(cls, data: object) -> "BundleConfig":
@@ -63,10 +86,11 @@ class BundleConfig:
         extra = data.get("extra", {})
         if not isinstance(extra, dict):
             raise ValueError("extra must be an object")
+        channels = _output(data.get("output"), decoder)
         return cls(name=data["name"], decoder=decoder, fps=float(fps), subjects=tuple(subjects),
                    encoder=_encoder(data.get("encoder"), "encoder"),
                    semantic=None if semantic is None else _encoder(semantic, "semantic"),
-                   arch=arch, description=data.get("description", ""), extra=extra)
+                   arch=arch, description=data.get("description", ""), extra=extra, channels=channels)
 
 
 def _is_int(value: object) -> bool:
@@ -92,12 +116,45 @@ def _decoder(data: object) -> DecoderConfig:
         if name == "alignment":
             if name in data and value not in (ALIGN_INTERPOLATE, ALIGN_PAIR):
                 raise ValueError(f"decoder.alignment must be {ALIGN_INTERPOLATE!r} or {ALIGN_PAIR!r}, not {value!r}")
+        elif name == "output_channels":
+            if name in data and not (_is_int(value) and value >= 0):
+                raise ValueError(f"decoder.output_channels must be a whole number, 0 or more, not {value!r}")
         elif name in data and not (value is None and name == "ff_dim") and not (_is_int(value) and value > 0):
             raise ValueError(f"decoder.{name} must be a positive whole number, not {value!r}")
     decoder = DecoderConfig(**data)
     if decoder.feature_dim % decoder.n_heads:
         raise ValueError(f"decoder.feature_dim ({decoder.feature_dim}) must be a multiple of decoder.n_heads ({decoder.n_heads})")
     return decoder
+
+
+def _output(spec: object, decoder: DecoderConfig) -> tuple[str, ...]:
+    """The blendshape channel names of an "output" field ((), for vertex offsets)."""
+    if spec is None:
+        spec = {"type": OUTPUT_VERTICES}
+    if not isinstance(spec, dict):
+        raise ValueError('output must be an object {"type": "vertices"|"blendshapes", ...}')
+    kind = spec.get("type")
+    if kind not in (OUTPUT_VERTICES, OUTPUT_BLENDSHAPES):
+        raise ValueError(f"output.type must be {OUTPUT_VERTICES!r} or {OUTPUT_BLENDSHAPES!r}, not {kind!r}")
+    known = {"type"} | ({"channels"} if kind == OUTPUT_BLENDSHAPES else set())
+    unknown = sorted(set(spec) - known)
+    if unknown:
+        raise ValueError(f"output has unknown fields {unknown} for type {kind!r}; known are {sorted(known)}")
+    if kind == OUTPUT_VERTICES:
+        if decoder.output_channels:
+            raise ValueError(f"decoder.output_channels is {decoder.output_channels} but the output is vertex offsets "
+                             "(a blendshape model needs output.type \"blendshapes\" and its channels)")
+        return ()
+    channels = spec.get("channels")
+    if not isinstance(channels, list) or not channels or not all(isinstance(c, str) and c for c in channels):
+        raise ValueError("output.channels must be a non-empty list of channel names")
+    if len(set(channels)) != len(channels):
+        duplicate = next(c for c in channels if channels.count(c) > 1)
+        raise ValueError(f"output.channels lists {duplicate!r} twice")
+    if len(channels) != decoder.output_channels:
+        raise ValueError(f"output.channels lists {len(channels)} channels but decoder.output_channels is "
+                         f"{decoder.output_channels}")
+    return tuple(channels)
 
 
 def _encoder(spec: object, key: str) -> dict:

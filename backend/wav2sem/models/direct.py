@@ -32,7 +32,7 @@ class DirectDecoder(SpeechToFace):
         if self.config.alignment == ALIGN_PAIR:                      # (B, 2T, d) -> (B, T, d)
             memory = memory.view(memory.shape[0], -1, 2, memory.shape[2]).mean(2)
         x = self.head((memory + style).transpose(1, 2)).transpose(1, 2)
-        return self.vertice_map_r(x + style)                          # (B, T, V*3)
+        return self.vertice_map_r(x + style)                          # (B, T, V*3) or (B, T, K)
 
     def decode(self, memory: torch.Tensor, style: torch.Tensor, n_frames: int,
                on_frame: Callable[[int], None] | None = None) -> torch.Tensor:

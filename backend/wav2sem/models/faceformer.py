@@ -100,7 +100,7 @@ class FaceFormer(SpeechToFace):
     def __init__(self, config: DecoderConfig, encoder_spec: dict, semantic_spec: dict | None = None):
         super().__init__(config, encoder_spec, semantic_spec)
         d = config.feature_dim
-        self.vertice_map = nn.Linear(config.vertex_count * 3, d)
+        self.vertice_map = nn.Linear(config.output_dim, d)           # previous frame's output -> d
         self.PPE = PeriodicPositionalEncoding(d, config.period)
         layer = nn.TransformerDecoderLayer(
             d_model=d, nhead=config.n_heads, dim_feedforward=config.ff_dim or 2 * d, batch_first=True
@@ -118,7 +118,8 @@ class FaceFormer(SpeechToFace):
         """Key/value-cached autoregressive decoding.
 
         memory: (1, S, d) audio features after `audio_feature_map`; style: (1, 1, d).
-        Returns offsets from the template, (1, T, V*3). `on_frame(t)` is called after each
+        Returns offsets from the template, (1, T, V*3) (or weights (1, T, K) for a blendshape
+        model, `config.output_channels` = K). `on_frame(t)` is called after each
         frame (progress, cancellation: it may raise).
         """
         layers = list(self.transformer_decoder.layers)
@@ -174,7 +175,8 @@ class FaceFormer(SpeechToFace):
     def decode_teacher_forced(self, memory: torch.Tensor, style: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Training pass: ground-truth offsets shifted by one frame as decoder input.
 
-        memory: (B, S, d); style: (B, 1, d); target: (B, T, V*3) offsets. Returns (B, T, V*3).
+        memory: (B, S, d); style: (B, 1, d); target: (B, T, V*3) offsets (or (B, T, K) weights
+        for a blendshape model). Returns the same shape as target.
         Frame t sees the style and frames < t, as `decode` does at inference.
         """
         batch, n_frames = target.shape[:2]

@@ -1,5 +1,6 @@
 """What every speech-to-face model here shares: the speech encoder, the Wav2Sem semantic
-encoder and fusion layer, the speaking-style embedding and the output map to vertex offsets.
+encoder and fusion layer, the speaking-style embedding and the output map to vertex offsets
+(or, with `DecoderConfig.output_channels` K > 0, to K blendshape weights per frame).
 Subclasses add a decoder: FaceFormer (autoregressive, reference names) or Direct.
 
 Attribute names follow the reference FaceFormer (`audio_encoder`, `audio_feature_map`,
@@ -30,6 +31,16 @@ class DecoderConfig:
     n_layers: int = 1
     ff_dim: int | None = None  # default 2 * feature_dim, as in the reference
     alignment: str = ALIGN_INTERPOLATE
+    output_channels: int = 0   # 0: vertex offsets (V*3 per frame); K > 0: K blendshape weights per frame
+
+    @property
+    def output_dim(self) -> int:
+        """Values per output frame: K channel weights, or V*3 offset coordinates."""
+        return self.output_channels or self.vertex_count * 3
+
+    @property
+    def predicts_weights(self) -> bool:
+        return self.output_channels > 0
 
 
 class SpeechToFace(nn.Module):
@@ -40,7 +51,7 @@ class SpeechToFace(nn.Module):
         self.audio_encoder = build_encoder(encoder_spec)
         audio_dim = self.audio_encoder.config.hidden_size
         self.audio_feature_map = nn.Linear(audio_dim, d)
-        self.vertice_map_r = nn.Linear(d, config.vertex_count * 3)
+        self.vertice_map_r = nn.Linear(d, config.output_dim)      # offsets (V*3) or weights (K)
         nn.init.zeros_(self.vertice_map_r.weight)  # as the reference: training starts at the template
         nn.init.zeros_(self.vertice_map_r.bias)
         self.obj_vector = nn.Linear(config.n_subjects, d, bias=False)
@@ -103,9 +114,11 @@ class SpeechToFace(nn.Module):
 
     def decode(self, memory: torch.Tensor, style: torch.Tensor, n_frames: int,
                on_frame: Callable[[int], None] | None = None) -> torch.Tensor:
-        """memory (1, S, d), style (1, 1, d) -> offsets (1, T, V*3) (inference)."""
+        """memory (1, S, d), style (1, 1, d) -> offsets (1, T, V*3), or weights (1, T, K) for a
+        blendshape model (inference)."""
         raise NotImplementedError
 
     def decode_teacher_forced(self, memory: torch.Tensor, style: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """memory (B, S, d), style (B, 1, d), target (B, T, V*3) -> offsets (B, T, V*3) (training)."""
+        """memory (B, S, d), style (B, 1, d), target (B, T, V*3) -> offsets (B, T, V*3) (training);
+        for a blendshape model target and result are weights (B, T, K)."""
         raise NotImplementedError
