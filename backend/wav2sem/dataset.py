@@ -5,10 +5,15 @@
     item = train[0]                             # SpeechFaceItem, loaded on access
     item.audio      (N,) float32, 16 kHz mono
     item.vertices   (T, V, 3) float32 at ds.fps
+    item.weights    (T, K) float32 channel weights on a blendshape corpus, else None
     item.subject    speaker / subject id (ds.train_subjects gives the style one-hot order)
 
 Layouts (all: a folder with wav/ and vertices_npy/, file stem = item id "<subject>_<n>"):
-  wav2sem   corpus.json, template.npz, splits/*.txt, items.tsv, text/, phonemes/ (30 fps)
+  wav2sem   corpus.json, template.npz, splits/*.txt, items.tsv, text/, phonemes/ (30 fps);
+            a blendshape corpus (corpus.json "target": "blendshapes", "channels": [...])
+            has weights_npy/<id>.npy (T, K) instead of vertices_npy/ and a template.npz
+            with those channels' blendshapes: its vertices are template + weights @ deltas,
+            computed only when asked for (ds.channels gives the channel order)
   vocaset   templates.pkl (subject -> (5023, 3)); vertices at 60 fps, used at 30 fps
   biwi      templates.pkl (subject -> (23370, 3)); vertices at 25 fps
 For VOCASET/BIWI the splits are the FaceFormer ones (subjects and sentence numbers) unless
@@ -21,7 +26,6 @@ import json
 import logging
 import pickle
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -36,6 +40,8 @@ from .template import Template
 log = logging.getLogger(__name__)
 
 LAYOUTS = ("wav2sem", "vocaset", "biwi")
+WEIGHTS_DIR = "weights_npy"            # blendshape corpora: (T, K) channel weights per clip
+TARGET_VERTICES, TARGET_BLENDSHAPES = "vertices", "blendshapes"
 SPLITS = ("train", "val", "test")
 SOURCE_FPS = {"vocaset": 60.0, "biwi": 25.0}
 DEFAULT_FPS = {"vocaset": 30.0, "biwi": 25.0}
@@ -57,23 +63,59 @@ REFERENCE_SENTENCES: dict[str, dict[str, range]] = {
 }
 
 
-@dataclass
 class SpeechFaceItem:
-    """One clip: speech and the matching face motion."""
+    """One clip: speech and the matching face motion, as vertices (T, V, 3) or, on a
+    blendshape corpus, as channel weights (T, K) whose vertices are computed when first asked
+    for (a 26,719-vertex head is 320 KB per frame)."""
 
-    id: str
-    subject: str
-    audio: np.ndarray                          # (N,) float32, 16 kHz mono
-    vertices: np.ndarray                       # (T, V, 3) float32, at `fps`
-    fps: float
-    template: np.ndarray                       # (V, 3) float32, the subject's neutral face
-    transcript: str | None = None
-    phonemes: list[PhoneSegment] | None = None
+    def __init__(self, id: str, subject: str, audio: np.ndarray, vertices: np.ndarray | None, fps: float,
+                 template: np.ndarray, transcript: str | None = None, phonemes: list[PhoneSegment] | None = None,
+                 weights: np.ndarray | None = None, blendshapes: np.ndarray | None = None):
+        if vertices is None and (weights is None or blendshapes is None):
+            raise ValueError("an item needs vertices, or weights and the blendshapes they weight")
+        self.id = id
+        self.subject = subject
+        self.audio = audio                     # (N,) float32, 16 kHz mono
+        self._vertices = vertices              # (T, V, 3) float32 at `fps`, or None until asked for
+        self.fps = fps
+        self.template = template               # (V, 3) float32, the subject's neutral face
+        self.transcript = transcript
+        self.phonemes = phonemes
+        self.weights = weights                 # (T, K) float32 or None
+        self.blendshapes = blendshapes         # (K, V, 3) float32 deltas, with weights
+
+    def __repr__(self) -> str:
+        kind = f"weights {self.weights.shape}" if self.weights is not None else f"vertices {self._vertices.shape}"
+        return f"SpeechFaceItem({self.id!r}, subject={self.subject!r}, {kind}, fps={self.fps:g})"
+
+    @property
+    def frames(self) -> int:
+        return len(self.weights) if self.weights is not None else len(self._vertices)
+
+    @property
+    def vertices(self) -> np.ndarray:
+        """Vertex positions. -> (T, V, 3) float32"""
+        if self._vertices is None:
+            self._vertices = self.template[None] + self.offsets
+        return self._vertices
 
     @property
     def offsets(self) -> np.ndarray:
         """Displacements from the template. -> (T, V, 3) float32"""
-        return self.vertices - self.template[None]
+        if self._vertices is None:
+            return self.offsets_at(None)
+        return self._vertices - self.template[None]
+
+    def offsets_at(self, indices: np.ndarray | None) -> np.ndarray:
+        """Displacements of some vertices only (all for None), without building the whole
+        head on a blendshape corpus. -> (T, len(indices), 3) float32"""
+        if self._vertices is not None:
+            offsets = self._vertices - self.template[None]
+            return offsets if indices is None else offsets[:, indices]
+        assert self.weights is not None and self.blendshapes is not None
+        deltas = self.blendshapes if indices is None else self.blendshapes[:, indices]
+        k = deltas.shape[0]
+        return (self.weights.reshape(-1, k) @ deltas.reshape(k, -1)).reshape((len(self.weights),) + deltas.shape[1:])
 
 
 def subject_of(item_id: str) -> str:
@@ -84,11 +126,16 @@ def subject_of(item_id: str) -> str:
 def detect_layout(root: str | Path) -> str:
     """Guess the layout of a corpus folder; raises Wav2SemError when it is none of LAYOUTS."""
     root = Path(root)
-    if not (root / "wav").is_dir() or not (root / "vertices_npy").is_dir():
+    motion = (root / "vertices_npy").is_dir() or (root / WEIGHTS_DIR).is_dir()
+    if not (root / "wav").is_dir() or not motion:
         raise Wav2SemError(MODEL_NOT_FOUND, f"{root} is not a corpus folder: it needs wav/ and vertices_npy/ "
-                                            "(make one with `wav2sem synth --out DIR --hours H`).")
+                                            f"(or {WEIGHTS_DIR}/ for a blendshape corpus; make one with "
+                                            "`wav2sem synth --out DIR --hours H`).")
     if (root / "corpus.json").is_file() and (root / "template.npz").is_file():
         return "wav2sem"
+    if not (root / "vertices_npy").is_dir():
+        raise Wav2SemError(MODEL_INVALID, f"{root} has {WEIGHTS_DIR}/ but no corpus.json and template.npz with the "
+                                          "blendshapes; a blendshape corpus needs both.")
     if (root / "templates.pkl").is_file():
         stems = [p.stem for p in (root / "vertices_npy").glob("*.npy")]
         return "vocaset" if any(s.startswith("FaceTalk") for s in stems) else "biwi"
@@ -125,12 +172,19 @@ class SpeechFaceDataset(Sequence[SpeechFaceItem]):
             raise Wav2SemError(MODEL_INVALID, f"Unknown corpus layout {layout!r}; use one of {LAYOUTS} or auto.")
         self.sample_rate = SAMPLE_RATE
         self.transcripts_available = self.layout == "wav2sem"
+        self.channels: tuple[str, ...] = ()         # blendshape corpora: the weights' channel order
+        self.motion_dir = "vertices_npy"
         if self.layout == "wav2sem":
             info = json.loads((self.root / "corpus.json").read_text(encoding="utf-8"))
             self.info: dict = info
             self.source_fps = float(info["fps"])
             self.template = Template.load(self.root / "template.npz")
-            ids = sorted(p.stem for p in (self.root / "vertices_npy").glob("*.npy") if not p.stem.endswith(".tmp"))
+            if info.get("target", TARGET_VERTICES) == TARGET_BLENDSHAPES:
+                self._open_blendshapes(info)
+            elif info.get("target", TARGET_VERTICES) != TARGET_VERTICES:
+                raise Wav2SemError(MODEL_INVALID, f"{self.root / 'corpus.json'}: unknown target {info.get('target')!r}; "
+                                                  f"this backend reads {TARGET_VERTICES!r} and {TARGET_BLENDSHAPES!r} (update wav2sem?).")
+            ids = sorted(p.stem for p in (self.root / self.motion_dir).glob("*.npy") if not p.stem.endswith(".tmp"))
             self.subject_templates = {subject_of(i): self.template.vertices for i in ids}
             self.splits = self._read_split_files(ids) or {"train": ids, "val": [], "test": []}
         else:
@@ -144,10 +198,39 @@ class SpeechFaceDataset(Sequence[SpeechFaceItem]):
             self.splits = self._read_split_files(ids) or self._reference_splits(ids)
         if template_path is not None:      # e.g. a template.npz with FLAME regions
             self.template = Template.load(template_path)
+            if self.channels:
+                self.template = self._template_with_channels(self.template, template_path)
         self.fps = float(fps or (DEFAULT_FPS.get(self.layout, self.source_fps)))
         self._ids = [i for s in SPLITS for i in self.splits.get(s, [])]
         self.subjects = sorted({subject_of(i) for i in self._ids})
         self.train_subjects = sorted({subject_of(i) for i in self.splits.get("train", [])})
+
+    @property
+    def is_blendshape(self) -> bool:
+        """Targets are channel weights (items have `weights`) rather than vertices."""
+        return bool(self.channels)
+
+    def _open_blendshapes(self, info: dict) -> None:
+        channels = info.get("channels")
+        if not isinstance(channels, list) or not channels or not all(isinstance(c, str) and c for c in channels) \
+                or len(set(channels)) != len(channels):
+            raise Wav2SemError(MODEL_INVALID, f"{self.root / 'corpus.json'}: a blendshapes corpus needs \"channels\", "
+                                              "a non-empty list of unique channel names.")
+        if not (self.root / WEIGHTS_DIR).is_dir():
+            raise Wav2SemError(MODEL_INVALID, f"{self.root} is a blendshapes corpus but has no {WEIGHTS_DIR}/ folder.")
+        self.channels = tuple(channels)
+        self.motion_dir = WEIGHTS_DIR
+        self.template = self._template_with_channels(self.template, self.root / "template.npz")
+
+    def _template_with_channels(self, template: Template, path: Path | str) -> Template:
+        """The template with exactly the corpus's channels, in its order."""
+        if template.blendshape_names == self.channels:
+            return template
+        missing = [c for c in self.channels if c not in template.blendshape_names]
+        if missing:
+            raise Wav2SemError(MODEL_INVALID, f"{path} has no blendshape {missing[0]!r} of the corpus's channels; "
+                                              "a blendshapes corpus needs a template with every channel's deltas.")
+        return template.with_channels(self.channels)
 
     # -- splits ---------------------------------------------------------------------------
     def _read_split_files(self, ids: list[str]) -> dict[str, list[str]] | None:
@@ -204,7 +287,7 @@ class SpeechFaceDataset(Sequence[SpeechFaceItem]):
 
     def frame_count(self, item_id: str) -> int:
         """Motion frames of a clip at `fps`, from the .npy header only (for length bucketing)."""
-        n = np.load(self.root / "vertices_npy" / f"{item_id}.npy", mmap_mode="r").shape[0]
+        n = np.load(self.root / self.motion_dir / f"{item_id}.npy", mmap_mode="r").shape[0]
         if abs(self.source_fps - self.fps) < 1e-6:
             return int(n)
         return len(resample_frames(np.zeros((n, 1, 3), np.float32), self.source_fps, self.fps))
@@ -214,19 +297,29 @@ class SpeechFaceDataset(Sequence[SpeechFaceItem]):
         subject = subject_of(item_id)
         template = self.subject_templates.get(subject, self.template.vertices)
         audio = load_audio(self.root / "wav" / f"{item_id}.wav")
-        flat = np.load(self.root / "vertices_npy" / f"{item_id}.npy", allow_pickle=False)
-        vertices = np.asarray(flat, dtype=np.float32).reshape(len(flat), -1, 3)     # (T, V, 3)
-        if vertices.shape[1] != template.shape[0]:
-            raise Wav2SemError(MODEL_INVALID, f"{item_id}: {vertices.shape[1]} vertices per frame but the "
-                                              f"template has {template.shape[0]}.")
-        vertices = resample_frames(vertices, self.source_fps, self.fps)
+        vertices = weights = None
+        if self.channels:
+            raw = np.load(self.root / WEIGHTS_DIR / f"{item_id}.npy", allow_pickle=False)
+            if raw.ndim != 2 or raw.shape[1] != len(self.channels):
+                raise Wav2SemError(MODEL_INVALID, f"{item_id}: weights of shape {raw.shape} but the corpus has "
+                                                  f"{len(self.channels)} channels; expected (frames, {len(self.channels)}).")
+            weights = resample_frames(np.asarray(raw, dtype=np.float32)[:, :, None], self.source_fps, self.fps)[:, :, 0]
+            weights = np.ascontiguousarray(weights)
+        else:
+            flat = np.load(self.root / "vertices_npy" / f"{item_id}.npy", allow_pickle=False)
+            vertices = np.asarray(flat, dtype=np.float32).reshape(len(flat), -1, 3)     # (T, V, 3)
+            if vertices.shape[1] != template.shape[0]:
+                raise Wav2SemError(MODEL_INVALID, f"{item_id}: {vertices.shape[1]} vertices per frame but the "
+                                                  f"template has {template.shape[0]}.")
+            vertices = resample_frames(vertices, self.source_fps, self.fps)
         transcript = phonemes = None
         if self.layout == "wav2sem":
             text = self.root / "text" / f"{item_id}.txt"
             transcript = text.read_text(encoding="utf-8").strip() if text.is_file() else None
             tsv = self.root / "phonemes" / f"{item_id}.tsv"
             phonemes = read_segments(tsv) if tsv.is_file() else None
-        return SpeechFaceItem(item_id, subject, audio, vertices, self.fps, template, transcript, phonemes)
+        return SpeechFaceItem(item_id, subject, audio, vertices, self.fps, template, transcript, phonemes,
+                              weights, self.template.blendshape_deltas if self.channels else None)
 
 
 def resample_frames(vertices: np.ndarray, source_fps: float, fps: float) -> np.ndarray:

@@ -2,6 +2,9 @@
 
 All take vertex positions or offsets of one sequence, shape (T, V, 3), in the same units;
 averaging over sequences is the caller's (mean of per-sequence values, as the reference).
+`Motion` holds one sequence either as offsets or as blendshape weights (T, K) with their
+deltas (K, V, 3), and gives the offsets of just the vertices a metric needs (lips, upper
+face, two landmarks), so that a 26,719-vertex head is never built whole for a split.
 """
 from __future__ import annotations
 
@@ -67,3 +70,62 @@ def phone_gap_extrema(gap: np.ndarray, phonemes, fps: float, classes: tuple[str,
             window = gap[first:last]
             out.append(float(window.min() if use_min else window.max()))
     return out
+
+
+# --- one sequence as offsets or as blendshape weights -------------------------------------------
+class Motion:
+    """One clip's face motion: offsets (T, V, 3), or weights (T, K) and the deltas (K, V, 3)
+    that make them offsets (`weights @ deltas`). Offsets of a vertex subset come from the
+    deltas of those vertices only."""
+
+    def __init__(self, offsets: np.ndarray | None = None, weights: np.ndarray | None = None,
+                 deltas: np.ndarray | None = None):
+        if (offsets is None) == (weights is None) or (weights is not None and deltas is None):
+            raise ValueError("a Motion is offsets, or weights with their deltas")
+        self.offsets = None if offsets is None else np.asarray(offsets, np.float32)
+        self.weights = None if weights is None else np.asarray(weights, np.float32)
+        self.deltas = deltas
+
+    @property
+    def frames(self) -> int:
+        return len(self.weights if self.weights is not None else self.offsets)
+
+    def take(self, frames) -> "Motion":
+        """The same motion at some frames (a slice or an index array)."""
+        if self.weights is not None:
+            return Motion(weights=self.weights[frames], deltas=self.deltas)
+        return Motion(offsets=self.offsets[frames])
+
+    def at(self, indices: np.ndarray | None = None) -> np.ndarray:
+        """Offsets of the given vertices (all for None). -> (T, n, 3) float32"""
+        if self.weights is None:
+            return self.offsets if indices is None else self.offsets[:, indices]
+        deltas = self.deltas if indices is None else self.deltas[:, indices]
+        k = deltas.shape[0]
+        return (self.weights @ deltas.reshape(k, -1)).reshape((self.frames,) + deltas.shape[1:])
+
+
+def motion_mean_vertex_error(pred: Motion, gt: Motion, chunk: int = 64) -> float:
+    """MVE of two motions, a few frames at a time (the same value as mean_vertex_error on the
+    full offsets). Weights on the same deltas: the error is the weight difference's offsets."""
+    n = min(pred.frames, gt.frames)
+    if n == 0:
+        return float("nan")
+    same_basis = pred.weights is not None and gt.weights is not None and (
+        pred.deltas is gt.deltas or (pred.deltas.shape == gt.deltas.shape and np.array_equal(pred.deltas, gt.deltas)))
+    total = 0.0
+    for start in range(0, n, chunk):
+        frames = slice(start, min(start + chunk, n))
+        if same_basis:
+            error = Motion(weights=pred.weights[frames] - gt.weights[frames], deltas=pred.deltas).at()
+        else:
+            error = pred.take(frames).at() - gt.take(frames).at()
+        total += float(np.linalg.norm(error, axis=2).sum(dtype=np.float64))
+    vertices = pred.deltas.shape[1] if pred.weights is not None else pred.offsets.shape[1]
+    return total / (n * vertices)
+
+
+def motion_lip_gap(motion: Motion, template_vertices: np.ndarray, upper: int, lower: int) -> np.ndarray:
+    """lip_gap of a Motion, from the two landmark vertices only. -> (T,)"""
+    pair = motion.at(np.array([upper, lower]))
+    return lip_gap(pair, template_vertices[[upper, lower]], 0, 1)

@@ -10,6 +10,10 @@ come out shallow and open vowels narrow. `closure_weight` counts the frames whos
 are closed more (the default recipe's choice); `gap_weight` adds an L1 term on the distance
 between the lip-centre landmarks (deeper closures, but it pinches those two vertices; off by
 default); `lr_schedule: "cosine"` anneals the learning rate over the run.
+
+Blendshape corpora (weights_npy, a template with blendshapes) train a model that outputs the
+channel weights, with the same vertex-space loss computed through the blendshapes' Gram
+matrix (AnimationObjective); its bundle carries the template with the blendshapes.
 """
 from __future__ import annotations
 
@@ -23,7 +27,8 @@ import torch
 
 from .. import metrics
 from ..bundle import BundleConfig, build_model, check_bundle_target, save_bundle
-from ..errors import MODEL_INVALID, MODEL_NOT_FOUND, Wav2SemError
+from ..bundle_config import OUTPUT_BLENDSHAPES, OUTPUT_VERTICES
+from ..errors import BAD_REQUEST, MODEL_INVALID, MODEL_NOT_FOUND, Wav2SemError
 from ..models.encoders import encode_aligned
 from ..models.talker import ALIGN_INTERPOLATE, DecoderConfig, SpeechToFace
 from . import checkpointing, distributed
@@ -36,54 +41,106 @@ log = logging.getLogger(__name__)
 
 
 class AnimationObjective(torch.nn.Module):
-    """Teacher-forced reconstruction loss; the module DDP wraps."""
+    """Teacher-forced reconstruction loss; the module DDP wraps.
+
+    Vertex models: MSE of the offsets (B, T, V*3), coordinates weighted by `vertex_weights`
+    (mean 1) and frames with closed target lips by `closure_weight`.
+    Blendshape models (`blendshapes` (K, V, 3) given): the network outputs weights (B, T, K)
+    and the loss is the same vertex-space loss of the offsets `weights @ deltas`, computed
+    exactly through the K x K Gram matrix G = D diag(w) D^T / (3V) (D: deltas as (K, V*3),
+    w: the coordinate weights): for a weight error e, mean_c w_c (e D)_c^2 = e G e^T. The lip
+    landmarks (closure, gap) come from the weights through their two vertices' deltas.
+    `weight_loss` adds an MSE on the weights themselves, scaled by G's mean eigenvalue (1 =
+    as strong as an average channel's vertex loss), to pin down channel mixes the vertices
+    barely tell apart.
+    """
 
     def __init__(self, net: SpeechToFace, fps: float, offset_std: float, input_noise: float,
                  vertex_weights: torch.Tensor, lip_pair: tuple[int, int] | None = None,
-                 lip_pair_rest: torch.Tensor | None = None, gap_weight: float = 0.0, closure_weight: float = 1.0):
+                 lip_pair_rest: torch.Tensor | None = None, gap_weight: float = 0.0, closure_weight: float = 1.0,
+                 blendshapes: torch.Tensor | None = None, target_std: float | None = None, weight_loss: float = 0.0):
         super().__init__()
         self.net = net
         self.fps = fps
-        self.offset_std = offset_std
+        self.offset_std = offset_std                 # metres: scales the gap term into the MSE's units
+        self.target_std = offset_std if target_std is None else target_std   # scales the input noise
         self.input_noise = input_noise
-        # (V*3,) loss weight per coordinate, mean 1: lips count more than the rest of the head
-        self.register_buffer("coordinate_weights", vertex_weights.repeat_interleave(3) / vertex_weights.mean())
+        self.predicts_weights = blendshapes is not None
+        coordinate_weights = vertex_weights.repeat_interleave(3) / vertex_weights.mean()
+        if blendshapes is None:
+            # (V*3,) loss weight per coordinate, mean 1: lips count more than the rest of the head
+            self.register_buffer("coordinate_weights", coordinate_weights)
+            self.weight_loss = 0.0
+        else:
+            self.register_buffer("gram", blendshape_gram(blendshapes, coordinate_weights))    # (K, K)
+            self.weight_loss = float(weight_loss)
+            self.weight_loss_scale = float(torch.diagonal(self.gram).mean())
         self.gap_weight = gap_weight if lip_pair is not None else 0.0
         self.closure_weight = closure_weight if lip_pair is not None else 1.0
         self.lip_pair = lip_pair
         if lip_pair_rest is not None:
             self.register_buffer("lip_pair_rest", lip_pair_rest)          # (2, 3) upper, lower lip centre
+        if blendshapes is not None and lip_pair is not None:
+            self.register_buffer("lip_pair_deltas", blendshapes[:, list(lip_pair)].float().contiguous())  # (K, 2, 3)
 
-    def lip_gap(self, offsets: torch.Tensor) -> torch.Tensor:
-        """(B, T, V*3) offsets -> (B, T) distance between the lip-centre landmarks."""
+    def lip_gap(self, output: torch.Tensor) -> torch.Tensor:
+        """(B, T, V*3) offsets (or (B, T, K) weights) -> (B, T) distance between the lip-centre landmarks."""
         assert self.lip_pair is not None
-        v = offsets.view(offsets.shape[0], offsets.shape[1], -1, 3)[:, :, list(self.lip_pair)] + self.lip_pair_rest
+        if self.predicts_weights:
+            v = torch.einsum("btk,kpc->btpc", output, self.lip_pair_deltas) + self.lip_pair_rest
+        else:
+            v = output.view(output.shape[0], output.shape[1], -1, 3)[:, :, list(self.lip_pair)] + self.lip_pair_rest
         return torch.sqrt(torch.sum((v[:, :, 0] - v[:, :, 1]) ** 2, dim=-1) + 1e-12)
 
-    def forward(self, wav, offsets, frames, subjects, semantic_vectors):
-        net = self.net
-        hidden = encode_aligned(net.audio_encoder, wav, self.fps, net.config.alignment, n_frames=frames)   # (B, T, H)
-        memory = net.memory(hidden, semantic_vectors)
-        style = net.obj_vector(subjects).unsqueeze(1)                                             # (B, 1, d)
-        noisy = offsets + torch.randn_like(offsets) * self.offset_std * self.input_noise
-        predicted = net.decode_teacher_forced(memory, style, noisy)
-        squared = (predicted - offsets) ** 2 * self.coordinate_weights                     # (B, T, V*3)
+    def reconstruction_loss(self, predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The loss of a prediction against the target, both (B, T, V*3) offsets or (B, T, K) weights."""
+        if self.predicts_weights:
+            error = predicted - target
+            squared = torch.einsum("btk,kl,btl->bt", error, self.gram, error).unsqueeze(-1)   # (B, T, 1)
+        else:
+            squared = (predicted - target) ** 2 * self.coordinate_weights                 # (B, T, V*3)
         if self.closure_weight != 1.0:
             # frames where the target lips are closed count closure_weight times (whole face)
-            closed = self.lip_gap(offsets) < metrics.CLOSED_MM / 1000.0                       # template in metres
+            closed = self.lip_gap(target) < metrics.CLOSED_MM / 1000.0                        # template in metres
             squared = squared * (1.0 + (self.closure_weight - 1.0) * closed.unsqueeze(-1))
         loss = torch.mean(squared)
         if self.gap_weight > 0:
             # offset_std turns the gap's L1 (metres) into the MSE's units (metres^2)
-            gap_error = torch.mean(torch.abs(self.lip_gap(predicted) - self.lip_gap(offsets)))
+            gap_error = torch.mean(torch.abs(self.lip_gap(predicted) - self.lip_gap(target)))
             loss = loss + self.gap_weight * self.offset_std * gap_error
+        if self.weight_loss > 0:
+            loss = loss + self.weight_loss * self.weight_loss_scale * torch.mean((predicted - target) ** 2)
         return loss
+
+    def forward(self, wav, target, frames, subjects, semantic_vectors):
+        net = self.net
+        hidden = encode_aligned(net.audio_encoder, wav, self.fps, net.config.alignment, n_frames=frames)   # (B, T, H)
+        memory = net.memory(hidden, semantic_vectors)
+        style = net.obj_vector(subjects).unsqueeze(1)                                             # (B, 1, d)
+        noisy = target + torch.randn_like(target) * self.target_std * self.input_noise
+        predicted = net.decode_teacher_forced(memory, style, noisy)
+        return self.reconstruction_loss(predicted, target)
+
+
+def blendshape_gram(blendshapes: torch.Tensor, coordinate_weights: torch.Tensor) -> torch.Tensor:
+    """G = D diag(w) D^T / (3V), (K, K) float32, from deltas (K, V, 3) and per-coordinate
+    weights w (V*3,): e G e^T is the weighted mean squared offset error of a weight error e.
+    Summed in float64, a few thousand vertices at a time."""
+    k = blendshapes.shape[0]
+    flat = blendshapes.reshape(k, -1)
+    gram = torch.zeros(k, k, dtype=torch.float64)
+    step = 3 * 4096
+    for start in range(0, flat.shape[1], step):
+        d = flat[:, start:start + step].double()
+        gram += (d * coordinate_weights[start:start + step].double()) @ d.T
+    return (gram / flat.shape[1]).float()
 
 
 def build_network(config: dict, template, subjects: list[str], use_semantic: bool) -> tuple[BundleConfig, SpeechToFace]:
     """The network of a recipe. `"encoder": {"pretrained": DIR}` starts the speech encoder from
     a local Hugging Face folder (wav2vec 2.0 / HuBERT / WavLM; offline) with its conv
-    feature extractor frozen, as FaceFormer trains."""
+    feature extractor frozen, as FaceFormer trains. A template with blendshapes (a blendshape
+    corpus) makes a blendshape model: one output per channel, in the template's order."""
     dec = config["decoder"]
     pretrained = None
     if "pretrained" in config["encoder"]:
@@ -95,11 +152,12 @@ def build_network(config: dict, template, subjects: list[str], use_semantic: boo
         name=config.get("name", "wav2sem-default"),
         decoder=DecoderConfig(vertex_count=template.vertex_count, n_subjects=len(subjects), feature_dim=dec["feature_dim"],
                               period=dec["period"], n_heads=dec["n_heads"], n_layers=dec["n_layers"],
-                              alignment=ALIGN_INTERPOLATE),
+                              alignment=ALIGN_INTERPOLATE, output_channels=len(template.blendshape_names)),
         fps=float(config["fps"]), subjects=tuple(subjects), encoder=config["encoder"],
         semantic=config["semantic_encoder"] if use_semantic else None,
         arch=dec.get("arch", "faceformer"),
         description=config.get("description", ""),
+        channels=tuple(template.blendshape_names),
     )
     net = build_model(bundle_config)
     if pretrained is not None:
@@ -138,6 +196,7 @@ def train_animation(config: dict, corpus: str | Path, out: str | Path, semantic_
     use_semantic = bool(recipe.get("use_semantic", True)) and semantic_weights is not None
     torch.manual_seed(config["seed"])
     template = load_template(corpus)
+    check_output(config, template, corpus)
     train = load_examples(corpus, "train", with_motion=True, max_seconds=recipe["max_seconds"], template=template)
     val = load_examples(corpus, "val", with_motion=True, max_seconds=recipe["max_seconds"], template=template)
     subjects = sorted({e.subject for e in train})
@@ -149,7 +208,8 @@ def train_animation(config: dict, corpus: str | Path, out: str | Path, semantic_
         net.semantic_encoder.load_state_dict(load_file(str(semantic_weights)))
         net.semantic_encoder.requires_grad_(False)
         vectors = semantic_vectors_of(net, train + val, ctx.device)
-    offset_std = float(np.std(np.concatenate([e.offsets.reshape(-1).astype(np.float32) for e in train[:200]])))
+    blendshapes = torch.from_numpy(template.blendshape_deltas) if template.has_blendshapes else None
+    offset_std, target_std = motion_scales(train[:200], template)
     weights = torch.ones(template.vertex_count)
     if "lips" in template.regions:
         weights[torch.from_numpy(template.regions["lips"]).long()] = float(recipe.get("lip_weight", 1.0))
@@ -159,7 +219,7 @@ def train_animation(config: dict, corpus: str | Path, out: str | Path, semantic_
     objective = AnimationObjective(
         net, float(config["fps"]), offset_std, recipe["input_noise"], weights, lip_pair,
         torch.from_numpy(template.vertices[list(lip_pair)]) if lip_pair else None, float(recipe.get("gap_weight", 0.0)),
-        float(recipe.get("closure_weight", 1.0)))
+        float(recipe.get("closure_weight", 1.0)), blendshapes, target_std, float(recipe.get("weight_loss", 0.0)))
     if recipe.get("init_weights"):
         load_init_weights(net, recipe["init_weights"])
     model = distributed.wrap(objective, ctx)
@@ -221,6 +281,45 @@ def train_animation(config: dict, corpus: str | Path, out: str | Path, semantic_
     return best
 
 
+def check_output(config: dict, template, corpus) -> None:
+    """A recipe's optional "output" ("vertices" | "blendshapes") must be what the corpus holds:
+    a blendshape corpus trains a model that outputs its channels' weights, a vertex corpus
+    one that outputs offsets (absent: whatever the corpus holds)."""
+    wanted = config.get("output")
+    if wanted is None:
+        return
+    if wanted not in (OUTPUT_VERTICES, OUTPUT_BLENDSHAPES):
+        raise Wav2SemError(BAD_REQUEST, f"The recipe's output must be {OUTPUT_VERTICES!r} or {OUTPUT_BLENDSHAPES!r}, "
+                                        f"not {wanted!r}.")
+    has = OUTPUT_BLENDSHAPES if template.has_blendshapes else OUTPUT_VERTICES
+    if wanted != has:
+        hint = ("make one with `wav2sem synth --out DIR --hours H` (ARKit weights on the ICT head)"
+                if wanted == OUTPUT_BLENDSHAPES else "make one with `wav2sem synth --head synthetic`")
+        raise Wav2SemError(BAD_REQUEST, f"This recipe trains a model with {wanted} output but the corpus {corpus} has "
+                                        f"{has} targets; {hint}, or pass --set output={has}.")
+
+
+def motion_scales(examples, template) -> tuple[float, float]:
+    """(std of the offsets in template units, std of the training targets): the same number
+    for a vertex corpus; for a blendshape corpus the targets are the weights and the offsets'
+    scale is measured on up to 2,000 of their frames."""
+    if not template.has_blendshapes:
+        std = float(np.std(np.concatenate([e.offsets.reshape(-1).astype(np.float32) for e in examples])))
+        return std, std
+    weights = np.concatenate([e.weights for e in examples])                         # (N, K)
+    frames = weights[np.linspace(0, len(weights) - 1, min(len(weights), 2000)).astype(int)]
+    sum_sq = total = 0.0
+    mean = np.zeros(3 * template.vertex_count, np.float64)
+    for chunk in np.array_split(frames, max(1, len(frames) // 100)):
+        offsets = template.offsets_from_weights(chunk).reshape(len(chunk), -1).astype(np.float64)
+        sum_sq += float(np.sum(offsets ** 2))
+        mean += offsets.sum(0)
+        total += len(chunk)
+    count = total * mean.size
+    offset_std = float(np.sqrt(max(sum_sq / count - float(np.sum(mean ** 2)) / (total * count), 0.0)))
+    return offset_std, float(np.std(weights))
+
+
 def load_init_weights(net: SpeechToFace, path: str | Path) -> None:
     """Start from an earlier run's weights (fine-tuning); the semantic encoder keeps the frozen
     weights already loaded."""
@@ -253,22 +352,29 @@ def learning_rate(recipe: dict, epoch: int) -> float:
 
 def validate(net: SpeechToFace, examples, template, bundle_config, vectors, device, limit: int) -> dict:
     """Decoding on held-out clips as inference does (autoregressive for FaceFormer): LVE, MVE and
-    the median smallest lip gap on m/b/p (where the corpus has phone timings)."""
+    the median smallest lip gap on m/b/p (where the corpus has phone timings). A blendshape
+    model's offsets come from its weights, only for the vertices each measure needs."""
     net.eval()
     lips = template.regions.get("lips", np.arange(template.vertex_count))
     lve, mve = [], []
     closure = ClosureStats(template)
+    deltas = template.blendshape_deltas if bundle_config.predicts_weights else None
     with torch.inference_mode():
         for e in examples[:limit]:
-            wav, offsets, frames = cropped_batch([e], bundle_config.fps, device)
+            wav, target, frames = cropped_batch([e], bundle_config.fps, device)
             hidden = encode_aligned(net.audio_encoder, wav, bundle_config.fps, net.config.alignment, n_frames=frames)
             semantic = torch.from_numpy(vectors[e.name]).to(device)[None] if vectors is not None else None
             style = net.style_embedding(torch.full((net.config.n_subjects,), 1.0 / net.config.n_subjects, device=device))
-            pred = net.decode(net.memory(hidden, semantic), style, frames)[0].cpu().numpy().reshape(frames, -1, 3)
-            gt = offsets[0].cpu().numpy().reshape(frames, -1, 3)
-            lve.append(metrics.lip_vertex_error(pred, gt, lips))
-            mve.append(metrics.mean_vertex_error(pred, gt))
-            closure.add(pred, gt, e.phonemes, bundle_config.fps)
+            out = net.decode(net.memory(hidden, semantic), style, frames)[0].float().cpu().numpy()
+            gt = target[0].cpu().numpy()
+            if deltas is not None:
+                pred_m, gt_m = metrics.Motion(weights=out, deltas=deltas), metrics.Motion(weights=gt, deltas=deltas)
+            else:
+                pred_m = metrics.Motion(offsets=out.reshape(frames, -1, 3))
+                gt_m = metrics.Motion(offsets=gt.reshape(frames, -1, 3))
+            lve.append(metrics.lip_vertex_error(pred_m.at(lips), gt_m.at(lips), slice(None)))
+            mve.append(metrics.motion_mean_vertex_error(pred_m, gt_m))
+            closure.add(pred_m, gt_m, e.phonemes, bundle_config.fps)
     row = {"val_lve": float(np.mean(lve)) if lve else float("nan"), "val_mve": float(np.mean(mve)) if mve else float("nan")}
     gaps = closure.summary()
     if gaps:

@@ -39,12 +39,13 @@ def normalized_batch(batch: list, device) -> tuple[torch.Tensor, torch.Tensor]:
 def cropped_batch(batch: list, fps: float, device, perturb: Callable[[np.ndarray], np.ndarray] | None = None
                   ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Audio and motion cropped to the batch's shortest motion: (B, S) waveforms (perturbed
-    first when `perturb` is given), (B, T, V*3) offsets, T."""
-    frames = min(e.offsets.shape[0] for e in batch)
+    first when `perturb` is given), the targets (B, T, V*3) offsets, or (B, T, K) weights on a
+    blendshape corpus, and T."""
+    frames = min(e.target.shape[0] for e in batch)
     samples = min(int(round(frames * SAMPLE_RATE / fps)), min(len(e.audio) for e in batch))
     wav = np.stack([normalize(perturb(e.audio[:samples]) if perturb else e.audio[:samples]) for e in batch])
-    offsets = np.stack([e.offsets[:frames].reshape(frames, -1) for e in batch]).astype(np.float32)
-    return torch.from_numpy(wav).to(device), torch.from_numpy(offsets).to(device), frames
+    targets = np.stack([e.target[:frames].reshape(frames, -1) for e in batch]).astype(np.float32)
+    return torch.from_numpy(wav).to(device), torch.from_numpy(targets).to(device), frames
 
 
 def masked_time_mean(hidden: torch.Tensor, lengths: torch.Tensor, padded_samples: int) -> torch.Tensor:

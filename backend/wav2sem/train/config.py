@@ -12,11 +12,11 @@ from ..errors import BAD_REQUEST, Wav2SemError, reason
 DEFAULT_CONFIG = Path(__file__).with_name("default_config.json")
 # Keys the trainers read with a default, so a recipe may leave them out.
 OPTIONAL_KEYS = {
-    "": {"name", "description"},
+    "": {"name", "description", "output"},
     "encoder": {"pretrained"},
     "semantic_training": {"batch_seconds"},
     "animation_training": {"batch_seconds", "val_items", "init_weights", "lr_schedule", "lr_min_ratio", "lip_weight",
-                           "closure_weight", "gap_weight", "augment", "use_semantic"},
+                           "closure_weight", "gap_weight", "augment", "use_semantic", "weight_loss"},
     "animation_training.augment": {"noise_prob", "snr_db", "tilt_prob"},
 }
 ENCODER_SPECS = ("encoder", "semantic_encoder")

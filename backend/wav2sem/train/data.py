@@ -1,7 +1,10 @@
 """Training examples from any corpus `wav2sem.dataset` reads, held in memory.
 
 Offsets are kept as float16 (about 1e-3 relative precision, far below the motion's
-variation) so an hour of 30 fps motion on a ~5k-vertex head fits comfortably in RAM.
+variation) so an hour of 30 fps motion on a ~5k-vertex head fits comfortably in RAM. On a
+blendshape corpus the examples hold the channel weights (T, K) float32 instead (an hour of
+23 channels is 10 MB); vertices follow from the template's deltas where a loss or metric
+needs them.
 """
 from __future__ import annotations
 
@@ -26,6 +29,12 @@ class Example:
     offsets: np.ndarray | None        # (T, V, 3) float16, displacements from the template
     transcript: str | None
     phonemes: list | None = None      # PhoneSegments where the corpus has timings
+    weights: np.ndarray | None = None  # (T, K) float32 channel weights (blendshape corpora; offsets None)
+
+    @property
+    def target(self) -> np.ndarray | None:
+        """What the model learns to output: weights (T, K), or offsets (T, V, 3)."""
+        return self.weights if self.weights is not None else self.offsets
 
 
 def load_template(corpus: str | Path) -> Template:
@@ -39,11 +48,14 @@ def load_examples(corpus: str | Path, split: str, with_motion: bool, max_seconds
     out = []
     for item in ds:
         audio = item.audio[: int(max_seconds * SAMPLE_RATE)]
-        offsets = None
+        offsets = weights = None
         if with_motion:
-            frames = min(len(item.vertices), int(len(audio) / SAMPLE_RATE * ds.fps))
-            offsets = (item.vertices[:frames] - item.template[None]).astype(np.float16)
-        out.append(Example(item.id, item.subject, audio, offsets, item.transcript, item.phonemes))
+            frames = min(item.frames, int(len(audio) / SAMPLE_RATE * ds.fps))
+            if item.weights is not None:
+                weights = np.ascontiguousarray(item.weights[:frames], dtype=np.float32)
+            else:
+                offsets = (item.vertices[:frames] - item.template[None]).astype(np.float16)
+        out.append(Example(item.id, item.subject, audio, offsets, item.transcript, item.phonemes, weights))
     log.info("%s/%s: %d clips, %.1f min", Path(corpus).name, split, len(out),
              sum(len(e.audio) for e in out) / SAMPLE_RATE / 60)
     return out

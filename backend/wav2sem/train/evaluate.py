@@ -3,6 +3,10 @@ plus lip error on minimal-pair sentences (the near-homophone contrasts Wav2Sem t
 where the corpus has phone timings and the template lip landmarks, how far the lips close on
 m/b/p and open on open vowels (predicted next to ground truth, in mm).
 
+Blendshape models and corpora: offsets come from the weights through the deltas, for the
+vertices each measure needs (lips, upper face, the lip landmarks; MVE a few frames at a
+time), so no (T, V, 3) array of a whole head is built.
+
     wav2sem eval --model BUNDLE --corpus corpus/synth-1h [--split test] [--no-semantic] [-o result.json]
 """
 from __future__ import annotations
@@ -53,33 +57,48 @@ def evaluate(model_dir: str | Path | None, corpus: str | Path, split: str = "tes
     upper = template.regions.get("upper_face")
     if lips is None or upper is None:
         raise ValueError("the model's template needs 'lips' and 'upper_face' regions for LVE / FDD")
+    predicts_weights = model.bundle.config.predicts_weights
     words = minimal_pair_words()
     closure = ClosureStats(template)
     per_seq: dict[str, list[float]] = {"lve": [], "fdd": [], "mve": [], "minimal_pair_lve": []}
     items = ds.ids[:limit] if limit else ds.ids
+    everyone = None if len(model.subjects) == 1 else {i: 1.0 for i in range(len(model.subjects))}
     for n, item_id in enumerate(items):
         item = ds.item(item_id)
-        pred = generate(model, item.audio, subject=None if len(model.subjects) == 1 else
-                        {i: 1.0 for i in range(len(model.subjects))}, semantic=semantic).offsets
-        gt = item.vertices - item.template[None]
-        t = min(len(pred), len(gt))
-        pred, gt = pred[:t], gt[:t]
-        per_seq["lve"].append(metrics.lip_vertex_error(pred, gt, lips))
-        per_seq["fdd"].append(metrics.face_dynamics_deviation(pred, gt, upper))
-        per_seq["mve"].append(metrics.mean_vertex_error(pred, gt))
+        if predicts_weights:
+            result = generate(model, item.audio, subject=everyone, semantic=semantic, offsets=False)
+            pred = metrics.Motion(weights=result.weights, deltas=template.blendshape_deltas)
+        else:
+            pred = metrics.Motion(offsets=generate(model, item.audio, subject=everyone, semantic=semantic).offsets)
+        gt = ground_truth_motion(item)
+        t = min(pred.frames, gt.frames)
+        pred, gt = pred.take(slice(0, t)), gt.take(slice(0, t))
+        pred_lips, gt_lips = pred.at(lips), gt.at(lips)
+        per_seq["lve"].append(metrics.lip_vertex_error(pred_lips, gt_lips, slice(None)))
+        per_seq["fdd"].append(metrics.face_dynamics_deviation(pred.at(upper), gt.at(upper), slice(None)))
+        per_seq["mve"].append(metrics.motion_mean_vertex_error(pred, gt))
         text_words = set(re.findall(r"[a-z']+", (item.transcript or "").lower()))
         if text_words & words and item.phonemes:
             frames = consonant_frames(item.phonemes, ds.fps, t)
             if len(frames):
-                per_seq["minimal_pair_lve"].append(metrics.lip_vertex_error(pred[frames], gt[frames], lips))
+                per_seq["minimal_pair_lve"].append(metrics.lip_vertex_error(pred_lips[frames], gt_lips[frames], slice(None)))
         closure.add(pred, gt, item.phonemes, ds.fps)
         if (n + 1) % 20 == 0:
             log.info("evaluated %d/%d clips", n + 1, len(items))
     summary = {k: float(np.mean(v)) if v else float("nan") for k, v in per_seq.items()}
     summary.update(sequences=len(items), minimal_pair_sequences=len(per_seq["minimal_pair_lve"]),
-                   split=split, semantic=semantic and model.net.has_semantic, model=model.bundle.config.name)
+                   split=split, semantic=semantic and model.net.has_semantic, model=model.bundle.config.name,
+                   output=model.bundle.config.output_type)
     summary.update(closure.summary())
     return summary
+
+
+def ground_truth_motion(item) -> "metrics.Motion":
+    """A dataset item's motion for the metrics: its weights on a blendshape corpus (offsets
+    computed per region when asked), else its offsets."""
+    if item.weights is not None:
+        return metrics.Motion(weights=item.weights, deltas=item.blendshapes)
+    return metrics.Motion(offsets=item.vertices - item.template[None])
 
 
 class ClosureStats:
@@ -90,11 +109,14 @@ class ClosureStats:
         self.lips = template.lip_centres
         self.values: dict[str, list[float]] = {k: [] for k in ("bilabial_pred", "bilabial_gt", "vowel_pred", "vowel_gt")}
 
-    def add(self, pred: np.ndarray, gt: np.ndarray, phonemes, fps: float) -> None:
+    def add(self, pred, gt, phonemes, fps: float) -> None:
+        """pred, gt: offsets (T, V, 3) or metrics.Motion."""
         if self.lips is None or not phonemes:
             return
-        for name, offsets in (("pred", pred), ("gt", gt)):
-            gap = metrics.lip_gap(offsets, self.template.vertices, *self.lips) * 1000.0
+        for name, motion in (("pred", pred), ("gt", gt)):
+            if not isinstance(motion, metrics.Motion):
+                motion = metrics.Motion(offsets=motion)
+            gap = metrics.motion_lip_gap(motion, self.template.vertices, *self.lips) * 1000.0
             self.values[f"bilabial_{name}"] += metrics.phone_gap_extrema(gap, phonemes, fps, metrics.BILABIALS, True)
             self.values[f"vowel_{name}"] += metrics.phone_gap_extrema(gap, phonemes, fps, metrics.OPEN_VOWELS, False)
 
