@@ -1,7 +1,13 @@
-"""Speech -> per-frame vertex offsets with a loaded bundle.
+"""Speech -> per-frame vertex offsets (and, for a blendshape model, channel weights) with a
+loaded bundle.
 
     model = load_model(bundle_dir, device="auto")
-    offsets = generate(model, load_audio("line.wav"))     # (T, V, 3) float32, template units
+    result = generate(model, load_audio("line.wav"))
+    result.offsets        # (T, V, 3) float32, template units
+    result.weights        # (T, K) float32 for a blendshape model (model.channels), else None
+
+A blendshape model predicts the weights; its offsets are `weights @ deltas` on its template
+(`Template.offsets_from_weights`), skipped with `generate(..., offsets=False)`.
 
 Long audio: the speech encoder runs over overlapping windows cross-faded at the seams, the
 Wav2Sem vector is computed per utterance (segmentation.py), and the decoder keeps a
@@ -26,6 +32,7 @@ from .errors import (AUDIO_TOO_SHORT, BAD_REQUEST, DEVICE_UNAVAILABLE, MODEL_INV
 from .models.encoders import encode_aligned, memory_frame_count
 from .models.talker import ALIGN_PAIR, SpeechToFace
 from .segmentation import utterance_spans
+from .template import Template
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +64,34 @@ class LoadedModel:
     def subjects(self) -> tuple[str, ...]:
         return self.bundle.config.subjects
 
+    @property
+    def template(self) -> Template:
+        return self.bundle.template
+
+    @property
+    def output(self) -> str:
+        """"vertices" (the model predicts offsets) or "blendshapes" (it predicts channel weights)."""
+        return self.bundle.config.output_type
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        """The blendshape channel names, in the weights' column order; () for a vertex model."""
+        return self.bundle.config.channels
+
+    @property
+    def predicts_weights(self) -> bool:
+        return bool(self.channels)
+
 
 @dataclass
 class GenerateResult:
-    offsets: np.ndarray            # (T, V, 3) float32
+    offsets: np.ndarray | None     # (T, V, 3) float32; None when generate(offsets=False) on a blendshape model
     fps: float
     seconds: float                 # wall time of generate
     warnings: list[str] = field(default_factory=list)
+    weights: np.ndarray | None = None       # (T, K) float32 for a blendshape model, not clipped
+    channels: tuple[str, ...] = ()          # the weights' column names; () for a vertex model
+    frames: int = 0                         # T
 
 
 def available_devices() -> list[str]:
@@ -161,9 +189,13 @@ def generate(
     semantic: bool = True,
     progress: ProgressFn | None = None,
     should_cancel: CancelFn | None = None,
+    offsets: bool = True,
 ) -> GenerateResult:
     """Animate 16 kHz mono speech (S,) float32. Returns offsets (T, V, 3) from the template at
-    the model fps. Blocks; call from a worker thread. `should_cancel` is polled between
+    the model fps; a blendshape model also returns its weights (T, K) and channel names, and
+    its offsets are the weights through the template's deltas (`offsets=False` skips them:
+    a minute on a 26,719-vertex head is ~577 MB; ignored for vertex models, whose output the
+    offsets are). Blocks; call from a worker thread. `should_cancel` is polled between
     windows, utterances and frames, after each stage and before returning; when it returns
     True, `Cancelled` is raised."""
     started = time.perf_counter()
@@ -187,8 +219,9 @@ def generate(
         warnings.append("The audio is silent; the face stays at rest.")
         log.warning(warnings[-1])
         check_cancel()
-        return GenerateResult(np.zeros((n_frames, model.vertex_count, 3), np.float32), cfg.fps,
-                              time.perf_counter() - started, warnings)
+        rest = np.zeros((n_frames, len(model.channels)), np.float32) if model.predicts_weights else None
+        return _result(model, n_frames, rest, None if rest is not None else
+                       np.zeros((n_frames, model.vertex_count, 3), np.float32), offsets, started, warnings)
     use_semantic = semantic and net.has_semantic
     if semantic and not net.has_semantic:
         warnings.append("This model has no Wav2Sem module; generated without it.")
@@ -212,18 +245,48 @@ def generate(
                 if t % step == 0 or t == n_frames - 1:
                     report("decode", (t + 1) / n_frames, f"frame {t + 1}/{n_frames}")
 
-            offsets = net.decode(memory, style, n_frames, on_frame)                    # (1, T, V*3)
+            output = net.decode(memory, style, n_frames, on_frame)        # (1, T, V*3) or (1, T, K) weights
             check_cancel()
+            output = output.float().cpu().numpy()                         # float32 (half on CUDA: cast first)
     except torch.cuda.OutOfMemoryError as exc:
         raise Wav2SemError(OUT_OF_MEMORY, "The GPU ran out of memory; use device 'cpu' or free GPU memory.") from exc
     except MemoryError as exc:
         raise Wav2SemError(OUT_OF_MEMORY, "The backend ran out of memory; try a shorter clip.") from exc
-    result = offsets.float().cpu().numpy().reshape(n_frames, model.vertex_count, 3)
-    if not np.isfinite(result).all():
-        raise Wav2SemError(MODEL_INVALID, f"The model {cfg.name} produced invalid values (NaN or infinite) for this "
-                                          "audio; its weights may be broken: try another model or device 'cpu'.")
-    check_cancel()
-    return GenerateResult(np.ascontiguousarray(result, np.float32), cfg.fps, time.perf_counter() - started, warnings)
+    if model.predicts_weights:
+        return _result(model, n_frames, output.reshape(n_frames, len(model.channels)), None, offsets, started, warnings,
+                       check_cancel)
+    return _result(model, n_frames, None, output.reshape(n_frames, model.vertex_count, 3), True, started, warnings,
+                   check_cancel)
+
+
+def _result(model: LoadedModel, n_frames: int, weights: np.ndarray | None, offsets: np.ndarray | None,
+            want_offsets: bool, started: float, warnings: list[str], check_cancel: Callable[[], None] | None = None
+            ) -> GenerateResult:
+    """Check the output is finite (MODEL_INVALID otherwise), derive a blendshape model's
+    offsets from its weights (unless not wanted) and package the result."""
+    def refuse() -> Wav2SemError:
+        return Wav2SemError(MODEL_INVALID, f"The model {model.bundle.config.name} produced invalid values (NaN or "
+                                           "infinite) for this audio; its weights may be broken: try another model "
+                                           "or device 'cpu'.")
+
+    if weights is not None:
+        weights = np.ascontiguousarray(weights, np.float32)
+        if not np.isfinite(weights).all():
+            raise refuse()
+        if want_offsets:
+            try:
+                offsets = model.template.offsets_from_weights(weights)
+            except MemoryError as exc:
+                raise Wav2SemError(OUT_OF_MEMORY, "The backend ran out of memory for the offsets; try a shorter "
+                                                  "clip, or ask for the weights only.") from exc
+    if offsets is not None:
+        offsets = np.ascontiguousarray(offsets, np.float32)
+        if not np.isfinite(offsets).all():      # for weights: finite but so large the offsets overflow
+            raise refuse()
+    if check_cancel is not None:
+        check_cancel()
+    return GenerateResult(offsets, model.fps, time.perf_counter() - started, warnings, weights=weights,
+                          channels=tuple(model.channels), frames=n_frames)
 
 
 def _encode_windows(net, wav, fps, alignment, n_memory, report, cancelled, lo=0.0, hi=1.0) -> torch.Tensor:

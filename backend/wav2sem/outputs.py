@@ -5,6 +5,7 @@ renamed over it. A process killed outright (kill -9) cannot remove its partial f
 next write into that folder removes partial files whose process is gone."""
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -62,6 +63,29 @@ def commit_partial(partial: Path, path: str | Path) -> None:
 
 def save_npy_atomic(path: str | Path, array: np.ndarray) -> None:
     commit_partial(write_partial(path, array), path)
+
+
+def save_json_atomic(path: str | Path, data: object) -> None:
+    """Write `data` as UTF-8 JSON through a partial file beside `path` (as the .npy outputs)."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise Wav2SemError(OUTPUT_UNWRITABLE, f"The folder for the output, {path.parent}, does not exist.")
+    remove_stale_partials(path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f"{PARTIAL_PREFIX}{os.getpid()}-{path.stem[:40]}-", suffix=".json",
+                                   dir=path.parent)
+    except OSError as exc:
+        raise _unwritable(path, exc) from exc
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+            json.dump(data, handle, indent=2)
+            handle.write("\n")
+    except BaseException as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise _unwritable(path, exc) from exc
+        raise
+    commit_partial(Path(tmp), path)
 
 
 def remove_stale_partials(folder: Path) -> None:

@@ -224,6 +224,8 @@ class Server:
                 np.save(folder / "faces.npy", bundle.template.faces)
             for name, idx in bundle.template.regions.items():
                 np.save(folder / f"region_{name}.npy", idx)
+            if model.predicts_weights:          # (K, V, 3) float32, in the channels' order
+                np.save(folder / "blendshapes.npy", bundle.template.blendshape_deltas)
         faces = folder / "faces.npy"
         return {
             "name": bundle.config.name, "fps": bundle.config.fps, "vertex_count": model.vertex_count,
@@ -232,6 +234,8 @@ class Server:
             "regions": {name: str(folder / f"region_{name}.npy") for name in bundle.template.regions},
             "landmarks": bundle.template.landmarks, "directory": str(bundle.directory),
             "description": bundle.config.description,
+            "output": model.output, "channels": list(model.channels),
+            "blendshapes": str(folder / "blendshapes.npy") if model.predicts_weights else None,
         }
 
     def _op_generate(self, job: Job) -> dict:
@@ -246,27 +250,45 @@ class Server:
         semantic = params.get("semantic", True)
         if not isinstance(semantic, bool):
             raise Wav2SemError(BAD_REQUEST, '"semantic" must be true or false.')
+        want_offsets = params.get("offsets", True)
+        if not isinstance(want_offsets, bool):
+            raise Wav2SemError(BAD_REQUEST, '"offsets" must be true or false.')
         output_text = _text(params, "output", "the path of a .npy file")
-        output = Path(output_text) if output_text else self.workdir / f"offsets-{next(self._output_numbers)}.npy"
+        weights_text = _text(params, "weights_output", "the path of a .npy file")
+        number = next(self._output_numbers)
+        output = Path(output_text) if output_text else self.workdir / f"offsets-{number}.npy"
+        weights_output = Path(weights_text) if weights_text else self.workdir / f"weights-{number}.npy"
         check_output_path(output)
+        check_output_path(weights_output)
+        if output_text and weights_text and _same_file(output, weights_output):
+            raise Wav2SemError(BAD_REQUEST, '"output" and "weights_output" must be different files.')
         progress = self._progress_sender(job.id)
         model = self._model(job, progress)
+        want_offsets = want_offsets or not model.predicts_weights    # a vertex model's output is its offsets
         waveform = load_audio(audio)
         result = generate(model, waveform, subject=params.get("subject"), semantic=semantic,
-                          progress=progress, should_cancel=job.cancel.is_set)
-        partial = write_partial(output, result.offsets)
+                          progress=progress, should_cancel=job.cancel.is_set, offsets=want_offsets)
+        writes = []                               # (partial, final path): all written before any is renamed
         try:
+            if result.weights is not None:
+                writes.append((write_partial(weights_output, result.weights), weights_output))
+            if result.offsets is not None:
+                writes.append((write_partial(output, result.offsets), output))
             with self._pending_lock:
                 if job.cancel.is_set():
                     raise Cancelled()
-                commit_partial(partial, output)
+                for partial, path in writes:
+                    commit_partial(partial, path)
                 if self._pending.get(job.id) is job:     # from now on a cancel finds nothing
                     del self._pending[job.id]
         finally:
-            partial.unlink(missing_ok=True)
-        return {"offsets": str(output), "frames": int(result.offsets.shape[0]), "fps": result.fps,
-                "vertex_count": int(result.offsets.shape[1]), "model": model.bundle.config.name,
-                "seconds": round(result.seconds, 4), "warnings": result.warnings}
+            for partial, _ in writes:
+                partial.unlink(missing_ok=True)
+        return {"offsets": str(output) if result.offsets is not None else None, "frames": result.frames,
+                "fps": result.fps, "vertex_count": model.vertex_count, "model": model.bundle.config.name,
+                "seconds": round(result.seconds, 4), "warnings": result.warnings,
+                "weights": str(weights_output) if result.weights is not None else None,
+                "channels": list(result.channels)}
 
     def _progress_sender(self, request_id):
         last = {"stage": None, "fraction": -1.0, "time": 0.0}
@@ -286,6 +308,13 @@ def _is_scalar(value) -> bool:
     if isinstance(value, float):
         return math.isfinite(value)
     return value is None or isinstance(value, (str, int))
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except (OSError, RuntimeError):
+        return a.absolute() == b.absolute()
 
 
 def _text(params: dict, key: str, what: str) -> str | None:

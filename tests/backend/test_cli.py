@@ -137,7 +137,7 @@ def test_info_lists_bundles_and_json_parses(tiny_bundle, tiny_bundle_plain, bund
     by_path = {m["path"]: m for m in info["models"]}
     entry = by_path[str(tiny_bundle)]
     assert entry == {"path": str(tiny_bundle), "name": "tiny-random-0", "fps": 30.0, "vertices": 300, "subjects": 3,
-                     "wav2sem": True}
+                     "wav2sem": True, "output": "vertices", "channels": []}
     # a folder of bundles lists each one
     assert by_path[str(tiny_bundle_plain)]["wav2sem"] is False
     # plain text form names the bundle too

@@ -73,6 +73,7 @@ def test_model_info(server, tiny_bundle):
         np.testing.assert_array_equal(idx, bundle.template.regions[name])
         assert idx.min() >= 0 and idx.max() < 300
     assert data["landmarks"] == bundle.template.landmarks
+    assert data["output"] == "vertices" and data["channels"] == [] and data["blendshapes"] is None
 
 
 def test_generate_progress_then_result_equal_to_infer(server, tiny_bundle, speech_wav, tmp_path):
@@ -89,6 +90,7 @@ def test_generate_progress_then_result_equal_to_infer(server, tiny_bundle, speec
     assert offsets.dtype == np.float32
     assert offsets.shape == (data["frames"], data["vertex_count"], 3) == (offsets.shape[0], 300, 3)
     assert data["fps"] == 30.0 and data["model"] == "tiny-random-0" and data["seconds"] > 0
+    assert data["weights"] is None and data["channels"] == []          # a vertex model
     cli = run_wav2sem_inprocess("infer", speech_wav, "-o", tmp_path / "cli.npy", "--model", tiny_bundle,
                                 "--subject", "1")
     assert cli.returncode == 0, cli.stderr

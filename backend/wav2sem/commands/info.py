@@ -1,4 +1,5 @@
-"""`wav2sem info`: versions, devices and the model bundles this backend can find."""
+"""`wav2sem info`: versions, devices and the model bundles this backend can find (each with
+its output: vertex offsets, or blendshapes and their channel names)."""
 from __future__ import annotations
 
 import argparse
@@ -28,10 +29,20 @@ def find_bundles(extra: list[str]) -> list[dict]:
             b = read_bundle(path)
             found.append({"path": str(path), "name": b.config.name, "fps": b.config.fps,
                           "vertices": b.template.vertex_count, "subjects": len(b.config.subjects),
-                          "wav2sem": b.config.semantic is not None})
+                          "wav2sem": b.config.semantic is not None, "output": b.config.output_type,
+                          "channels": list(b.config.channels)})
         except Wav2SemError as exc:
             found.append({"path": str(path), "error": exc.message})
     return found
+
+
+def describe_output(entry: dict) -> str:
+    """'vertex offsets' or 'blendshapes: 23 channels (jawOpen, jawForward, mouthClose, ...)'."""
+    channels = entry.get("channels") or []
+    if not channels:
+        return "vertex offsets"
+    shown = ", ".join(channels[:6]) + (", ..." if len(channels) > 6 else "")
+    return f"blendshapes: {len(channels)} channels ({shown})"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,5 +67,5 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {m['path']}: unusable: {m['error']}")
         else:
             print(f"  {m['name']}: {m['vertices']} vertices, {m['fps']:g} fps, {m['subjects']} subjects, "
-                  f"Wav2Sem {'on' if m['wav2sem'] else 'off'}  ({m['path']})")
+                  f"Wav2Sem {'on' if m['wav2sem'] else 'off'}, output {describe_output(m)}  ({m['path']})")
     return 0
