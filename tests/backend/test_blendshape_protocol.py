@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from w2s_helpers import ServerProcess, assert_clean_failure, run_wav2sem, run_wav2sem_inprocess, speechlike, write_audio
+from w2s_helpers import ServerProcess, assert_clean_failure, run_wav2sem, run_wav2sem_inprocess
 
 K = 8
 
@@ -99,6 +99,18 @@ def test_generate_returns_weights_and_offsets_through_the_deltas(arkit_model, sp
     lean = generate(arkit_model, wave, subject=1, offsets=False)
     assert lean.offsets is None and lean.frames == result.frames
     np.testing.assert_array_equal(lean.weights, result.weights)
+
+
+def test_pair_alignment_blendshape_model(bundle_dir, speech_wav):
+    from wav2sem.audio import load_audio
+    from wav2sem.inference import generate, load_model
+    from wav2sem.testing import write_tiny_bundle
+
+    model = load_model(write_tiny_bundle(bundle_dir / "tiny_arkit_pair", blendshapes=["jawOpen", "mouthClose", "mouthFunnel"],
+                                         alignment="pair", semantic=False, seed=6), "cpu")
+    result = generate(model, load_audio(speech_wav))
+    assert result.fps == 25.0 and result.channels == ("jawOpen", "mouthClose", "mouthFunnel")
+    assert result.weights.shape == (result.frames, 3) and result.offsets.shape == (result.frames, 300, 3)
 
 
 def test_weights_are_not_clipped(arkit_model, speech_wav):
