@@ -21,7 +21,8 @@ HOURS = 0.006          # about 22 s of speech, ~8 clips
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     out = tmp_path_factory.mktemp("corpus")
-    rc = cli_main(["synth", "--out", str(out), "--hours", str(HOURS), "--seed", "7", "--workers", "2", "--no-progress"])
+    rc = cli_main(["synth", "--out", str(out), "--hours", str(HOURS), "--seed", "7", "--workers", "2", "--no-progress",
+                   "--head", "synthetic"])
     assert rc == 0
     return out
 
@@ -118,7 +119,7 @@ def test_resume_regenerates_only_missing_items_identically(corpus):
     mtime = kept.stat().st_mtime_ns
     for item_id in victims:
         os.remove(corpus / "vertices_npy" / f"{item_id}.npy")
-    generate(corpus, HOURS, seed=7, workers=1)
+    generate(corpus, HOURS, seed=7, workers=1, head="synthetic")
     for item_id, (verts, wav) in before.items():
         np.testing.assert_array_equal(np.load(corpus / "vertices_npy" / f"{item_id}.npy"), verts)
         np.testing.assert_array_equal(sf.read(corpus / "wav" / f"{item_id}.wav")[0], wav)
@@ -127,4 +128,56 @@ def test_resume_regenerates_only_missing_items_identically(corpus):
 
 def test_refuses_other_settings_in_same_folder(corpus):
     with pytest.raises(Wav2SemError, match="same settings"):
-        generate(corpus, HOURS, seed=8, workers=1)
+        generate(corpus, HOURS, seed=8, workers=1, head="synthetic")
+
+
+# --- the default head: ARKit weights on the ICT FaceKit head ----------------------------
+
+@pytest.fixture(scope="module")
+def ict_corpus(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ict_corpus")
+    rc = cli_main(["synth", "--out", str(out), "--hours", str(HOURS), "--seed", "7", "--workers", "2", "--no-progress"])
+    assert rc == 0
+    return out
+
+
+def test_ict_is_the_default_and_writes_weights(ict_corpus):
+    from wav2sem.heads import SPEECH_CHANNELS
+    from wav2sem.template import LANDMARK_NAMES, Template
+
+    info = json.loads((ict_corpus / "corpus.json").read_text())
+    assert info["version"] == 2 and info["head"] == "ict" and info["target"] == "blendshapes"
+    assert info["channels"] == list(SPEECH_CHANNELS) and info["vertex_count"] == 26719
+    assert not (ict_corpus / "vertices_npy").exists()
+    template = Template.load(ict_corpus / "template.npz")
+    assert template.blendshape_names == SPEECH_CHANNELS and template.vertex_count == 26719
+    assert set(LANDMARK_NAMES) <= set(template.landmarks) and {"lips", "upper_face"} <= set(template.regions)
+    rows = [r.split("\t") for r in (ict_corpus / "items.tsv").read_text().splitlines()[1:]]
+    assert rows
+    for row in rows:
+        w = np.load(ict_corpus / "weights_npy" / f"{row[0]}.npy")
+        seconds = sf.info(str(ict_corpus / "wav" / f"{row[0]}.wav")).duration
+        assert w.dtype == np.float32 and w.shape == (int(row[7]), len(SPEECH_CHANNELS))
+        assert w.shape[0] == round(seconds * 30)
+        assert w.min() >= 0.0 and w.max() <= 1.0 and w[:, SPEECH_CHANNELS.index("jawOpen")].max() > 0.1
+
+
+def test_ict_check_statistics(ict_corpus):
+    from wav2sem.synth.check import corpus_stats
+
+    stats = corpus_stats(str(ict_corpus), items=50)
+    closed, bilabials = map(int, stats["bilabials_closed"].split("/"))
+    opened, vowels = map(int, stats["open_vowels_open"].split("/"))
+    assert bilabials > 0 and closed == bilabials
+    assert vowels > 0 and opened >= 0.7 * vowels
+
+
+def test_ict_resume_and_refusal(ict_corpus):
+    ids = sorted(p.stem for p in (ict_corpus / "weights_npy").glob("*.npy"))
+    victim = ids[0]
+    before = np.load(ict_corpus / "weights_npy" / f"{victim}.npy")
+    os.remove(ict_corpus / "weights_npy" / f"{victim}.npy")
+    generate(ict_corpus, HOURS, seed=7, workers=1)
+    np.testing.assert_array_equal(np.load(ict_corpus / "weights_npy" / f"{victim}.npy"), before)
+    with pytest.raises(Wav2SemError, match="--head ict"):
+        generate(ict_corpus, HOURS, seed=7, workers=1, head="synthetic")

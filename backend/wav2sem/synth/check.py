@@ -1,18 +1,24 @@
 """Sanity statistics of a corpus: python -m wav2sem.synth.check CORPUS [--items N] [--seed S]
 
-Reads N random clips through the dataset loader and reports how often the lips are closed
+Reads N random clips (vertex corpora through the dataset loader; blendshape corpora, e.g.
+the ICT head's, from weights_npy/ with the lip gap of the template's lip-centre landmarks)
+and reports how often the lips are closed
 on p/b/m and open on open vowels, the phone coverage, clip durations and the splits.
 """
 from __future__ import annotations
 
 import argparse
 import collections
+import json
 import sys
+from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 
 from ..dataset import open_dataset
-from .timing import PhoneSegment
+from ..template import Template
+from .timing import PhoneSegment, read_segments
 
 CLOSED_MM = 0.3      # lip gap below which the lips count as closed
 OPEN_MM = 6.0        # lip gap above which the mouth counts as open
@@ -27,22 +33,76 @@ def segment_frames(seg: PhoneSegment, n: int, fps: float) -> np.ndarray:
     return np.clip(k, 0, n - 1)
 
 
-def corpus_stats(root: str, items: int = 200, seed: int = 0) -> dict:
-    """Statistics over `items` random clips of a wav2sem corpus (needs phoneme timings)."""
+def lip_gap_from_weights(template: Template, weights: np.ndarray) -> np.ndarray:
+    """Midline lip gap (mm) per frame of a blendshape corpus: the y distance of the template's
+    upper/lower lip-centre landmarks after the weights, without building the whole head."""
+    u, lo = template.landmarks["upper_lip_center"], template.landmarks["lower_lip_center"]
+    assert template.blendshape_deltas is not None
+    per = template.blendshape_deltas[:, u, 1] - template.blendshape_deltas[:, lo, 1]       # (K,)
+    rest = template.vertices[u, 1] - template.vertices[lo, 1]
+    return (rest + np.asarray(weights, dtype=np.float64) @ per) * 1000
+
+
+class _BlendshapeCorpus:
+    """The little of a blendshape corpus that the statistics need, read from its files
+    (weights_npy/, phonemes/, splits/, corpus.json), independent of the dataset loader."""
+
+    def __init__(self, root: Path, info: dict):
+        self.root = root
+        self.fps = float(info["fps"])
+        self.sample_rate = int(info["sample_rate"])
+        self.template = Template.load(root / "template.npz")
+        self.splits = {s: (root / "splits" / f"{s}.txt").read_text(encoding="utf-8").split()
+                       for s in ("train", "val", "test") if (root / "splits" / f"{s}.txt").is_file()}
+        self.ids = sorted(p.stem for p in (root / "weights_npy").glob("*.npy") if not p.stem.endswith(".tmp"))
+        subject = {i: i.rsplit("_", 1)[0] for i in self.ids}
+        self.subjects = sorted(set(subject.values()))
+        self.train_subjects = sorted({subject[i] for i in self.splits.get("train", []) if i in subject})
+
+    def gap_mm(self, item_id: str) -> np.ndarray:
+        return lip_gap_from_weights(self.template, np.load(self.root / "weights_npy" / f"{item_id}.npy"))
+
+    def seconds(self, item_id: str) -> float:
+        return float(sf.info(str(self.root / "wav" / f"{item_id}.wav")).duration)
+
+    def phonemes(self, item_id: str) -> list[PhoneSegment]:
+        path = self.root / "phonemes" / f"{item_id}.tsv"
+        return read_segments(path) if path.is_file() else []
+
+
+def _open(root: str):
+    """-> (ids, fps, splits, subjects, train_subjects, clip(id) -> (gap_mm, seconds, phonemes))"""
+    info_path = Path(root) / "corpus.json"
+    info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else {}
+    if info.get("target") == "blendshapes":
+        bc = _BlendshapeCorpus(Path(root), info)
+        return bc.ids, bc.fps, bc.splits, bc.subjects, bc.train_subjects, \
+            lambda i: (bc.gap_mm(i), bc.seconds(i), bc.phonemes(i))
     ds = open_dataset(root)
-    rng = np.random.default_rng(seed)
-    ids = rng.choice(ds.ids, size=min(items, len(ds)), replace=False)
     lm = ds.template.landmarks
+
+    def clip(item_id: str):
+        item = ds.item(item_id)
+        gap = (item.vertices[:, lm["upper_lip_center"], 1] - item.vertices[:, lm["lower_lip_center"], 1]) * 1000
+        return gap, len(item.audio) / ds.sample_rate, item.phonemes or []
+    return list(ds.ids), ds.fps, ds.splits, ds.subjects, ds.train_subjects, clip
+
+
+def corpus_stats(root: str, items: int = 200, seed: int = 0) -> dict:
+    """Statistics over `items` random clips of a wav2sem corpus (needs phoneme timings);
+    vertex corpora through the dataset loader, blendshape corpora from their weights."""
+    all_ids, fps, splits, subjects, train_subjects, clip = _open(root)
+    rng = np.random.default_rng(seed)
+    ids = rng.choice(all_ids, size=min(items, len(all_ids)), replace=False)
     closed = bilabials = opened = vowels = 0
     durations: list[float] = []
     phones: collections.Counter[str] = collections.Counter()
     for item_id in ids:
-        item = ds.item(str(item_id))
-        gap_mm = (item.vertices[:, lm["upper_lip_center"], 1] - item.vertices[:, lm["lower_lip_center"], 1]) * 1000
-        durations.append(len(item.audio) / ds.sample_rate)
-        for seg in item.phonemes or []:
+        gap_mm, seconds, segments = clip(str(item_id))
+        durations.append(seconds)
+        for seg in segments:
             phones[seg.arpabet] += 1
-            k = segment_frames(seg, len(gap_mm), ds.fps)
+            k = segment_frames(seg, len(gap_mm), fps)
             if seg.arpabet in ("P", "B", "M"):
                 bilabials += 1
                 closed += int(gap_mm[k].min() < CLOSED_MM)
@@ -53,8 +113,8 @@ def corpus_stats(root: str, items: int = 200, seed: int = 0) -> dict:
         "clips": len(ids), "bilabials_closed": f"{closed}/{bilabials}", "open_vowels_open": f"{opened}/{vowels}",
         "phones": len(phones) - ("SIL" in phones), "rarest": phones.most_common()[-4:],
         "seconds": {"mean": float(np.mean(durations)), "min": float(np.min(durations)), "max": float(np.max(durations))},
-        "splits": {k: len(v) for k, v in ds.splits.items()},
-        "speakers": {"train": len(ds.train_subjects), "all": len(ds.subjects)},
+        "splits": {k: len(v) for k, v in splits.items()},
+        "speakers": {"train": len(train_subjects), "all": len(subjects)},
     }
 
 

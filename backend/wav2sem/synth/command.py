@@ -17,6 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="worker processes (default: all cores)")
     parser.add_argument("--engines", default="espeak,festival",
                         help="comma-separated TTS engines: espeak, festival (default both)")
+    parser.add_argument("--head", choices=("ict", "synthetic"), default="ict",
+                        help="ict (default): ARKit weights on the ICT FaceKit head (weights_npy/); "
+                             "synthetic: vertex positions on the project's own head (vertices_npy/)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -40,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     try:
-        info = generate(args.out, args.hours, args.seed, args.workers, engines, progress)
+        info = generate(args.out, args.hours, args.seed, args.workers, engines, progress, head=args.head)
     finally:
         if bar is not None:
             bar.close()
