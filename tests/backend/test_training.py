@@ -70,10 +70,17 @@ def test_default_recipe_trains_resumes_and_writes_a_usable_bundle(corpus, tmp_pa
 
     model = load_model(run / "bundle", "cpu")
     assert model.net.has_semantic and model.bundle.config.arch == "direct"
-    item = open_dataset(corpus, split="test")[0]
-    offsets = generate(model, item.audio).offsets
+    # recipe 0.3 on the (default) ICT corpus: a model of the corpus's ARKit channels
+    dataset = open_dataset(corpus, split="test")
+    assert model.bundle.config.output_type == "blendshapes" and model.bundle.config.channels == dataset.channels
+    assert model.bundle.template.blendshape_names == dataset.channels
+    assert {"lips", "upper_face"} <= set(model.bundle.template.regions) and model.bundle.template.lip_centres
+    item = dataset[0]
+    result = generate(model, item.audio)
+    offsets = result.offsets
     assert offsets.shape[1:] == item.vertices.shape[1:] and abs(len(offsets) - len(item.vertices)) <= 2
     assert np.isfinite(offsets).all() and np.abs(offsets).max() > 0
+    assert result.weights.shape == (len(offsets), len(dataset.channels))
 
     # Fine-tuning from a run's weights: a missing file or another network's weights get a
     # one-line error, not a traceback.
@@ -90,6 +97,29 @@ def test_default_recipe_trains_resumes_and_writes_a_usable_bundle(corpus, tmp_pa
     assert result["sequences"] == 1 and result["lve"] > 0 and result["bilabial_phones"] > 0
     assert result["bilabial_gap_mm_median_gt"] < 1.0 < result["open_vowel_gap_mm_median_gt"]
     assert "m/b/p: median smallest lip gap" in scored.stderr
+
+
+def test_the_synthetic_head_still_trains_a_vertex_model_with_recipe_0_2(tmp_path):
+    """The project's own head (vertices_npy) and 0.2's recipe still make a vertex-offset model;
+    the 0.3 recipe refuses that corpus before training, in one line."""
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed (make system-deps)")
+    corpus = tmp_path / "corpus"
+    done = _wav2sem("synth", "--out", str(corpus), "--hours", "0.006", "--seed", "4", "--engines", "espeak",
+                    "--head", "synthetic", "--no-progress")
+    assert done.returncode == 0, done.stderr[-2000:]
+    recipe = Path(__file__).resolve().parents[2] / "results" / "default_model" / "recipe_0.2.json"
+    run = tmp_path / "run"
+    trained = _wav2sem("train", "animation", "--corpus", str(corpus), "--out", str(run), "--config", str(recipe),
+                       "--no-semantic", *TINY, "--set", "animation_training.epochs=1")
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    config = json.loads((run / "bundle" / "config.json").read_text())
+    assert "output" not in config and config["format_version"] == 1 and config["name"] == "wav2sem-default-0.2"
+    refused = _wav2sem("train", "animation", "--corpus", str(corpus), "--out", str(tmp_path / "r03"), "--no-semantic",
+                       *TINY, "--set", "animation_training.epochs=1")
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr[-2000:]
+    assert "blendshapes output" in refused.stderr and "--set output=vertices" in refused.stderr
+    assert not (tmp_path / "r03" / "bundle").exists()
 
 
 def test_torchrun_two_processes_with_gloo(corpus, tmp_path):
