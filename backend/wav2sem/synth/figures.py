@@ -7,6 +7,10 @@
   minimal_pairs.png     the mouth at the first consonant of near-homophone words (espeak-ng),
                         front and profile: the lip shapes a speech model must tell apart
   head_workbench.png    smooth Workbench renders (needs the bpy wheel; made in a subprocess)
+  ict_head.png          the ICT FaceKit head (the default corpus's head) at rest (bpy subprocess)
+  ict_visemes.png       its mouth at each viseme class through synth/arkit_rig.py: front and
+                        three-quarter close-ups, profiles; teeth, gums, tongue coloured
+Only the ICT sheets: python -m wav2sem.synth.figures [OUT] --ict
 """
 from __future__ import annotations
 
@@ -138,10 +142,26 @@ def make_minimal_pair_sheet(out: Path) -> None:
     contact_sheet(out / "minimal_pairs.png", t, panels, columns=8, panel_size=2.2)
 
 
+def make_ict_sheets(out: Path) -> bool:
+    """ict_head.png and ict_visemes.png (Blender Workbench in a subprocess). -> written"""
+    with tempfile.TemporaryDirectory() as home:   # Blender writes into $HOME/.config
+        done = subprocess.run([sys.executable, "-m", "wav2sem.synth.render_ict", str(out)],
+                              env={**os.environ, "HOME": home}, capture_output=True, text=True)
+    if done.returncode == 0:
+        print(f"wrote {out}/ict_head.png, ict_visemes.png")
+        return True
+    log.warning("no ICT renders (is the bpy wheel installed?): %s", done.stderr.strip()[-300:])
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    ict_only = "--ict" in argv
+    argv = [a for a in argv if a != "--ict"]
     out = Path(argv[0] if argv else "results/synth")
     out.mkdir(parents=True, exist_ok=True)
+    if ict_only:
+        return 0 if make_ict_sheets(out) else 1
     make_head_sheet(out)
     make_viseme_sheet(out)
     make_articulator_plot(out)
@@ -154,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {out}/head_workbench.png")
     else:
         log.warning("no Workbench render (is the bpy wheel installed?): %s", done.stderr.strip()[-300:])
+    make_ict_sheets(out)
     return 0
 
 

@@ -4,7 +4,7 @@ as a Python module (`bpy`, Workbench, smooth shading, z-buffer), for contact she
 Run as a separate process (figures.py does):
     HOME=<tmp> python -m wav2sem.synth.render_ict OUT_DIR
 writes OUT_DIR/ict_head.png (the head at rest) and OUT_DIR/ict_visemes.png (the mouth at each
-viseme class, front and three-quarter close-ups). Colours are per vertex, by part: skin,
+viseme class, front and three-quarter close-ups, and profiles of rest, p/b/m, f/v, u, aa, sh). Colours are per vertex, by part: skin,
 lips (the vermilion: edge rings around the lips' contact loops), teeth off-white, gums and
 tongue pink-red, the mouth socket dark red, eye whites with irises, dark lashes. The kit's
 transparent eye overlays (lacrimal fluid, eye blend, eye occlusion) are not drawn.
@@ -30,7 +30,7 @@ PUPIL = (0.03, 0.03, 0.03)
 LASHES = (0.10, 0.08, 0.07)
 EYE_SOCKET = (0.55, 0.35, 0.32)
 HIDDEN_PARTS = ("lacrimal_fluid", "eye_blend", "eye_occlusion")
-LIP_RINGS = 8                 # edge steps from the contact loops that count as vermilion
+LIP_RINGS = 7                 # edge steps from the contact loops that count as vermilion
 IRIS_RADIUS_M = 0.0058
 PUPIL_RADIUS_M = 0.0024
 
@@ -140,7 +140,7 @@ class IctRenderer:
         self.lens.ortho_scale = 0.075 if closeup else 0.30
         direction = np.array([math.sin(a) * math.cos(e), math.sin(e), math.cos(a) * math.cos(e)])
         self.camera.location = tuple(target + direction * 1.0)
-        self.camera.rotation_mode = "YXZ"
+        self.camera.rotation_mode = "XYZ"       # pitch, then yaw: the camera looks at the target
         self.camera.rotation_euler = (-e, a, 0.0)
         self._count += 1
         path = str(Path(self._tmp.name) / f"{self._count}.png")
@@ -189,11 +189,18 @@ def render_sheets(out_dir: Path, size: int = 420) -> None:
         verts = template.vertices + template.offsets_from_weights(weights)[0]
         u, lo = template.lip_centres  # type: ignore[misc]
         gap = (verts[u, 1] - verts[lo, 1]) * 1000
-        least = lip_gaps(verts, template).min() * 1000
+        least = lip_gaps(verts, template, inner=0.7).min() * 1000
         label = f"{name} [{phone.lower()}]\ngap {gap:.1f} mm (min {least:.1f})"
         tiles.append((label + ", front", r.render(verts, 0.0)))
         tiles.append((f"{name} [{phone.lower()}], 3/4", r.render(verts, 35.0, elevation_deg=-8.0)))
+    for title, phone in PROFILES:
+        weights = arkit_weights(viseme_pose(phone))
+        verts = template.vertices + template.offsets_from_weights(weights)[0]
+        tiles.append((f"{title} [{phone.lower()}], profile", r.render(verts, 90.0)))
     _sheet(tiles, out_dir / "ict_visemes.png", columns=6)
+
+
+PROFILES = (("rest", "SIL"), ("PP", "M"), ("FF", "F"), ("U", "UW"), ("aa", "AA"), ("CH", "SH"))
 
 
 if __name__ == "__main__":
