@@ -10,6 +10,9 @@ A key's *source* (what the key stands for) is one of
   - a channel (`"mouthPress_L"`, `"jawOpen"`);
   - a sided base without side (`"browInnerUp"`, `"cheekPuff"`, and also `"mouthSmile"` for a
     rig that has one key for both sides): it stands for both `_L` and `_R` at once;
+  - a half of a side-less mouth channel (`"mouthRollLower_L"`, `"mouthFunnel_R"`; SPLITTABLE):
+    rigs that split them; taken as half the channel's displacement (coverage 0.5), so a
+    pair of halves gets the channel's value on both;
   - a viseme id: Oculus `viseme_sil viseme_PP viseme_FF viseme_TH viseme_DD viseme_kk
     viseme_CH viseme_SS viseme_nn viseme_RR viseme_aa viseme_E viseme_I viseme_O viseme_U`
     or a VRM vowel `vrm_A vrm_I vrm_U vrm_E vrm_O` (see addon/visemes.py for their shapes).
@@ -30,6 +33,11 @@ Public API
         taken for a viseme.
     channels_of(source) -> tuple[str, ...]     the channels an ARKit source covers
                                                (() for visemes)
+    coverage(source, channel) -> float         1.0 / 0.5 (half key, or an _L key of a
+                                               side-less model channel) / 0.0
+    covers(source, channel) -> bool            coverage > 0
+    Model channels may be given in any spelling canonical_source knows (mouthPressLeft is
+    mouthPress_L); ICT spelling is what the default model uses.
     is_viseme(source) -> bool
     select_bindings(channels, bindings) -> list[KeyBinding]
         the keys a take drives: ARKit keys covering at least one of `channels`; viseme keys
@@ -62,8 +70,11 @@ Matching rules (case-insensitive; separators `_ - . space` ignored, so `Mouth_Pr
     `CC_Base_Body.jawOpen`, `BS_jawOpen`, `ARKit_`, `Face_`, `head:`, `facs_bs_`) when what
     remains is a known name and the prefix itself names no ARKit shape: `jawOpen_mouthClose`
     is a corrective combination, not mouthClose.
-  - nothing is matched by a suffix: `jawOpenCorrective`, `jawOpen.001`, `jawOpen_L` are not
-    jawOpen. Vague names (`Basis`, `Key 1`, `smile`, `blink`, `open`, `mouth`) match nothing;
+  - Character Creator 4 names that differ from ARKit's: `Brow_Raise_Inner_L`,
+    `Brow_Raise_Outer_L`, `Brow_Drop_L`, `Mouth_Up_Upper_L`, `Mouth_Down_Lower_L`,
+    `Mouth_Roll_In_Lower_L` / `_Upper_` (halves), ALIASES.
+  - nothing is matched by a suffix: `jawOpenCorrective`, `jawOpen.001` are not jawOpen, and
+    `jawOpen_L` is nothing (only the mouth channels of SPLITTABLE come in halves). Vague names (`Basis`, `Key 1`, `smile`, `blink`, `open`, `mouth`) match nothing;
     neither do VRoid's non-vowel mouth keys (`Fcl_MTH_Close`, `Fcl_MTH_Joy`).
   - visemes need their prefix: `viseme_aa`, `v_aa`, `vrc.v_aa`, and the OVR spellings
     `viseme_ih viseme_oh viseme_ou` for I O U; bare `PP`, `aa` ... are not Oculus visemes
@@ -76,6 +87,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 GROUPS = ("jaw", "lips", "upper_face")
 
@@ -89,6 +101,16 @@ SIDED_BASES = ("eyeBlink", "eyeLookDown", "eyeLookIn", "eyeLookOut", "eyeLookUp"
                "eyeWide", "mouthSmile", "mouthFrown", "mouthDimple", "mouthStretch",
                "mouthPress", "mouthLowerDown", "mouthUpperUp", "browDown", "browInnerUp",
                "browOuterUp", "cheekSquint", "cheekPuff", "noseSneer")
+# Side-less mouth channels some rigs split into a left and a right half (mouthRollLower_L):
+# such a half key is taken as half the channel's displacement.
+SPLITTABLE = ("mouthClose", "mouthFunnel", "mouthPucker", "mouthRollLower", "mouthRollUpper",
+              "mouthShrugLower", "mouthShrugUpper")
+# Character Creator 4 "Extended" profile names for ARKit shapes that it spells differently
+# (Brow_Raise_Inner_L, Mouth_Roll_In_Lower_L, ...); its other names are ARKit's with
+# separators (Jaw_Open, Mouth_Close, Mouth_Press_L, Eye_Blink_L) and need no alias.
+ALIASES = {"browRaiseInner": "browInnerUp", "browRaiseOuter": "browOuterUp", "browDrop": "browDown",
+           "mouthUpUpper": "mouthUpperUp", "mouthDownLower": "mouthLowerDown",
+           "mouthRollInLower": "mouthRollLower", "mouthRollInUpper": "mouthRollUpper"}
 # Apple's 52, in Apple spelling (for reference and tests).
 ARKIT_52 = tuple(sorted(
     [n for n in UNSIDED]
@@ -128,9 +150,14 @@ def _norm(text: str) -> str:
 _SEPARATORS = re.compile(r"[\s_\-.]+")
 _UNSIDED_BY_NORM = {_norm(n): n for n in UNSIDED}
 _BASE_BY_NORM = {_norm(b): b for b in SIDED_BASES}
+_SPLIT_BY_NORM = {_norm(n): n for n in SPLITTABLE}
+for _alias, _name in ALIASES.items():
+    (_BASE_BY_NORM if _name in SIDED_BASES else _SPLIT_BY_NORM)[_norm(_alias)] = _name
+    if _name in UNSIDED:
+        _UNSIDED_BY_NORM[_norm(_alias)] = _name
 _SIDE_WORDS = {"l": "_L", "left": "_L", "r": "_R", "right": "_R"}
 # Known shape words, to refuse a prefix that itself names a shape (corrective combinations).
-_SHAPE_NORMS = tuple(sorted(set(_UNSIDED_BY_NORM) | set(_BASE_BY_NORM), key=len, reverse=True))
+_SHAPE_NORMS = tuple(sorted(set(_UNSIDED_BY_NORM) | set(_BASE_BY_NORM) | set(_SPLIT_BY_NORM), key=len, reverse=True))
 
 _OCULUS_BY_NORM: dict[str, str] = {v[len("viseme_"):].lower(): v for v in OCULUS_VISEMES}
 _OCULUS_BY_NORM.update({"ih": "viseme_I", "oh": "viseme_O", "ou": "viseme_U"})
@@ -169,10 +196,15 @@ def _arkit(name: str) -> str | None:
             rest = "".join(words[:i] + words[i + 1:]).lower()
             if rest in _BASE_BY_NORM:
                 return _BASE_BY_NORM[rest] + side
+            if rest in _SPLIT_BY_NORM:
+                return _SPLIT_BY_NORM[rest] + side      # a half of a side-less mouth channel
     # Glued in one word: MOUTHPRESSLEFT, mouthpressright.
     for word, side in (("left", "_L"), ("right", "_R")):
-        if joined.endswith(word) and joined[:-len(word)] in _BASE_BY_NORM:
-            return _BASE_BY_NORM[joined[:-len(word)]] + side
+        rest = joined[:-len(word)] if joined.endswith(word) else ""
+        if rest in _BASE_BY_NORM:
+            return _BASE_BY_NORM[rest] + side
+        if rest in _SPLIT_BY_NORM:
+            return _SPLIT_BY_NORM[rest] + side
     return None
 
 
@@ -207,6 +239,7 @@ def _names_a_shape(prefix: str) -> bool:
     return any(shape in low for shape in _SHAPE_NORMS) or _viseme(prefix.rstrip("._:|")) is not None
 
 
+@lru_cache(maxsize=4096)
 def canonical_source(name: str) -> str | None:
     """The source a single key name stands for (ARKit or prefixed viseme), or None.
     Bare vowels ("A", "aa", "あ") are not recognised here (they need the set rule of
@@ -251,25 +284,41 @@ def is_viseme(source: str) -> bool:
     return source in VISEMES
 
 
+HALVES = tuple(n + side for n in SPLITTABLE for side in ("_L", "_R"))
+
+
 def channels_of(source: str) -> tuple[str, ...]:
-    """The channels (ICT spelling) an ARKit source covers: one, or both sides for a side-less
-    sided base; () for visemes and unknown sources."""
+    """The channels (ICT spelling) an ARKit source covers: one, both sides for a side-less
+    sided base, the whole channel for a half (mouthRollLower_L); () for visemes and unknown
+    sources."""
     if source in ALL_CHANNELS:
         return (source,)
     if source in SIDED_BASES:
         return (source + "_L", source + "_R")
+    if source in HALVES:
+        return (source[:-2],)
     return ()
 
 
+@lru_cache(maxsize=4096)
+def coverage(source: str, channel: str) -> float:
+    """How much of a model channel (any spelling canonical_source knows) an ARKit source's
+    key moves at value 1: 1.0, 0.5 for a half key (mouthRollLower_L of mouthRollLower), 0.0.
+    A side-less model channel (Apple's browInnerUp) is covered by browInnerUp_L / _R keys
+    too, 0.5 each."""
+    channel = canonical_source(channel) or channel
+    if channel in channels_of(source):
+        return 0.5 if source in HALVES else 1.0
+    if channel in SIDED_BASES and source in (channel + "_L", channel + "_R"):
+        return 0.5
+    if channel in SIDED_BASES and source == channel:
+        return 1.0
+    return 0.0
+
+
 def covers(source: str, channel: str) -> bool:
-    """Does an ARKit source cover this model channel? A model channel that is itself side-less
-    (Apple's browInnerUp) is covered by browInnerUp_L/_R keys too."""
-    covered = channels_of(source)
-    if channel in covered:
-        return True
-    if channel in SIDED_BASES:            # model channel without side
-        return source == channel or any(c.startswith(channel + "_") for c in covered)
-    return False
+    """Does an ARKit source's key move (part of) this model channel?"""
+    return coverage(source, channel) > 0.0
 
 
 def select_bindings(channels: Sequence[str], bindings: Sequence[KeyBinding]) -> list[KeyBinding]:
@@ -285,7 +334,8 @@ def match_channels(channels: Sequence[str], bindings: Sequence[KeyBinding]) -> d
     """channel -> key name, for keys that stand for exactly that channel."""
     out: dict[str, str] = {}
     for channel in channels:
-        exact = [b.key for b in bindings if b.source == channel]
+        canonical = canonical_source(channel) or channel
+        exact = [b.key for b in bindings if b.source == canonical]
         if exact:
             out[channel] = channel if channel in exact else exact[0]
     return out

@@ -20,8 +20,9 @@ Public API
         each channel's column times its group's strength (face_keys.group_of; groups missing
         from `strengths` take DEFAULT_STRENGTHS). Not clipped; same dtype.
     key_targets(bindings, channels) -> (M, K) float64
-        ARKit key -> one-hot (a side-less key such as browInnerUp -> both sides); viseme key
-        -> its visemes.viseme_weights row; a key covering none of the channels -> zeros.
+        ARKit key -> one-hot (a side-less key such as browInnerUp -> both sides; a half key
+        such as mouthRollLower_L -> 0.5, face_keys.coverage); viseme key -> its
+        visemes.viseme_weights row; a key covering none of the channels -> zeros.
     channel_gram(blendshapes (K,V,3), vertex_weights (V,) | None) -> (K, K) float64
     default_vertex_weights(blendshapes, channels, regions=None) -> (V,) float64
         1 everywhere plus LIPS_BOOST on regions["lips"] when given, else plus LIPS_BOOST
@@ -49,7 +50,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .face_keys import GROUPS, KeyBinding, covers, group_of, is_viseme, select_bindings
+from .face_keys import GROUPS, KeyBinding, coverage, group_of, is_viseme, select_bindings
 from .visemes import viseme_weights
 
 DEFAULT_STRENGTHS: dict[str, float] = {"jaw": 1.0, "lips": 1.0, "upper_face": 0.0}
@@ -87,7 +88,7 @@ def key_targets(bindings: Sequence[KeyBinding], channels: Sequence[str]) -> np.n
         if is_viseme(b.source):
             out[m] = viseme_weights(b.source, channels)
         else:
-            out[m] = [1.0 if covers(b.source, c) else 0.0 for c in channels]
+            out[m] = [coverage(b.source, c) for c in channels]
     return out
 
 

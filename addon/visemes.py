@@ -66,9 +66,11 @@ VISEME_SHAPES.update({
 
 def viseme_weights(viseme_id: str, channels: Sequence[str]) -> np.ndarray:
     """The viseme's ARKit weights over `channels` (K,) float64."""
+    from .face_keys import canonical_source    # channels in any spelling face_keys knows
     shape = VISEME_SHAPES.get(viseme_id, {})
     row = np.zeros(len(channels), dtype=np.float64)
-    for i, channel in enumerate(channels):
+    for i, name in enumerate(channels):
+        channel = canonical_source(name) or name
         if channel in shape:
             row[i] = shape[channel]
         elif channel[-2:] in ("_L", "_R") and channel[:-2] in shape:

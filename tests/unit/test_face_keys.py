@@ -37,6 +37,14 @@ CHANNELS = list(SPEECH_CHANNELS)
     ("CC_Base_Body.mouthPressLeft", "mouthPress_L"), ("head_jawOpen", "jawOpen"), ("shapes.jawOpen", "jawOpen"),
     ("facs_bs_MouthClose", "mouthClose"), ("head:jawOpen", "jawOpen"), ("Genesis8Female|mouthPucker", "mouthPucker"),
     ("blendShape1.Mouth_Press_R", "mouthPress_R"), ("BS_L_mouthPress", "mouthPress_L"),
+    # halves of side-less mouth channels; Character Creator 4 names
+    ("mouthRollLower_L", "mouthRollLower_L"), ("MouthFunnelRight", "mouthFunnel_R"), ("mouthClose.L", "mouthClose_L"),
+    ("Mouth_Roll_In_Lower_L", "mouthRollLower_L"), ("CC_Base_Body.Mouth_Roll_In_Upper_R", "mouthRollUpper_R"),
+    ("Brow_Raise_Inner_L", "browInnerUp_L"), ("Brow_Raise_Outer_R", "browOuterUp_R"), ("Brow_Drop_L", "browDown_L"),
+    ("Mouth_Up_Upper_R", "mouthUpperUp_R"), ("Mouth_Down_Lower_L", "mouthLowerDown_L"), ("Mouth_Close", "mouthClose"),
+    ("Jaw_Open", "jawOpen"), ("Eye_Blink_L", "eyeBlink_L"), ("Mouth_Shrug_Lower", "mouthShrugLower"),
+    # MetaHuman-style curve prefix
+    ("CTRL_expressions_jawOpen", "jawOpen"),
     # visemes
     ("viseme_sil", "viseme_sil"), ("viseme_PP", "viseme_PP"), ("viseme_aa", "viseme_aa"), ("viseme_AA", "viseme_aa"),
     ("Viseme_pp", "viseme_PP"), ("viseme_kk", "viseme_kk"), ("viseme_E", "viseme_E"), ("viseme_ih", "viseme_I"),
@@ -54,7 +62,7 @@ def test_canonical_source(name, source):
     "", " ", "Basis", "Key 1", "Key 12", "smile", "blink", "open", "mouth", "jaw", "Smile_L", "Blink",
     "jawOpenCorrective", "jawOpen.001", "jawOpen_L", "jawOpen_mouthClose", "mouthClose_jawOpen",
     "jawOpen_corrective", "MouthOpen", "Fcl_MTH_Close", "Fcl_MTH_Joy", "Fcl_ALL_Angry", "PP", "aa", "A", "O",
-    "viseme_xx", "eyes_closed", "random shape", "Expression.003", "mouthSmile_L_mouthSmile_R", "L", "Left",
+    "viseme_xx", "eyes_closed", "jawOpen_R", "mouthLeft_L", "tongueOut_L", "Jaw_L", "Mouth_L", "random shape", "Expression.003", "mouthSmile_L_mouthSmile_R", "L", "Left",
 ])
 def test_not_a_face_key(name):
     assert fk.canonical_source(name) is None
@@ -184,3 +192,23 @@ def test_channels_of():
     assert fk.channels_of("mouthPress_L") == ("mouthPress_L",)
     assert fk.channels_of("jawOpen") == ("jawOpen",)
     assert fk.channels_of("viseme_aa") == ()
+
+
+def test_half_keys_cover_their_channel():
+    found = fk.find_face_keys(["jawOpen", "mouthRollLower_L", "mouthRollLower_R"])
+    assert fk.coverage("mouthRollLower_L", "mouthRollLower") == 0.5
+    assert fk.channels_of("mouthRollLower_R") == ("mouthRollLower",)
+    assert fk.channel_keys(CHANNELS, found)["mouthRollLower"] == ["mouthRollLower_L", "mouthRollLower_R"]
+    assert fk.match_channels(CHANNELS, found) == {"jawOpen": "jawOpen"}
+    assert "mouthRollLower on mouthRollLower_L + mouthRollLower_R" in fk.describe(CHANNELS, found)
+
+
+def test_model_channels_in_apple_spelling():
+    apple = [c.replace("_L", "Left").replace("_R", "Right") for c in CHANNELS if not c.startswith("browInner")]
+    apple.append("browInnerUp")
+    found = fk.find_face_keys(list(ict_arrays()["expression_names"].tolist()))
+    direct = fk.match_channels(apple, found)
+    assert direct["mouthPressLeft"] == "mouthPress_L"
+    assert fk.channel_keys(apple, found)["browInnerUp"] == ["browInnerUp_L", "browInnerUp_R"]
+    assert fk.coverage("browInnerUp_L", "browInnerUp") == 0.5
+    assert fk.character_kind(apple, found) == "full"

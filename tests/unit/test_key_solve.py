@@ -268,3 +268,24 @@ def test_default_vertex_weights(head):
     assert ks.channel_gram(d).shape == (K, K)
     with pytest.raises(ValueError):
         ks.channel_gram(d, np.ones(3))
+
+
+def test_half_keys_take_the_channel_value(gram):
+    keys = [c for c in CHANNELS if c != "mouthRollLower"] + ["mouthRollLower_L", "mouthRollLower_R"]
+    w = frame(jawOpen=0.1, mouthRollLower=0.6, mouthUpperUp=0.2)
+    bindings, targets, values = solve(keys, w, gram)
+    names = [b.key for b in bindings]
+    for half in ("mouthRollLower_L", "mouthRollLower_R"):
+        assert values[0, names.index(half)] == pytest.approx(0.6, abs=0.01)
+    assert values[0, names.index("jawOpen")] == pytest.approx(0.1, abs=0.01)
+
+
+def test_apple_spelled_model_channels_solve_like_ict(head, gram):
+    apple = [c.replace("_L", "Left").replace("_R", "Right") for c in CHANNELS]
+    keys = fk.find_face_keys([c for c in CHANNELS if c != "mouthClose"])
+    w = smooth_weights(40, seed=4)
+    ict = ks.solve_key_values(w, ks.key_targets(keys, CHANNELS), gram)
+    other = ks.solve_key_values(w, ks.key_targets(keys, apple), gram)
+    np.testing.assert_array_equal(ict, other)
+    vis = fk.find_face_keys(list(fk.OCULUS_VISEMES))
+    np.testing.assert_array_equal(ks.key_targets(vis, CHANNELS), ks.key_targets(vis, apple))
