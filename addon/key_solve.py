@@ -41,7 +41,9 @@ Public API
         all of the above in one call: strengths -> driven keys -> targets, Gram, solve
         (VISEME_SPARSITY on viseme keys). Cost: the Gram is ~10 ms on the 26,719-vertex ICT
         head; the solve for 1800 frames well under a second (tens of ms for ARKit subsets).
-        KeySolution.keys (M,) key names in column order, .sources, .values (T, M).
+        KeySolution.keys (M,) key names in column order (each key once: a key bound to
+        several sources moves them all, its .sources entry joins them with "+"), .sources,
+        .values (T, M) float32.
 """
 from __future__ import annotations
 
@@ -304,10 +306,21 @@ def solve_keys(weights: np.ndarray, channels: Sequence[str], bindings: Sequence[
         raise ValueError(f"weights {w.shape} do not match {len(channels)} channels")
     scaled = apply_strengths(w, channels, strengths)
     driven = driven_bindings(channels, bindings, strengths)
-    targets = key_targets(driven, channels)
+    # One column per key: a key bound to several sources (the user gave one mouthPress key
+    # both mouthPress_L and mouthPress_R) moves all of them.
+    keys: dict[str, list[KeyBinding]] = {}
+    for b in driven:
+        keys.setdefault(b.key, []).append(b)
+    rows = key_targets(driven, channels)
+    targets = np.zeros((len(keys), len(channels)), dtype=np.float64)
+    sparsity = np.zeros(len(keys))
+    for i, (key, group) in enumerate(keys.items()):
+        for b in group:
+            targets[i] = np.maximum(targets[i], rows[driven.index(b)])
+        sparsity[i] = VISEME_SPARSITY if all(is_viseme(b.source) for b in group) else 0.0
     if vertex_weights is None:
         vertex_weights = default_vertex_weights(blendshapes, channels, regions)
     gram = channel_gram(blendshapes, vertex_weights)
-    sparsity = np.array([VISEME_SPARSITY if is_viseme(b.source) else 0.0 for b in driven])
     values = solve_key_values(scaled, targets, gram, sparsity)
-    return KeySolution(tuple(b.key for b in driven), tuple(b.source for b in driven), values)
+    sources = tuple("+".join(dict.fromkeys(b.source for b in group)) for group in keys.values())
+    return KeySolution(tuple(keys), sources, values)

@@ -289,3 +289,16 @@ def test_apple_spelled_model_channels_solve_like_ict(head, gram):
     np.testing.assert_array_equal(ict, other)
     vis = fk.find_face_keys(list(fk.OCULUS_VISEMES))
     np.testing.assert_array_equal(ks.key_targets(vis, CHANNELS), ks.key_targets(vis, apple))
+
+
+def test_one_key_bound_to_two_channels_is_one_column(head):
+    keys = [c for c in CHANNELS if not c.startswith("mouthPress")]
+    bindings = fk.find_face_keys(keys + ["PressBoth"])
+    bindings = fk.apply_overrides(bindings, {"mouthPress_L": "PressBoth"})
+    bindings.append(fk.KeyBinding("PressBoth", "mouthPress_R"))
+    w = np.stack([frame(mouthPress=0.7, jawOpen=0.2)])
+    solution = ks.solve_keys(w, CHANNELS, bindings, head.blendshape_deltas)
+    assert solution.keys.count("PressBoth") == 1
+    i = solution.keys.index("PressBoth")
+    assert solution.sources[i] == "mouthPress_L+mouthPress_R"
+    assert solution.values[0, i] == pytest.approx(0.7, abs=0.02)
