@@ -13,9 +13,11 @@ bl_info = {
 }
 
 # Registration order: settings before the operators and panels that use them.
-from . import check_operator, install_operator, operators, panels, preferences, properties  # noqa: E402
+from . import (check_operator, face_match, face_panel, face_props, install_operator, operators,  # noqa: E402
+               panels, preferences, properties)
 
-_MODULES = (preferences, properties, operators, check_operator, install_operator, panels)
+_MODULES = (preferences, properties, face_props, operators, face_match, check_operator, install_operator, panels,
+            face_panel)
 
 
 def register() -> None:

@@ -1,7 +1,10 @@
 """Write a prepared take as shape-key animation, and remove takes. Main thread only.
 
 One take = one Action on its own NLA track of the mesh's shape-key datablock, plus the
-shape keys named `<take>.<index>`. The Basis and the user's own keys are never changed.
+shape keys named `<take>.<index>` (COMPACT, PER_FRAME) or `<take>.<channel>` (a blendshape
+model's channels on the template mesh). The Basis and the user's own keys are never changed.
+A take that drives the character's own face keys instead (face_take.py) adds no keys: its
+action is marked with DRIVES_KEYS_PROPERTY, and clearing it removes only its track and action.
 A new take is written under temporary names and only replaces the old take with the same
 name once it is complete, so a failure leaves the mesh exactly as it was.
 """
@@ -24,6 +27,8 @@ log = logging.getLogger(__name__)
 TAKE_PREFIX = "LipSync_"
 TAKE_PROPERTY = "wav2sem_take"                 # on the Action: the take's name
 CREATED_BASIS_PROPERTY = "wav2sem_created_basis"   # on the Key: we added the Basis
+DRIVES_KEYS_PROPERTY = "wav2sem_drives_keys"   # on the Action: it animates the user's keys (never removed)
+REST_VALUES_PROPERTY = "wav2sem_rest_values"   # on such an Action: {key: value before the take}, put back on clear
 _PENDING = "~new"
 _LINEAR = 1                                    # Keyframe.interpolation enum index of 'LINEAR'
 # Blender cuts names at 63 UTF-8 bytes. A take's name leaves room for its key names'
@@ -75,7 +80,59 @@ def _key_name(take: str, index: int, count: int) -> str:
 
 
 def _take_key_pattern(take: str) -> re.Pattern[str]:
-    return re.compile(re.escape(take) + r"\.\d+$")
+    """The take's own keys: `<take>.<index>` and `<take>.<channel>`."""
+    return re.compile(re.escape(take) + r"\.(\d+|[A-Za-z][A-Za-z0-9_]*)$")
+
+
+def drives_user_keys(action: bpy.types.Action) -> bool:
+    return bool(action.get(DRIVES_KEYS_PROPERTY))
+
+
+def rest_values(obj: bpy.types.Object, names: list[str]) -> dict[str, float]:
+    """The values the user gave these keys: as saved by a take that drives them (animation
+    overwrites a driven key's value as frames change), else their values now."""
+    key = obj.data.shape_keys
+    saved: dict[str, float] = {}
+    if key is not None and key.animation_data is not None:
+        for track in key.animation_data.nla_tracks:
+            for strip in track.strips:
+                if strip.action is not None and drives_user_keys(strip.action):
+                    for name, value in (strip.action.get(REST_VALUES_PROPERTY) or {}).items():
+                        saved.setdefault(name, float(value))
+    return {name: saved.get(name, float(key.key_blocks[name].value)) for name in names}
+
+
+def _restore_values(obj: bpy.types.Object, action: bpy.types.Action) -> None:
+    key = obj.data.shape_keys
+    for name, value in (action.get(REST_VALUES_PROPERTY) or {}).items():
+        block = key.key_blocks.get(name)
+        if block is not None:
+            block.value = float(value)
+
+
+def take_owned_keys(obj: bpy.types.Object) -> set[str]:
+    """Names of the shape keys that belong to lip-sync takes (the add-on made them): keys
+    animated by takes that made their own keys, and any key named like one."""
+    key = obj.data.shape_keys if obj.type == "MESH" else None
+    if key is None:
+        return set()
+    owned = {b.name for b in key.key_blocks if b.name.startswith(TAKE_PREFIX)}
+    if key.animation_data is not None:
+        for track in key.animation_data.nla_tracks:
+            for strip in track.strips:
+                action = strip.action
+                if action is not None and TAKE_PROPERTY in action and not drives_user_keys(action):  # type: ignore[operator]
+                    owned |= _animated_keys(action)
+    return owned
+
+
+def user_key_names(obj: bpy.types.Object) -> list[str]:
+    """The mesh's own shape keys, in order: not the Basis (reference key), not a take's keys."""
+    key = obj.data.shape_keys if obj.type == "MESH" else None
+    if key is None:
+        return []
+    owned = take_owned_keys(obj)
+    return [b.name for b in key.key_blocks if b != key.reference_key and b.name not in owned]
 
 
 def list_takes(obj: bpy.types.Object) -> list[str]:
@@ -108,16 +165,33 @@ def write_take(obj: bpy.types.Object, take: str, prepared: PreparedTake, frame_s
         # Complete: now replace the old take and give the new one its real names.
         clear_take(obj, take, keep_basis=True)
         for index, block in enumerate(created["keys"]):
-            block.name = _key_name(take, index, len(created["keys"]))
+            block.name = (channel_key_name(take, prepared.key_names[index]) if prepared.key_names
+                          else _key_name(take, index, len(created["keys"])))
         for curve, block in zip(created["curves"], created["keys"]):
             curve.data_path = f'key_blocks["{block.name}"].value'
-        created["action"].name = take
-        created["track"].name = take
-        created["track"].strips[0].name = take
+        finish_names(created, take)
     except BaseException:
-        _discard(obj, created, created_basis)
+        discard(obj, created, created_basis)
         raise
     return TakeSummary(take, keys, frame_start, frame_start + prepared.frames - 1, error)
+
+
+def channel_key_name(take: str, channel: str) -> str:
+    """`<take>.<channel>` within Blender's name limit (the take's part is cut if needed)."""
+    budget = NAME_BYTES - len(_PENDING) - 1 - len(channel.encode("utf-8"))
+    return f"{cut_utf8(take, budget)}.{channel}"
+
+
+def new_created() -> dict[str, Any]:
+    """What a write made so far, for discard(): keys, curves, the action, the track, and
+    whether the shape-key datablock's animation data was created for it."""
+    return {"keys": [], "curves": [], "action": None, "track": None, "animation_data": False}
+
+
+def finish_names(created: dict[str, Any], take: str) -> None:
+    created["action"].name = take
+    created["track"].name = take
+    created["track"].strips[0].name = take
 
 
 def _write_compact(obj: bpy.types.Object, name: str, prepared: PreparedTake, rest: np.ndarray,
@@ -126,13 +200,25 @@ def _write_compact(obj: bpy.types.Object, name: str, prepared: PreparedTake, res
     assert compact is not None
     count = len(compact.basis)
     blocks = _add_keys(obj, name, [rest + compact.basis[k] for k in range(count)], created)
-    for block in blocks:
-        block.slider_min, block.slider_max = -1.0, 1.0   # weights are scaled into [-1, 1]
-    # Zero one frame before and after so the take is silent outside its range.
-    frames = np.arange(frame_start - 1, frame_start + prepared.frames + 1, dtype=np.float32)
-    values = np.zeros((len(frames), count), dtype=np.float32)
-    values[1:-1] = compact.weights
-    _animate(obj, name, blocks, [(frames, values[:, k]) for k in range(count)], frame_start - 1, created)
+    for index, block in enumerate(blocks):
+        if prepared.key_names:           # channel weights as predicted: open the slider to their range
+            column = compact.weights[:, index]
+            block.slider_min = max(-10.0, min(0.0, float(np.floor(column.min(initial=0.0)))))
+            block.slider_max = min(10.0, max(1.0, float(np.ceil(column.max(initial=1.0)))))
+        else:
+            block.slider_min, block.slider_max = -1.0, 1.0   # weights are scaled into [-1, 1]
+    frames, values = padded_curves(compact.weights, frame_start)
+    animate_keys(obj, name, [b.name for b in blocks], [(frames, values[:, k]) for k in range(count)],
+                 frame_start - 1, created)
+
+
+def padded_curves(values: np.ndarray, frame_start: int) -> tuple[np.ndarray, np.ndarray]:
+    """(N, K) per-frame values from `frame_start` -> scene frames and values with a zero one
+    frame before and after, so the take is silent outside its range."""
+    frames = np.arange(frame_start - 1, frame_start + len(values) + 1, dtype=np.float32)
+    padded = np.zeros((len(frames), values.shape[1]), dtype=np.float32)
+    padded[1:-1] = values
+    return frames, padded
 
 
 def _write_per_frame(obj: bpy.types.Object, name: str, prepared: PreparedTake, rest: np.ndarray,
@@ -143,7 +229,7 @@ def _write_per_frame(obj: bpy.types.Object, name: str, prepared: PreparedTake, r
     pulse = np.array([0.0, 1.0, 0.0], dtype=np.float32)
     curves = [(np.array([f - 1, f, f + 1], dtype=np.float32), pulse)
               for f in range(frame_start, frame_start + len(blocks))]
-    _animate(obj, name, blocks, curves, frame_start - 1, created)
+    animate_keys(obj, name, [b.name for b in blocks], curves, frame_start - 1, created)
 
 
 def _add_keys(obj: bpy.types.Object, name: str, shapes: list[np.ndarray], created: dict[str, Any]) -> list[Any]:
@@ -159,15 +245,28 @@ def _add_keys(obj: bpy.types.Object, name: str, shapes: list[np.ndarray], create
     return blocks
 
 
-def _animate(obj: bpy.types.Object, name: str, blocks: list[Any], curves: list[tuple[np.ndarray, np.ndarray]],
-             strip_start: int, created: dict[str, Any]) -> None:
+def pending_name(take: str) -> str:
+    return take + _PENDING
+
+
+def animate_keys(obj: bpy.types.Object, name: str, key_names: list[str], curves: list[tuple[np.ndarray, np.ndarray]],
+                 strip_start: int, created: dict[str, Any], user_keys: bool = False,
+                 rest: dict[str, float] | None = None) -> None:
+    """One action `name` (the pending name of a take) with a linear curve per key, on its
+    own NLA track. A take of the add-on's own keys holds its end values (zeros) outside its
+    strip; one that drives the user's keys (`user_keys`; `rest` = their values before it,
+    put back when it is cleared) does not extrapolate, so takes at other frames on the same
+    keys (lower tracks) still play."""
     key = obj.data.shape_keys
     assert key is not None
     action, slot, fcurves = versions.new_shape_key_action(name, key)
     created["action"] = action
     action[TAKE_PROPERTY] = name[:-len(_PENDING)]
-    for block, (frames, values) in zip(blocks, curves):
-        curve = fcurves.new(f'key_blocks["{block.name}"].value')
+    if user_keys:
+        action[DRIVES_KEYS_PROPERTY] = True
+        action[REST_VALUES_PROPERTY] = dict(rest or {})
+    for key_name, (frames, values) in zip(key_names, curves):
+        curve = fcurves.new(f'key_blocks["{key_name}"].value')
         created["curves"].append(curve)
         points = curve.keyframe_points
         points.add(len(frames))
@@ -177,15 +276,19 @@ def _animate(obj: bpy.types.Object, name: str, blocks: list[Any], curves: list[t
         except (TypeError, AttributeError):  # very old builds: Bezier through the same points
             pass
         curve.update()
-    animation = key.animation_data or key.animation_data_create()
+    animation = key.animation_data
+    if animation is None:
+        animation = key.animation_data_create()
+        created["animation_data"] = True
     track = animation.nla_tracks.new()
     track.name = name
     created["track"] = track
     strip = versions.add_nla_strip(track, name, strip_start, action, slot)
-    strip.extrapolation = "HOLD"   # the zero keys at both ends then hold: silent outside the take
+    # The zero keys at both ends then hold: silent outside the take.
+    strip.extrapolation = "NOTHING" if user_keys else "HOLD"
 
 
-def _discard(obj: bpy.types.Object, created: dict[str, Any], created_basis: bool) -> None:
+def discard(obj: bpy.types.Object, created: dict[str, Any], created_basis: bool) -> None:
     """Undo a partial write (exception path)."""
     key = obj.data.shape_keys
     try:
@@ -195,6 +298,8 @@ def _discard(obj: bpy.types.Object, created: dict[str, Any], created_basis: bool
             bpy.data.actions.remove(created["action"])
         for block in reversed(created["keys"]):
             obj.shape_key_remove(block)
+        if created.get("animation_data") and key is not None and key.animation_data is not None:
+            key.animation_data_clear()
         if created_basis and obj.data.shape_keys is not None:
             obj.shape_key_clear()
     except Exception:  # never hide the original error
@@ -224,21 +329,25 @@ def _animated_keys(action: bpy.types.Action) -> set[str]:
 def _take_keys(obj: bpy.types.Object, take: str, driven: set[str]) -> list[Any]:
     key = obj.data.shape_keys
     pattern = _take_key_pattern(take)
-    return [b for b in key.key_blocks if b != key.reference_key and (b.name in driven or pattern.match(b.name))]
+    return [b for b in key.key_blocks if b != key.reference_key and (b.name in driven or pattern.fullmatch(b.name))]
 
 
 def clear_take(obj: bpy.types.Object, take: str, keep_basis: bool = False) -> bool:
-    """Remove a take's track, action and keys; returns whether there was one. If the add-on
+    """Remove a take's track, action and its own keys (never the user's keys a take drives);
+    returns whether there was one. If the add-on
     made the Basis and nothing else is left, the mesh goes back to having no shape keys.
     Raises TakeError if any part of the take is still there afterwards."""
     key = obj.data.shape_keys if obj.type == "MESH" else None
     if key is None:
         return False
-    driven: set[str] = set()
+    driven: set[str] = set()          # the take's own keys (never the user's keys a take drives)
     tracks = _take_tracks(obj, take)
     for track, actions in tracks:
         for action in actions:
-            driven |= _animated_keys(action)
+            if drives_user_keys(action):
+                _restore_values(obj, action)
+            else:
+                driven |= _animated_keys(action)
         key.animation_data.nla_tracks.remove(track)
         for action in actions:
             if action.users == 0:

@@ -32,7 +32,9 @@ BUSY_MESSAGE = "waiting: the backend is busy with a lip sync"
 # Share of the whole job each backend stage covers, so the bar moves forward only.
 STAGE_SPANS = {"load": (0.0, 0.1), "encode": (0.1, 0.3), "decode": (0.3, 1.0)}
 
-ModelCheck = Callable[[ModelInfo], "str | None"]   # a sentence when the mesh cannot take the model
+# Before generate is sent: a sentence when the mesh cannot take the model's output, a new
+# request when the mesh needs another one (e.g. only the weights of a blendshape model), else None.
+ModelCheck = Callable[[ModelInfo], "str | GenerateRequest | None"]
 
 
 def overall_fraction(stage: str, fraction: float, previous: float) -> float:
@@ -187,6 +189,8 @@ class GenerateRequest:
     subject: str = ""        # "" = model default
     device: str = "auto"
     output: str = ""         # where the backend writes offsets .npy; "" = its choice
+    offsets: bool = True     # False: blendshape models only, no offsets file (weights only)
+    weights_output: str = ""  # where a blendshape model's weights .npy go; "" = its choice
 
     def model_params(self) -> dict[str, Any]:
         return {"model": self.model} if self.model else {}
@@ -196,8 +200,12 @@ class GenerateRequest:
         params.update(self.model_params())
         if self.subject:
             params["subject"] = self.subject
-        if self.output:
+        if self.output and self.offsets:
             params["output"] = self.output
+        if not self.offsets:
+            params["offsets"] = False
+        if self.weights_output:
+            params["weights_output"] = self.weights_output
         return params
 
 
@@ -205,8 +213,9 @@ class GenerateJob(BackendJob):
     """(hello +) model_info, the mesh check, then generate: one take.
 
     `check_model(info)` returns a sentence when the mesh cannot take this model's output; the
-    job then fails with MESH_MISMATCH and generate is never sent. Once `cancel()` was called
-    the job ends CANCELLED, even if a result arrives afterwards. The constructor raises
+    job then fails with MESH_MISMATCH and generate is never sent. It may instead return a
+    GenerateRequest, which is sent in place of the first (`request` then holds it). Once
+    `cancel()` was called the job ends CANCELLED, even if a result arrives afterwards. The constructor raises
     BackendError(BACKEND_DIED) if the backend is gone; `poll` never raises.
     """
 
@@ -293,6 +302,8 @@ class GenerateJob(BackendJob):
         if self._hello_id is not None and self.hello is None:
             return
         problem = self.check_model(self.model_info) if self.check_model else None
+        if isinstance(problem, GenerateRequest):
+            self.request, problem = problem, None
         if problem:
             raise BackendError(MESH_MISMATCH, problem)
         self._generate_id = self._send("generate", self.request.generate_params())

@@ -2,6 +2,7 @@
 from Blender, the backend job, and the write of the take. Main thread only."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from dataclasses import dataclass
@@ -10,7 +11,8 @@ from typing import Any, Literal
 import bpy
 import numpy as np
 
-from . import apply, audio_source, client, mapping, preferences, properties, protocol, scratch
+from . import (apply, audio_source, client, face_plan, face_props, face_take, key_solve, mapping, preferences,
+               properties, protocol, scratch)
 from .audio_source import AudioChoice
 from .ui import Status, UserError, user_message
 
@@ -80,10 +82,16 @@ def failure(exc: BaseException) -> Outcome:
     return Outcome({"CANCELLED"}, (("ERROR", user_message(exc)),))
 
 
-def _finish_message(summary: apply.TakeSummary) -> str:
+def _finish_message(summary: apply.TakeSummary, detail: str = "") -> str:
+    what = detail or f"{summary.keys} shape keys"
     return (f"Lip sync '{summary.name}': frames {summary.frame_start}-{summary.frame_end}, "
-            f"{summary.keys} shape keys" + (f", {summary.relative_error:.2%} compression error"
-                                            if summary.relative_error else ""))
+            f"{what}" + (f", {summary.relative_error:.2%} compression error" if summary.relative_error else ""))
+
+
+def _key_take_detail(prepared: face_plan.KeyTake, channels: int) -> str:
+    names = ", ".join(prepared.keys[:4]) + (", ..." if len(prepared.keys) > 4 else "")
+    how = "copied from the model's channels" if prepared.kind == "full" else f"solved from {channels} channels"
+    return f"{len(prepared.keys)} face keys ({names}) {how}"
 
 
 class LipSyncRun:
@@ -98,6 +106,7 @@ class LipSyncRun:
             audio = audio_source.file_for_backend(inputs.audio, self.folder)
             request = client.GenerateRequest(audio, inputs.model, inputs.subject, inputs.device,
                                              os.path.join(self.folder, "offsets.npy"))
+            self.plan: face_plan.Plan | None = None
             self.job = client.GenerateJob(backend, request, say_hello=is_new, check_model=self._check_model)
         except BaseException:
             scratch.remove_run_folder(self.folder)
@@ -110,15 +119,25 @@ class LipSyncRun:
             raise UserError(f"The mesh '{self.inputs.object_name}' was removed while lip sync was running.")
         return obj
 
-    def _check_model(self, info: protocol.ModelInfo) -> str | None:
-        """Before any inference: can the mesh take this model's output?"""
-        try:
-            obj = self._mesh()
-        except UserError as exc:
-            return str(exc)
+    def _plan(self, obj: bpy.types.Object, info: protocol.ModelInfo) -> face_plan.Plan:
         mesh = obj.data
         assert isinstance(mesh, bpy.types.Mesh)
-        return mapping.vertex_count_problem(info.vertex_count, len(mesh.vertices), f"'{obj.name}'")
+        return face_plan.plan_take(info, f"'{obj.name}'", len(mesh.vertices), apply.user_key_names(obj),
+                                   face_props.stored_rows(obj), face_props.strengths(obj))
+
+    def _check_model(self, info: protocol.ModelInfo) -> str | client.GenerateRequest | None:
+        """Before any inference: can the mesh take this model's output, and what to ask for.
+        A blendshape model is asked for its weights only (no offsets)."""
+        try:
+            self.plan = self._plan(self._mesh(), info)
+        except UserError as exc:
+            return str(exc)
+        if self.plan.problem:
+            return self.plan.problem
+        if self.plan.mode == face_plan.OFFSETS:
+            return None
+        return dataclasses.replace(self.job.request, offsets=False,
+                                   weights_output=os.path.join(self.folder, "weights.npy"))
 
     def finish(self, context: bpy.types.Context) -> Outcome:
         """After the job ended: write the take unless it failed or a cancel was asked for."""
@@ -133,19 +152,51 @@ class LipSyncRun:
             return failure(exc)
         properties.remember_subjects(context, self.job.model_info)
         reports: list[tuple[Level, str]] = [("WARNING", warning) for warning in warnings]
-        return Outcome({"FINISHED"}, (*reports, ("INFO", _finish_message(summary))))
+        return Outcome({"FINISHED"}, (*reports, ("INFO", summary)))
 
-    def _write(self) -> tuple[apply.TakeSummary, tuple[str, ...]]:
+    def _write(self) -> tuple[str, tuple[str, ...]]:
+        """Write the take; returns the finish message and the warnings."""
         job, inputs = self.job, self.inputs
-        assert job.model_info is not None and job.result is not None
+        info, result = job.model_info, job.result
+        assert info is not None and result is not None
         obj = self._mesh()
-        template = np.load(job.model_info.template, allow_pickle=False)
-        offsets = np.load(job.result.offsets, allow_pickle=False)
-        prepared = mapping.prepare_take(template, apply.rest_positions(obj), offsets, job.result.fps,
-                                        inputs.target_fps, inputs.intensity, inputs.output_mode, inputs.tolerance,
-                                        mesh_name=f"'{obj.name}'")
+        plan = self._plan(obj, info)          # the mesh as it is now (keys may have changed meanwhile)
+        if plan.problem:
+            raise mapping.MappingError(plan.problem)
+        mesh_name = f"'{obj.name}'"
+        if plan.mode == face_plan.OFFSETS:
+            if result.offsets is None:
+                raise mapping.MappingError(f"{mesh_name} changed while the lip sync ran; generate again.")
+            template = np.load(info.template, allow_pickle=False)
+            offsets = np.load(result.offsets, allow_pickle=False)
+            prepared = mapping.prepare_take(template, apply.rest_positions(obj), offsets, result.fps,
+                                            inputs.target_fps, inputs.intensity, inputs.output_mode, inputs.tolerance,
+                                            mesh_name=mesh_name)
+            summary = apply.write_take(obj, inputs.take, prepared, inputs.audio.frame_start)
+            return _finish_message(summary), result.warnings + prepared.warnings
+        if result.weights is None:
+            raise mapping.MappingError(f"The model '{info.name}' returned no weights for {mesh_name}; reinstall the "
+                                       "backend or choose another model.")
+        weights = np.load(result.weights, allow_pickle=False)
+        channels = result.channels or info.channels
+        assert info.blendshapes is not None          # else the plan refused the mesh
+        blendshapes = np.load(info.blendshapes, allow_pickle=False)
+        strengths = face_props.strengths(obj)
+        if plan.mode == face_plan.KEYS:
+            lips = np.load(info.regions["lips"], allow_pickle=False) if "lips" in info.regions else None
+            key_take = face_plan.prepare_key_take(weights, channels, result.fps, inputs.target_fps, plan.bindings,
+                                                  blendshapes, strengths, inputs.intensity, lips, mesh_name)
+            summary = face_take.write_key_take(obj, inputs.take, key_take, inputs.audio.frame_start)
+            if plan.auto_matched:             # keep the match with the object (same undo step)
+                face_props.store_bindings(obj, plan.bindings, channels)
+            return _finish_message(summary, _key_take_detail(key_take, len(channels))), result.warnings
+        template = np.load(info.template, allow_pickle=False)
+        gains = np.asarray(key_solve.apply_strengths(np.ones((1, len(channels)), np.float32), channels, strengths),
+                           dtype=np.float32)[0] * np.float32(inputs.intensity)
+        prepared = mapping.prepare_channel_take(template, apply.rest_positions(obj), blendshapes, weights, channels,
+                                                result.fps, inputs.target_fps, gains, mesh_name)
         summary = apply.write_take(obj, inputs.take, prepared, inputs.audio.frame_start)
-        return summary, job.result.warnings + prepared.warnings
+        return _finish_message(summary, f"{summary.keys} channel keys"), result.warnings + prepared.warnings
 
     def close(self) -> None:
         """Remove the run's files and release (or, after a failure, stop) the backend."""

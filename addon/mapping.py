@@ -185,6 +185,49 @@ class PreparedTake:
     frames: int
     fit: Similarity
     warnings: tuple[str, ...] = ()
+    key_names: tuple[str, ...] = ()     # channel takes: each key's channel (`<take>.<channel>`)
+
+
+def _checked_fit(template: np.ndarray, mesh_rest: np.ndarray, mesh_name: str) -> tuple[Similarity, list[str]]:
+    check_vertex_count(len(template), len(mesh_rest), mesh_name)
+    check_finite(template, "The model's template coordinates", "the model bundle is broken, choose another model")
+    check_finite(mesh_rest, f"The rest shape of {mesh_name}", "fix the mesh's vertices (or its Basis shape key)")
+    fit = fit_similarity(template, mesh_rest)
+    warnings = []
+    if fit.relative_rms > FIT_WARN_RELATIVE_RMS:
+        warnings.append(f"{mesh_name} differs from the model's template by {fit.relative_rms:.0%} after "
+                        "alignment; the animation may look wrong.")
+    return fit, warnings
+
+
+def prepare_channel_take(template: np.ndarray, mesh_rest: np.ndarray, blendshapes: np.ndarray, weights: np.ndarray,
+                         channels: tuple[str, ...], model_fps: float, target_fps: float, gains: np.ndarray,
+                         mesh_name: str = "The mesh") -> PreparedTake:
+    """A blendshape model on a mesh with its template's topology and no face keys: one key
+    per channel (its displacement mapped into mesh space), curves = the weights at scene fps
+    times each channel's gain. Channels with gain 0 get no key. Exact and cheap."""
+    fit, warnings = _checked_fit(template, mesh_rest, mesh_name)
+    count = len(channels)
+    if blendshapes.shape != (count, len(template), 3):
+        raise MappingError(f"The model's blendshapes have shape {blendshapes.shape}, expected ({count}, "
+                           f"{len(template)}, 3); the model bundle is broken, choose another model.")
+    check_weights(weights, count)
+    check_finite(blendshapes, "The model's blendshapes", "the model bundle is broken, choose another model")
+    keep = np.nonzero(np.asarray(gains, dtype=np.float32) != 0)[0]
+    if not len(keep):
+        raise MappingError("Every channel of the model is in a group whose strength is 0; raise the Jaw, Lips or "
+                           "Upper Face strength in the Lip Sync panel.")
+    resampled = resample(weights, model_fps, target_fps) * np.asarray(gains, dtype=np.float32)[None, :]
+    basis = fit.apply_to_offsets(blendshapes[keep])
+    compact = CompactTake(basis, np.ascontiguousarray(resampled[:, keep], dtype=np.float32), 0.0)
+    return PreparedTake(None, compact, len(resampled), fit, tuple(warnings), tuple(channels[i] for i in keep))
+
+
+def check_weights(weights: np.ndarray, channels: int) -> None:
+    if weights.ndim != 2 or weights.shape[1] != channels:
+        raise MappingError(f"The backend returned weights of shape {weights.shape}, expected (frames, "
+                           f"{channels}); reinstall the backend.")
+    check_finite(weights, "The backend's weights", "try other audio or another model, and report it if it persists")
 
 
 def prepare_take(template: np.ndarray, mesh_rest: np.ndarray, offsets: np.ndarray, model_fps: float,
@@ -195,14 +238,8 @@ def prepare_take(template: np.ndarray, mesh_rest: np.ndarray, offsets: np.ndarra
     if offsets.ndim != 3 or offsets.shape[1:] != (len(template), 3):
         raise MappingError(f"The backend returned offsets of shape {offsets.shape}, expected (frames, "
                            f"{len(template)}, 3); reinstall the backend.")
-    check_finite(template, "The model's template coordinates", "the model bundle is broken, choose another model")
-    check_finite(mesh_rest, f"The rest shape of {mesh_name}", "fix the mesh's vertices (or its Basis shape key)")
     check_finite(offsets, "The backend's offsets", "try other audio or another model, and report it if it persists")
-    fit = fit_similarity(template, mesh_rest)
-    warnings = []
-    if fit.relative_rms > FIT_WARN_RELATIVE_RMS:
-        warnings.append(f"{mesh_name} differs from the model's template by {fit.relative_rms:.0%} after "
-                        "alignment; the animation may look wrong.")
+    fit, warnings = _checked_fit(template, mesh_rest, mesh_name)
     mapped = fit.apply_to_offsets(resample(offsets, model_fps, target_fps))
     if intensity != 1.0:
         mapped *= np.float32(intensity)

@@ -29,6 +29,8 @@ class WAV2SEM_PG_settings(bpy.types.PropertyGroup):
     subject: StringProperty(name="Speaking Style",  # type: ignore[valid-type]
                             description="Speaking style (a training subject of the model); empty = model default")
     known_subjects: CollectionProperty(type=WAV2SEM_PG_subject)  # type: ignore[valid-type]
+    # The last model's blendshape channels (empty for vertex models), for the Face Keys panel.
+    known_channels: CollectionProperty(type=WAV2SEM_PG_subject)  # type: ignore[valid-type]
     intensity: FloatProperty(name="Intensity", default=1.0, min=0.0, soft_max=2.0, max=5.0,  # type: ignore[valid-type]
                              description="Scale of the mouth motion (1 = as the model predicts)")
     output_mode: EnumProperty(name="Output", items=OUTPUT_MODES, default="COMPACT")  # type: ignore[valid-type]
@@ -47,14 +49,19 @@ def settings(context: bpy.types.Context) -> WAV2SEM_PG_settings:
 
 
 def remember_subjects(context: bpy.types.Context, info: ModelInfo | None) -> None:
-    """Keep the model's speaking styles for the panel's drop-down."""
+    """Keep the model's speaking styles (for the panel's drop-down) and its channels."""
     if info is None:
         return
-    known = settings(context).known_subjects
-    if [s.name for s in known] != list(info.subjects):
-        known.clear()
-        for name in info.subjects:
-            known.add().name = name
+    for known, names in ((settings(context).known_subjects, info.subjects),
+                         (settings(context).known_channels, info.channels)):
+        if [s.name for s in known] != list(names):
+            known.clear()
+            for name in names:
+                known.add().name = name
+
+
+def known_channels(context: bpy.types.Context) -> tuple[str, ...]:
+    return tuple(c.name for c in settings(context).known_channels)
 
 
 def register() -> None:

@@ -23,6 +23,10 @@ BACKEND_TIMEOUT = "BACKEND_TIMEOUT"    # add-on side: no answer in time
 PROTOCOL_MISMATCH = "PROTOCOL_MISMATCH"
 MESH_MISMATCH = "MESH_MISMATCH"        # add-on side: the mesh cannot take the model's output
 
+# model_info "output": what a model predicts.
+OUTPUT_VERTICES = "vertices"           # per-frame offsets on its template (FaceFormer)
+OUTPUT_BLENDSHAPES = "blendshapes"     # per-frame channel weights (ARKit), offsets = weights @ deltas
+
 
 class ProtocolError(ValueError):
     """A line from the backend that is not a valid protocol event."""
@@ -160,37 +164,57 @@ class ModelInfo:
     subjects: tuple[str, ...] = ()
     regions: dict[str, str] = field(default_factory=dict)
     landmarks: dict[str, int] = field(default_factory=dict)
+    output: str = OUTPUT_VERTICES       # "vertices" (offsets) or "blendshapes" (channel weights)
+    channels: tuple[str, ...] = ()      # blendshape models: the channel names (ARKit)
+    blendshapes: str | None = None      # blendshape models: path to (K, V, 3) float32 .npy
+
+    @property
+    def predicts_weights(self) -> bool:
+        return self.output == OUTPUT_BLENDSHAPES and bool(self.channels)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "fps": self.fps, "vertex_count": self.vertex_count,
                 "template": self.template, "faces": self.faces, "subjects": list(self.subjects),
-                "regions": dict(self.regions), "landmarks": dict(self.landmarks)}
+                "regions": dict(self.regions), "landmarks": dict(self.landmarks), "output": self.output,
+                "channels": list(self.channels), "blendshapes": self.blendshapes}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelInfo":
+        output = str(data.get("output") or OUTPUT_VERTICES)
+        if output not in (OUTPUT_VERTICES, OUTPUT_BLENDSHAPES):
+            raise ValueError(f"unknown model output {output!r}")
+        blendshapes = data.get("blendshapes")
         return cls(str(data["name"]), float(data["fps"]), int(data["vertex_count"]), str(data["template"]),
                    data.get("faces"), tuple(str(s) for s in data.get("subjects") or ()),
                    {str(k): str(v) for k, v in (data.get("regions") or {}).items()},
-                   {str(k): int(v) for k, v in (data.get("landmarks") or {}).items()})
+                   {str(k): int(v) for k, v in (data.get("landmarks") or {}).items()},
+                   output, tuple(str(c) for c in data.get("channels") or ()),
+                   str(blendshapes) if blendshapes else None)
 
 
 @dataclass(frozen=True)
 class GenerateResult:
-    offsets: str                        # path to (T, V, 3) float32 .npy, template space
+    offsets: str | None                 # path to (T, V, 3) float32 .npy, template space; None if not asked
     frames: int
     fps: float
     vertex_count: int
     model: str = ""
     seconds: float = 0.0
     warnings: tuple[str, ...] = ()      # sentences for the user, e.g. silent audio
+    weights: str | None = None          # blendshape models: path to (T, K) float32 .npy
+    channels: tuple[str, ...] = ()      # the weights' channel names
 
     def to_dict(self) -> dict[str, Any]:
         return {"offsets": self.offsets, "frames": self.frames, "fps": self.fps,
                 "vertex_count": self.vertex_count, "model": self.model, "seconds": self.seconds,
-                "warnings": list(self.warnings)}
+                "warnings": list(self.warnings), "weights": self.weights, "channels": list(self.channels)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "GenerateResult":
-        return cls(str(data["offsets"]), int(data["frames"]), float(data["fps"]), int(data["vertex_count"]),
-                   str(data.get("model", "")), float(data.get("seconds", 0.0)),
-                   tuple(str(w) for w in data.get("warnings") or ()))
+        offsets, weights = data.get("offsets"), data.get("weights")
+        if not offsets and not weights:
+            raise KeyError("offsets")
+        return cls(str(offsets) if offsets else None, int(data["frames"]), float(data["fps"]),
+                   int(data["vertex_count"]), str(data.get("model", "")), float(data.get("seconds", 0.0)),
+                   tuple(str(w) for w in data.get("warnings") or ()), str(weights) if weights else None,
+                   tuple(str(c) for c in data.get("channels") or ()))

@@ -97,3 +97,57 @@ def evaluated_coords(obj, frame: int) -> np.ndarray:
     return coords.reshape(-1, 3).astype(np.float64)
 
 
+
+
+def ict_builder():
+    """blend_examples/ict_head.py (imported from the repository, as the demo does)."""
+    folder = str(REPO / "blend_examples")
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    import ict_head
+    return ict_head
+
+
+def key_values(obj) -> dict:
+    """Each shape key's name -> (value, slider range, mute, its coordinates)."""
+    key = obj.data.shape_keys
+    out = {}
+    for block in key.key_blocks:
+        coords = np.empty(len(block.data) * 3, np.float32)
+        block.data.foreach_get("co", coords)
+        out[block.name] = (block.value, block.slider_min, block.slider_max, block.mute, coords)
+    return out
+
+
+def curves_of(action, fcurves) -> dict:
+    """data path -> (N, 2) keyframe (frame, value) array of every F-curve of an action."""
+    out = {}
+    for curve in fcurves(action):
+        points = np.empty(len(curve.keyframe_points) * 2, np.float32)
+        curve.keyframe_points.foreach_get("co", points)
+        out[curve.data_path] = points.reshape(-1, 2)
+    return out
+
+
+def full_snapshot(obj, fcurves) -> dict:
+    """snapshot() plus every key's value and range and every action's curves."""
+    state = snapshot(obj)
+    state["values"] = {n: v[:4] for n, v in key_values(obj).items()} if obj.data.shape_keys else None
+    state["curves"] = {a.name: curves_of(a, fcurves) for a in bpy.data.actions}
+    key = obj.data.shape_keys
+    state["strips"] = None
+    if key is not None and key.animation_data is not None:
+        state["strips"] = [(t.name, [(s.name, s.frame_start, s.frame_end, s.action.name if s.action else None)
+                                     for s in t.strips]) for t in key.animation_data.nla_tracks]
+    return state
+
+
+def assert_fully_same(before: dict, after: dict) -> None:
+    assert_same(before, after)
+    assert before["values"] == after["values"]
+    assert before["strips"] == after["strips"]
+    assert before["curves"].keys() == after["curves"].keys()
+    for name, curves in before["curves"].items():
+        assert curves.keys() == after["curves"][name].keys()
+        for path, points in curves.items():
+            np.testing.assert_array_equal(points, after["curves"][name][path])

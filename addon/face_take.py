@@ -1,0 +1,39 @@
+"""Write a take onto the character's own face keys (face_plan.KEYS). Main thread only.
+
+The take is one Action (marked apply.DRIVES_KEYS_PROPERTY) with one weight curve per driven
+key, on its own NLA track named after the take; no shape key is added, and no key's value,
+range or other curves change: the Basis and every key the take does not drive are left as
+they were (a driven key's value shows its animation; clearing the take puts back the value
+it had before). The new take is written under a pending name and replaces an old take of the
+same name only once complete; on any error the object is left exactly as it was.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import bpy
+
+from . import apply
+from .face_plan import KeyTake
+from .mapping import MappingError
+
+
+def write_key_take(obj: bpy.types.Object, take: str, prepared: KeyTake, frame_start: int) -> apply.TakeSummary:
+    key = obj.data.shape_keys
+    missing = [name for name in prepared.keys if key is None or name not in key.key_blocks]
+    if missing:
+        raise MappingError(f"'{obj.name}' has no shape key {missing[0]!r} any more; click Match Face Keys in the "
+                           "Lip Sync panel, or pick the key for that channel there.")
+    assert key is not None
+    created: dict[str, Any] = apply.new_created()
+    try:
+        frames, values = apply.padded_curves(prepared.values, frame_start)
+        apply.animate_keys(obj, apply.pending_name(take), list(prepared.keys),
+                           [(frames, values[:, m]) for m in range(values.shape[1])], frame_start - 1, created,
+                           user_keys=True, rest=apply.rest_values(obj, list(prepared.keys)))
+        apply.clear_take(obj, take, keep_basis=True)
+        apply.finish_names(created, take)
+    except BaseException:
+        apply.discard(obj, created, created_basis=False)
+        raise
+    return apply.TakeSummary(take, len(prepared.keys), frame_start, frame_start + prepared.frames - 1, 0.0)

@@ -1,0 +1,283 @@
+"""A character's own face keys in Blender 5.0 (bpy module): the ICT FaceKit head with its ARKit
+keys, renamed, partial and viseme-only copies, the template without keys, and a mesh with
+neither, driven by a tiny random blendshape model on the ICT head through a real backend."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from bpy_helpers import (PACKAGE, assert_fully_same, bpy, curves_of, evaluated_coords, full_snapshot, ict_builder,
+                         key_values)
+
+SCENE_FPS = 30 / 1.001
+MODEL_FPS = 30.0
+SPEECH = ("jawOpen", "jawForward", "mouthClose", "mouthFunnel", "mouthPucker", "mouthRollLower", "mouthRollUpper",
+          "mouthShrugLower", "mouthShrugUpper", "mouthPress_L", "mouthPress_R", "mouthStretch_L", "mouthStretch_R",
+          "mouthSmile_L", "mouthSmile_R", "mouthUpperUp_L", "mouthUpperUp_R", "mouthLowerDown_L", "mouthLowerDown_R")
+BROWS = ("browInnerUp_L", "browInnerUp_R", "browOuterUp_L", "browOuterUp_R")
+
+
+def addon_module(name: str):
+    return sys.modules[f"{PACKAGE}.{name}"]
+
+
+def fcurves(action):
+    return addon_module("versions").action_fcurves(action)
+
+
+@pytest.fixture(scope="session")
+def ict_bundle(workdir):
+    from wav2sem.testing import write_tiny_ict_bundle
+    return write_tiny_ict_bundle(workdir / "ict_bundle")
+
+
+@pytest.fixture(scope="session")
+def ict_weights(ict_bundle, speech, workdir) -> tuple[np.ndarray, tuple[str, ...]]:
+    """The backend's own weights for the speech, from its command line (independent path)."""
+    out = workdir / "ict_weights.npy"
+    subprocess.run([sys.executable, "-m", "wav2sem", "infer", str(speech), "--model", str(ict_bundle),
+                    "--no-offsets", "--weights-out", str(out)], check=True, capture_output=True)
+    channels = tuple(json.loads(out.with_suffix(".json").read_text())["channels"])
+    assert channels == SPEECH + BROWS or set(channels) == set(SPEECH + BROWS)
+    return np.load(out).astype(np.float64), channels
+
+
+@pytest.fixture
+def ict(scene, addon, ict_bundle):
+    """The ICT model selected; returns the head builder."""
+    prefs = bpy.context.preferences.addons[PACKAGE].preferences
+    previous, prefs.model = prefs.model, str(ict_bundle)
+    yield ict_builder()
+    prefs.model = previous
+
+
+def at_scene_fps(weights: np.ndarray) -> np.ndarray:
+    return addon_module("mapping").resample(weights.astype(np.float32), MODEL_FPS, SCENE_FPS).astype(np.float64)
+
+
+def take_curves(take="LipSync_line") -> dict:
+    return curves_of(bpy.data.actions[take], fcurves)
+
+
+def path(key: str) -> str:
+    return f'key_blocks["{key}"].value'
+
+
+def generate(obj, speech, **kwargs):
+    return bpy.ops.wav2sem.generate_lipsync(object=obj.name, audio_path=str(speech), **kwargs)
+
+
+def test_full_arkit_head_drives_its_own_keys_and_adds_none(ict, speech, ict_weights):
+    head = ict.build_ict_head(bpy, "ICT")
+    keys = head.data.shape_keys
+    keys.key_blocks["eyeBlink_L"].value = 0.4                 # the user's own setting on a key the take leaves
+    before = key_values(head)
+    assert generate(head, speech) == {"FINISHED"}
+
+    after = key_values(head)
+    assert list(after) == list(before)                         # no key added or removed
+    assert [a.name for a in bpy.data.actions] == ["LipSync_line"]
+    action = bpy.data.actions["LipSync_line"]
+    assert action.get("wav2sem_drives_keys")
+    assert [t.name for t in keys.animation_data.nla_tracks] == ["LipSync_line"]
+    curves = take_curves()
+    assert sorted(curves) == sorted(path(c) for c in SPEECH)   # brows (upper face, strength 0) left alone
+    for name, (value, low, high, mute, coords) in before.items():
+        if path(name) not in curves:                           # a driven key's value is its animation's
+            assert after[name][:4] == (value, low, high, mute), name
+        assert after[name][1:4] == (low, high, mute)
+        np.testing.assert_array_equal(after[name][4], coords)
+    weights, channels = ict_weights
+    expected = np.clip(at_scene_fps(weights), 0, 1)
+    for c in SPEECH:
+        points = curves[path(c)]
+        assert points[0, 1] == 0 and points[-1, 1] == 0 and points[1, 0] == 1.0   # at the current frame
+        np.testing.assert_allclose(points[1:-1, 1], expected[:, channels.index(c)], atol=1e-5)
+    assert expected[:, channels.index("jawOpen")].max() > 0.05  # the keys really move
+
+    # Blender evaluates the take: mesh = basis + sum(value * (key - basis)), eyeBlink_L still at 0.4.
+    frame = 12
+    basis = after["Basis"][4].reshape(-1, 3)
+    mix = 0.4 * (after["eyeBlink_L"][4].reshape(-1, 3) - basis)
+    for c in SPEECH:
+        mix += expected[frame - 1, channels.index(c)] * (after[c][4].reshape(-1, 3) - basis)
+    np.testing.assert_allclose(evaluated_coords(head, frame), basis + mix, atol=2e-5)
+    # The match is kept with the object and shown in the panel's rows.
+    rows = {row.source: row.key for row in head.wav2sem_face.rows}
+    assert rows["jawOpen"] == "jawOpen" and rows["mouthPress_L"] == "mouthPress_L"
+
+
+def test_regenerate_replaces_and_clear_keeps_the_users_keys(ict, speech):
+    head = ict.build_ict_head(bpy, "ICT", only=SPEECH)
+    before = full_snapshot(head, fcurves)
+    for intensity in (1.0, 0.5):
+        assert generate(head, speech, intensity=intensity) == {"FINISHED"}
+    assert [a.name for a in bpy.data.actions] == ["LipSync_line"]
+    assert len(head.data.shape_keys.animation_data.nla_tracks) == 1
+    assert bpy.ops.wav2sem.clear_lipsync(object=head.name) == {"FINISHED"}
+    head.wav2sem_face.rows.clear()                             # the match the first take stored
+    assert_fully_same(before, full_snapshot(head, fcurves))    # keys, values, no action, no animation data
+
+
+def test_renamed_keys_in_another_style_are_driven_like_the_originals(ict, speech, ict_weights):
+    head = ict.build_ict_head(bpy, "Maya", rename=ict.maya_style)   # blendShape1.mouthPressLeft
+    assert generate(head, speech) == {"FINISHED"}
+    curves = take_curves()
+    weights, channels = ict_weights
+    expected = np.clip(at_scene_fps(weights), 0, 1)
+    assert sorted(curves) == sorted(path(ict.maya_style(c)) for c in SPEECH)
+    np.testing.assert_allclose(curves[path("blendShape1.mouthPressLeft")][1:-1, 1],
+                               expected[:, channels.index("mouthPress_L")], atol=1e-5)
+
+
+@pytest.mark.parametrize("only", [tuple(c for c in SPEECH if c != "mouthClose"), ("jawOpen", "mouthFunnel")])
+def test_a_partial_set_is_solved_onto_the_keys_it_has(ict, speech, only):
+    head = ict.build_ict_head(bpy, "Partial", only=only)
+    before = key_values(head)
+    assert generate(head, speech) == {"FINISHED"}
+    assert list(key_values(head)) == list(before)
+    curves = take_curves()
+    assert sorted(curves) == sorted(path(c) for c in only)
+    values = np.concatenate([points[:, 1] for points in curves.values()])
+    assert values.min() >= 0 and values.max() <= 1 and values.max() > 0.05
+
+
+def test_viseme_only_head_drives_its_visemes(ict, speech):
+    visemes = addon_module("visemes").VISEME_SHAPES
+    oculus = {k: v for k, v in visemes.items() if k.startswith("viseme_")}
+    head = ict.build_ict_head(bpy, "Visemes", keys="visemes", visemes=oculus)
+    assert generate(head, speech) == {"FINISHED"}
+    curves = take_curves()
+    driven = {p.split('"')[1] for p in curves}
+    assert driven <= set(oculus) and {"viseme_aa", "viseme_PP", "viseme_O"} <= driven
+    values = np.concatenate([points[:, 1] for points in curves.values()])
+    assert values.min() >= 0 and values.max() <= 1 and values.max() > 0.02
+    assert [k.name for k in head.data.shape_keys.key_blocks] == ["Basis", *oculus]
+
+
+def test_upper_face_strength_drives_the_brows(ict, speech, ict_weights):
+    head = ict.build_ict_head(bpy, "ICT", only=SPEECH + BROWS)
+    head.wav2sem_face.upper_face = 1.0
+    head.wav2sem_face.jaw = 0.5
+    assert generate(head, speech) == {"FINISHED"}
+    curves = take_curves()
+    assert path("browInnerUp_L") in curves
+    weights, channels = ict_weights
+    np.testing.assert_allclose(curves[path("jawOpen")][1:-1, 1],
+                               np.clip(0.5 * at_scene_fps(weights)[:, channels.index("jawOpen")], 0, 1), atol=1e-5)
+
+
+def test_edited_row_drives_the_key_the_user_chose(ict, speech, ict_weights):
+    head = ict.build_ict_head(bpy, "Custom", only=SPEECH, rename=lambda c: "JawDrop" if c == "jawOpen" else c)
+    scene = bpy.context.scene
+    scene.wav2sem_lipsync.known_channels.clear()
+    for c in SPEECH:
+        scene.wav2sem_lipsync.known_channels.add().name = c
+    bpy.context.view_layer.objects.active = head
+    assert bpy.ops.wav2sem.match_face_keys(object=head.name) == {"FINISHED"}
+    rows = {row.source: row for row in head.wav2sem_face.rows}
+    assert rows["jawOpen"].key == ""                           # "JawDrop" is no ARKit name: solved onto others
+    rows["jawOpen"].key = "JawDrop"
+    assert generate(head, speech) == {"FINISHED"}
+    weights, channels = ict_weights
+    np.testing.assert_allclose(take_curves()[path("JawDrop")][1:-1, 1],
+                               np.clip(at_scene_fps(weights)[:, channels.index("jawOpen")], 0, 1), atol=1e-5)
+
+
+def test_template_head_without_keys_gets_one_key_per_channel(ict, speech, ict_weights):
+    head = ict.build_ict_head(bpy, "Plain", keys=None)
+    assert generate(head, speech) == {"FINISHED"}
+    names = [k.name for k in head.data.shape_keys.key_blocks]
+    assert names == ["Basis"] + [f"LipSync_line.{c}" for c in SPEECH]
+    weights, channels = ict_weights
+    resampled = at_scene_fps(weights)
+    curves = take_curves()
+    np.testing.assert_allclose(curves[path("LipSync_line.jawOpen")][1:-1, 1],
+                               resampled[:, channels.index("jawOpen")], atol=1e-5)   # exact, not clipped
+    arrays = ict.load_arrays()
+    frame = 9
+    expected = arrays["neutral"].astype(np.float64)
+    names53 = list(arrays["expression_names"])
+    for c in SPEECH:
+        expected = expected + resampled[frame - 1, channels.index(c)] * arrays["expression_deltas"][names53.index(c)]
+    np.testing.assert_allclose(evaluated_coords(head, frame), ict.to_blender(expected), atol=3e-5)
+    assert bpy.ops.wav2sem.clear_lipsync(object=head.name) == {"FINISHED"}
+    assert head.data.shape_keys is None and not bpy.data.actions
+
+
+@pytest.fixture
+def logging_python(tmp_path, monkeypatch):
+    """The real backend behind `tee`: every request line the add-on sends is logged."""
+    log = tmp_path / "requests.jsonl"
+    wrapper = tmp_path / "logging-python"
+    wrapper.write_text(f"#!/bin/sh\ntee {log} | exec {sys.executable} -m wav2sem serve\n")
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("WAV2SEM_PYTHON", str(wrapper))
+    addon_module("client").POOL.close()
+    yield log
+    addon_module("client").POOL.close()
+
+
+def requests(log) -> list[dict]:
+    return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+
+
+def test_a_mesh_without_face_keys_is_refused_before_generate(ict, speech, logging_python):
+    bpy.ops.mesh.primitive_monkey_add()
+    suzanne = bpy.context.active_object
+    suzanne.name = "Suzanne"
+    suzanne.shape_key_add(name="Basis", from_mix=False)
+    suzanne.shape_key_add(name="Smile", from_mix=False)
+    before = full_snapshot(suzanne, fcurves)
+    with pytest.raises(RuntimeError, match=r"'Suzanne' has no ARKit-named face shape keys \(jawOpen, mouthClose, "
+                                           r"\.\.\.\) or viseme keys .*and 507 vertices where the model's template "
+                                           r"has 26719; add ARKit shape keys"):
+        generate(suzanne, speech)
+    ops = [r["op"] for r in requests(logging_python)]
+    assert "model_info" in ops and "generate" not in ops, ops
+    assert_fully_same(before, full_snapshot(suzanne, fcurves))
+
+
+def test_only_weights_are_asked_for(ict, speech, logging_python):
+    head = ict.build_ict_head(bpy, "ICT", only=("jawOpen",))
+    assert generate(head, speech) == {"FINISHED"}
+    params = next(r["params"] for r in requests(logging_python) if r["op"] == "generate")
+    assert params["offsets"] is False and params["weights_output"].endswith("weights.npy")
+
+
+class Props:
+    """What the panel passes to the operator."""
+    object, audio_path, strip, subject, intensity, output_mode = "ICT", "", "", "", 1.0, "COMPACT"
+
+
+def test_cancel_and_failure_leave_keys_values_and_curves_as_they_were(ict, speech, monkeypatch):
+    head = ict.build_ict_head(bpy, "ICT", only=SPEECH)
+    assert generate(head, speech) == {"FINISHED"}             # an existing take on the keys
+    head.data.shape_keys.key_blocks["mouthFunnel"].value = 0.25
+    before = full_snapshot(head, fcurves)
+    lipsync = addon_module("lipsync_run")
+
+    class Inputs(Props):
+        audio_path = str(speech)
+    run = lipsync.LipSyncRun(lipsync.gather(bpy.context, Inputs))
+    try:
+        while not run.job.poll(0.1):
+            pass
+        assert run.job.error is None and run.job.result is not None
+        run.cancel_requested = True                            # Esc as the result arrives
+        outcome = run.finish(bpy.context)
+    finally:
+        run.close()
+    assert outcome.status == {"CANCELLED"}
+    assert_fully_same(before, full_snapshot(head, fcurves))
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated failure after the curves were added")
+    monkeypatch.setattr(addon_module("versions"), "add_nla_strip", broken)
+    with pytest.raises(RuntimeError, match="simulated failure"):
+        generate(head, speech)
+    assert_fully_same(before, full_snapshot(head, fcurves))
