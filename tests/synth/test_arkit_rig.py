@@ -132,8 +132,9 @@ def test_closure_seals_whatever_the_jaw_and_lips_do(head, context):
     """mouthClose is solved against the rest: p/b/m in an open, rounded or spread context."""
     v = verts(head, pose("M", **context))
     assert 0.0 <= midline_gap_mm(head, v) < 0.5, context
-    # ICT's closing shapes do not fit jawOpen's profile exactly: pressed ~1 mm harder at the sides
-    assert least_gap_mm(head, v) > -1.5, context
+    # ICT's closing shapes do not fit jawOpen's profile exactly: pressed up to ~1.7 mm harder at
+    # the sides with the jaw wide open (mouthClose preferred to mouthPress, as ARKit rigs do)
+    assert least_gap_mm(head, v) > -1.8, context
     u, lo = head.lip_centres
     assert v[lo, 2] > incisor_front_z(head, v[lo, 1]), context
     opened = verts(head, pose("M", lip_close=0.0, **context))
@@ -173,6 +174,18 @@ def test_fv_lower_lip_at_the_upper_incisors(head):
         assert midline_gap_mm(head, v) > 1.0                           # the lips are not sealed
     rest = head.vertices
     assert (rest[lo, 2] - rest[edge, 2]) * MM > 3.5                   # at rest the lip is well in front
+
+
+@pytest.mark.parametrize("jaw", [0.25, 0.4])
+def test_fv_tuck_holds_with_the_jaw_open_from_context(head, jaw):
+    """Between open vowels ("a fat") the jaw stays open: the lower lip still reaches the teeth."""
+    edge = incisor_edge(head)
+    u, lo = head.lip_centres
+    v = verts(head, pose("F", jaw_open=jaw))
+    assert -2.0 < (v[lo, 1] - v[edge, 1]) * MM < 1.5
+    assert -1.0 < (v[lo, 2] - v[edge, 2]) * MM < 3.0
+    untucked = verts(head, pose("F", jaw_open=jaw, lower_lip_tuck=0.0))
+    assert (v[edge, 1] - untucked[lo, 1]) * MM > 3.0                  # the jaw alone would leave it below
 
 
 @pytest.mark.parametrize("phone", ["UW", "W"])

@@ -45,9 +45,11 @@ ROLL_LOWER_GAIN = 0.20       # mouthRollLower per unit lower_lip_tuck
 SHRUG_LOWER_GAIN = 0.05      # mouthShrugLower per unit lower_lip_tuck
 UPPER_UP_GAIN = 0.45         # mouthUpperUp_L/R per unit upper_lip_raise
 PRESS_GAIN = 0.30           # mouthPress_L/R at least, at full press
+FIT_PENALTY_M = 0.0005       # gap (m) that a unit of press, roll or shrug costs in the sealing fit
+FV_GAP_M = 0.003             # midline gap (m) of f/v: the lower lip at the upper incisors' edge
 MIDLINE_WEIGHT = 6.0         # weight of the midline gap in the sealing fit
 SEAL_SHRUG_MAX = 0.5         # mouthShrugLower at most from the sealing fit
-PRESS_MAX = 1.0              # mouthPress_L/R at most from the sealing fit
+PRESS_MAX = 0.6              # mouthPress_L/R at most from the sealing fit
 SEAL_ROLL_MAX = 0.15         # mouthRollLower at most from the sealing fit
 BROW_INNER_GAIN = 0.55       # browInnerUp_L/R per unit brow_raise
 BROW_OUTER_GAIN = 0.40       # browOuterUp_L/R per unit brow_raise
@@ -111,7 +113,7 @@ def _speech_weights(track: np.ndarray) -> np.ndarray:
         put(f"mouthUpperUp_{side}", UPPER_UP_GAIN * a["upper_lip_raise"] * (1.0 - 0.7 * close))
         put(f"browInnerUp_{side}", BROW_INNER_GAIN * a["brow_raise"])
         put(f"browOuterUp_{side}", BROW_OUTER_GAIN * a["brow_raise"])
-    _seal(w, close, press)
+    _seal(w, close, press, tuck)
     return np.clip(w, 0.0, 1.0).astype(np.float32)
 
 
@@ -133,7 +135,7 @@ def _closure_model() -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     return rest, unit, closing, mid
 
 
-def _seal(w: np.ndarray, close: np.ndarray, press: np.ndarray) -> None:
+def _seal(w: np.ndarray, close: np.ndarray, press: np.ndarray, tuck: np.ndarray) -> None:
     """Set mouthClose, mouthPress_L/R and (adding to the tuck's) mouthRollLower and
     mouthShrugLower in place so
     that the lips meet along the mouth on p/b/m whatever the other weights do.
@@ -144,7 +146,12 @@ def _seal(w: np.ndarray, close: np.ndarray, press: np.ndarray) -> None:
     mouthRollLower and mouthShrugLower (which lifts the lower lip) are fitted by bounded
     least squares to the rest pose's contact profile across the mouth, the midline weighted
     most (its gap ends near SEAL_GAP_M). `close` (0..1) blends from the open pose to the
-    sealed one; `press` (0..1) puts a floor of PRESS_GAIN * press under mouthPress_L/R."""
+    sealed one; `press` (0..1) puts a floor of PRESS_GAIN * press under mouthPress_L/R.
+    mouthClose is preferred to the other three (they cost FIT_PENALTY_M of gap per unit), as
+    ARKit rigs close the lips over an open jaw with mouthClose.
+    f/v (`tuck`, 0..1): mouthClose also lifts the lower lip back to the upper incisors when
+    the jaw is open (midline gap FV_GAP_M, the f pose's own), so the tuck does not depend on
+    the jaw's context."""
     from scipy.optimize import lsq_linear
 
     rest, unit, closing, mid = _closure_model()
@@ -160,14 +167,17 @@ def _seal(w: np.ndarray, close: np.ndarray, press: np.ndarray) -> None:
     upper = np.array([1.0, PRESS_MAX, SEAL_ROLL_MAX, SEAL_SHRUG_MAX])
     row_weight = np.ones(len(rest))
     row_weight[mid] = MIDLINE_WEIGHT                                        # the midline seals first
-    a_matrix = closing.T * row_weight[:, None]                               # (C, 4)
+    a_matrix = np.concatenate([closing.T * row_weight[:, None],                # (C + 3, 4)
+                               np.diag([0.0, FIT_PENALTY_M, FIT_PENALTY_M, FIT_PENALTY_M])[1:]])
+    tuck_close = tuck * np.clip((gaps[:, mid] - FV_GAP_M) / -closing[0, mid], 0.0, 1.0)
     x = np.zeros((len(w), 4))
     for t in np.where(close > 1e-3)[0]:                                       # bounded least squares
         lower[1] = PRESS_GAIN * press[t]
-        fit = lsq_linear(a_matrix, (target - gaps[t]) * row_weight, bounds=(lower, upper), method="bvls")
+        fit = lsq_linear(a_matrix, np.concatenate([(target - gaps[t]) * row_weight, np.zeros(3)]),
+                         bounds=(lower, upper), method="bvls")
         x[t] = fit.x
     close_w, press_w, roll, shrug = x.T
-    w[:, i_close] = close * close_w
+    w[:, i_close] = close * close_w + (1.0 - close) * tuck_close
     for i in i_press:
         w[:, i] = close * press_w
     w[:, i_roll] = np.clip(w[:, i_roll] + close * roll, 0.0, 1.0)

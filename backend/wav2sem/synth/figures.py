@@ -10,6 +10,8 @@
   ict_head.png          the ICT FaceKit head (the default corpus's head) at rest (bpy subprocess)
   ict_visemes.png       its mouth at each viseme class through synth/arkit_rig.py: front and
                         three-quarter close-ups, profiles; teeth, gums, tongue coloured
+  ict_sentence.png      a spoken sentence on the ICT head: the main ARKit weights, the lip
+                        gap with p/b/m and f/v marked, and rendered frames at chosen phones
 Only the ICT sheets: python -m wav2sem.synth.figures [OUT] --ict
 """
 from __future__ import annotations
@@ -154,6 +156,80 @@ def make_ict_sheets(out: Path) -> bool:
     return False
 
 
+ICT_CURVES = ("jawOpen", "mouthClose", "mouthPress_L", "mouthFunnel", "mouthPucker", "mouthRollLower",
+              "mouthStretch_L", "mouthSmile_L", "mouthUpperUp_L", "mouthLowerDown_L", "browInnerUp_L")
+
+
+def make_ict_sentence(out: Path) -> bool:
+    """ict_sentence.png: SENTENCE through the rig and arkit_rig onto the ICT head."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.image as mpimg
+    import matplotlib.pyplot as plt
+    import soxr
+
+    from ..heads import SPEECH_CHANNELS, ict_head
+    from .arkit_rig import arkit_weights
+    from .check import lip_gap_from_weights
+    from .motion import articulator_track
+    from .tts.espeak import EspeakEngine
+
+    clip = EspeakEngine.get().synthesize(SENTENCE, "en-us", "m3", 150, 50)
+    audio = soxr.resample(clip.audio, clip.sample_rate, SAMPLE_RATE).astype(np.float32)
+    track = articulator_track(clip.segments, audio, SAMPLE_RATE, Style(), np.random.default_rng(0))
+    weights = arkit_weights(track)
+    times = np.arange(len(weights)) / FPS
+    gap_mm = lip_gap_from_weights(ict_head(SPEECH_CHANNELS), weights)
+    wanted = ["B", "TH", "F", "AE", "M", "AY"]
+    frames = []
+    for phone in wanted:
+        seg = next(s for s in clip.segments if s.arpabet == phone)
+        frames.append((phone, seg, min(len(weights) - 1, int(round((seg.start + seg.end) / 2 * FPS)))))
+    with tempfile.TemporaryDirectory() as tmp:
+        np.save(Path(tmp) / "w.npy", weights[[f for _, _, f in frames]])
+        done = subprocess.run([sys.executable, "-m", "wav2sem.synth.render_ict", "--weights", str(Path(tmp) / "w.npy"),
+                               str(Path(tmp) / "frames")], env={**os.environ, "HOME": tmp}, capture_output=True, text=True)
+        if done.returncode != 0:
+            log.warning("no ICT frames (is the bpy wheel installed?): %s", done.stderr.strip()[-300:])
+            return False
+        images = [mpimg.imread(Path(tmp) / "frames" / f"frame_{n}.png") for n in range(len(frames))]
+
+    fig = plt.figure(figsize=(16, 10.5))
+    grid = fig.add_gridspec(3, 6, height_ratios=[2.2, 1.0, 1.7])
+    ax = fig.add_subplot(grid[0, :])
+    for name in ICT_CURVES:
+        ax.plot(times, weights[:, SPEECH_CHANNELS.index(name)], label=name, lw=1.5)
+    for seg in clip.segments:
+        ax.axvline(seg.start, color="0.85", lw=0.6, zorder=0)
+        if seg.arpabet != "SIL":
+            ax.text((seg.start + seg.end) / 2, 1.03, seg.arpabet, ha="center", fontsize=7, rotation=90)
+    ax.set_xlim(0, times[-1])
+    ax.set_ylim(0, 1.12)
+    ax.set_ylabel("ARKit weight")
+    ax.legend(ncol=6, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.08))
+    ax.set_title(f'ICT head, espeak-ng en-us+m3: "{SENTENCE}"', pad=28)
+    ax2 = fig.add_subplot(grid[1, :])
+    ax2.plot(times, gap_mm, color="k")
+    for seg in clip.segments:
+        if seg.arpabet in ("P", "B", "M"):
+            ax2.axvspan(seg.start, seg.end, color="tab:red", alpha=0.25)
+        elif seg.arpabet in ("F", "V"):
+            ax2.axvspan(seg.start, seg.end, color="tab:green", alpha=0.25)
+    ax2.set_xlim(0, times[-1])
+    ax2.set_ylabel("inner-lip gap (mm)")
+    ax2.set_xlabel("time (s)   red: p/b/m   green: f/v")
+    for k, ((phone, seg, frame), image) in enumerate(zip(frames, images)):
+        axk = fig.add_subplot(grid[2, k])
+        axk.imshow(image)
+        axk.axis("off")
+        axk.set_title(f"{phone} ({seg.symbol}) t={frame / FPS:.2f}s, gap {gap_mm[frame]:.1f} mm", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out / "ict_sentence.png", dpi=100)
+    plt.close(fig)
+    print(f"wrote {out}/ict_sentence.png")
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     ict_only = "--ict" in argv
@@ -161,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(argv[0] if argv else "results/synth")
     out.mkdir(parents=True, exist_ok=True)
     if ict_only:
-        return 0 if make_ict_sheets(out) else 1
+        return 0 if make_ict_sheets(out) and make_ict_sentence(out) else 1
     make_head_sheet(out)
     make_viseme_sheet(out)
     make_articulator_plot(out)
@@ -175,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         log.warning("no Workbench render (is the bpy wheel installed?): %s", done.stderr.strip()[-300:])
     make_ict_sheets(out)
+    make_ict_sentence(out)
     return 0
 
 

@@ -3,6 +3,7 @@ as a Python module (`bpy`, Workbench, smooth shading, z-buffer), for contact she
 
 Run as a separate process (figures.py does):
     HOME=<tmp> python -m wav2sem.synth.render_ict OUT_DIR
+    HOME=<tmp> python -m wav2sem.synth.render_ict --weights W.npy FRAMES_DIR   (one PNG per row)
 writes OUT_DIR/ict_head.png (the head at rest) and OUT_DIR/ict_visemes.png (the mouth at each
 viseme class, front and three-quarter close-ups, and profiles of rest, p/b/m, f/v, u, aa, sh). Colours are per vertex, by part: skin,
 lips (the vermilion: edge rings around the lips' contact loops), teeth off-white, gums and
@@ -203,5 +204,24 @@ def render_sheets(out_dir: Path, size: int = 420) -> None:
 PROFILES = (("rest", "SIL"), ("PP", "M"), ("FF", "F"), ("U", "UW"), ("aa", "AA"), ("CH", "SH"))
 
 
+def render_weights(weights_npy: Path, out_dir: Path, size: int = 360) -> None:
+    """Render each row of a (N, K) SPEECH_CHANNELS weights file as out_dir/frame_<n>.png
+    (front close-up of the mouth), for figures made by another process."""
+    import shutil
+
+    from ..heads import SPEECH_CHANNELS, ict_head
+
+    template = ict_head(SPEECH_CHANNELS)
+    weights = np.load(weights_npy)
+    r = IctRenderer(template, size)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    offsets = template.offsets_from_weights(weights)
+    for n in range(len(weights)):
+        shutil.copy(r.render(template.vertices + offsets[n], 0.0), out_dir / f"frame_{n}.png")
+
+
 if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "--weights":
+        render_weights(Path(sys.argv[2]), Path(sys.argv[3]))
+        sys.exit(0)
     render_sheets(Path(sys.argv[1] if len(sys.argv) > 1 else "results/synth"))
