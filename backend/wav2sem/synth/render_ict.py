@@ -5,10 +5,11 @@ Run as a separate process (figures.py does):
     HOME=<tmp> python -m wav2sem.synth.render_ict OUT_DIR
     HOME=<tmp> python -m wav2sem.synth.render_ict --weights W.npy FRAMES_DIR   (one PNG per row)
 writes OUT_DIR/ict_head.png (the head at rest) and OUT_DIR/ict_visemes.png (the mouth at each
-viseme class, front and three-quarter close-ups, and profiles of rest, p/b/m, f/v, u, aa, sh). Colours are per vertex, by part: skin,
-lips (the vermilion: edge rings around the lips' contact loops), teeth off-white, gums and
-tongue pink-red, the mouth socket dark red, eye whites with irises, dark lashes. The kit's
-transparent eye overlays (lacrimal fluid, eye blend, eye occlusion) are not drawn.
+viseme class, front and three-quarter close-ups, and profiles of rest, p/b/m, f/v, u, aa, sh).
+Colours are per vertex, by part: skin, lips (the vermilion: edge rings around the lips'
+contact loops), teeth off-white, gums and tongue pink-red, the mouth socket dark red, eye
+whites with irises. The kit's transparent eye overlays (lacrimal fluid, eye blend, eye occlusion) and its eyelash cards
+(alpha-textured, they would draw as solid black) are not drawn.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ IRIS = (0.30, 0.20, 0.13)
 PUPIL = (0.03, 0.03, 0.03)
 LASHES = (0.10, 0.08, 0.07)
 EYE_SOCKET = (0.55, 0.35, 0.32)
-HIDDEN_PARTS = ("lacrimal_fluid", "eye_blend", "eye_occlusion")
+HIDDEN_PARTS = ("lacrimal_fluid", "eye_blend", "eye_occlusion", "eyelashes")   # alpha-textured in the kit
 LIP_RINGS = 7                 # edge steps from the contact loops that count as vermilion
 IRIS_RADIUS_M = 0.0058
 PUPIL_RADIUS_M = 0.0024
