@@ -201,3 +201,20 @@ def test_rounding_narrows_and_protrudes(head, phone):
 
 def test_spread_vowel_widens(head):
     assert mouth_width_mm(head, verts(head, pose("IY"))) > 1.08 * mouth_width_mm(head, head.vertices)
+
+
+def test_render_colours_by_part(head):
+    """The contact sheet's colouring (no Blender needed): lips around the contact loops only,
+    teeth and gums/tongue by part, the transparent overlays and lash cards left out."""
+    from wav2sem.synth import render_ict
+
+    lips = render_ict.lip_vertices(head)
+    assert {*ICT_UPPER_CONTACT, *ICT_LOWER_CONTACT} <= set(lips.tolist())
+    assert np.isin(lips, np.arange(*ict_part_range("face"))).all() and 300 < len(lips) < 2000
+    colours = render_ict.vertex_colours(head)
+    assert np.allclose(colours[head.regions["teeth"]], render_ict.TEETH)
+    assert np.allclose(colours[head.regions["gums_and_tongue"]], render_ict.GUMS_TONGUE)
+    assert np.allclose(colours[lips], render_ict.LIP)
+    faces = render_ict.drawn_faces(head)
+    hidden = np.concatenate([head.regions[n] for n in render_ict.HIDDEN_PARTS])
+    assert not np.isin(faces, hidden).any() and len(faces) > 0.8 * len(head.faces)
