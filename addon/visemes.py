@@ -25,8 +25,9 @@ import numpy as np
 VISEME_SHAPES: dict[str, dict[str, float]] = {
     # Silence: the rest pose.
     "viseme_sil": {},
-    # p, b, m: lips sealed (mouthClose cancels the lip part of a slightly open jaw) and pressed.
-    "viseme_PP": {"jawOpen": 0.10, "mouthClose": 0.10, "mouthPress": 0.40},
+    # p, b, m: lips sealed and pressed, jaw nearly closed (mouthClose cancels the lip part of
+    # the little jaw opening; ICT's mouthShrugLower pushes the lower lip up against the upper).
+    "viseme_PP": {"jawOpen": 0.05, "mouthClose": 0.05, "mouthPress": 0.40, "mouthShrugLower": 0.10},
     # f, v: lower lip tucked under the upper teeth, upper lip raised a little.
     "viseme_FF": {"jawOpen": 0.08, "mouthRollLower": 0.50, "mouthUpperUp": 0.20},
     # th: tongue between the teeth, lips slightly apart.
@@ -53,8 +54,9 @@ VISEME_SHAPES: dict[str, dict[str, float]] = {
     "viseme_I": {"jawOpen": 0.10, "mouthSmile": 0.40, "mouthStretch": 0.30, "mouthUpperUp": 0.10},
     # o (thought): mid back rounded.
     "viseme_O": {"jawOpen": 0.40, "mouthFunnel": 0.50, "mouthPucker": 0.10},
-    # u (blue): close back rounded, lips pushed forward.
-    "viseme_U": {"jawOpen": 0.10, "mouthPucker": 0.60, "mouthFunnel": 0.30},
+    # u (blue): close back rounded, lips pushed forward round a small opening (ICT's
+    # mouthFunnel opens the lips a lot, so little of it).
+    "viseme_U": {"jawOpen": 0.08, "mouthPucker": 0.60, "mouthFunnel": 0.15},
 }
 # VRM presets are the five vowels.
 VISEME_SHAPES.update({

@@ -302,3 +302,23 @@ def test_one_key_bound_to_two_channels_is_one_column(head):
     i = solution.keys.index("PressBoth")
     assert solution.sources[i] == "mouthPress_L+mouthPress_R"
     assert solution.values[0, i] == pytest.approx(0.7, abs=0.02)
+
+
+def test_lip_gap_term_seals_without_mouth_close(head):
+    """With the template's lip-centre landmarks the solve keeps the lips' opening: a
+    character without mouthClose seals on m/b/p (under 0.3 mm), vowels stay open."""
+    keys = fk.find_face_keys([c for c in CHANNELS if c != "mouthClose"])
+    w = np.stack([frame(jawOpen=0.3, mouthClose=0.3), frame(jawOpen=0.15, mouthClose=0.15, mouthPress=0.3),
+                  frame(jawOpen=0.5, mouthLowerDown=0.3)])
+    landmarks = {"upper_lip_center": head.lip_centres[0], "lower_lip_center": head.lip_centres[1]} \
+        if head.lip_centres else {"upper_lip_center": 5532, "lower_lip_center": 5519}
+    sealed = ks.solve_keys(w, CHANNELS, keys, head.blendshape_deltas, regions=head.regions, landmarks=landmarks)
+    loose = ks.solve_keys(w, CHANNELS, keys, head.blendshape_deltas, regions=head.regions)
+    targets = ks.key_targets([fk.KeyBinding(k, s) for k, s in zip(sealed.keys, sealed.sources)], CHANNELS)
+    gaps = [lip_gap(head, sealed.values[i] @ targets) for i in range(3)]
+    loose_gaps = [lip_gap(head, loose.values[i] @ targets) for i in range(3)]
+    assert gaps[0] < 0.0003 and gaps[1] < 0.0003
+    assert gaps[0] <= loose_gaps[0] + 1e-6
+    assert gaps[2] > 0.9 * lip_gap(head, w[2])
+    gap_gram = ks.lip_gap_gram(head.blendshape_deltas, *landmarks.values())
+    assert gap_gram.shape == (K, K) and np.allclose(gap_gram, gap_gram.T)
