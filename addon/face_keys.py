@@ -1,6 +1,6 @@
 """Recognising a mesh's face shape keys: ARKit-named keys in the spellings exporters and rigs
-use, and viseme sets (Oculus/ReadyPlayerMe/VRChat, VRM/VRoid/MMD vowels). No bpy; only the
-standard library, any thread.
+use, and viseme sets (Oculus/ReadyPlayerMe/VRChat, VRM/VRoid/MMD vowels). No bpy; the
+standard library (channel_keys also reads addon/visemes.py, numpy), any thread.
 
 Names. A *channel* is an ARKit blendshape in ICT FaceKit spelling, the spelling of the model's
 `channels`: side-less ones as Apple writes them (`jawOpen`, `mouthClose`, `tongueOut`), sided
@@ -67,15 +67,18 @@ Matching rules (case-insensitive; separators `_ - . space` ignored, so `Mouth_Pr
     `Left`/`Right` as a word anywhere (`mouthLeftSmile`). `mouthLeft`, `mouthRight`,
     `jawLeft`, `jawRight` are ARKit channels of their own and are matched first.
   - a prefix ending in `.`, `_`, `:` or `|` is stripped (`blendShape1.jawOpen`,
-    `CC_Base_Body.jawOpen`, `BS_jawOpen`, `ARKit_`, `Face_`, `head:`, `facs_bs_`) when what
+    `CC_Base_Body.jawOpen`, `BS_jawOpen`, `ARKit_`, `Face_`, `head:`, `facs_bs_`,
+    MetaHuman's `CTRL_expressions_`, Maya's `Genesis8Female|`) when what
     remains is a known name and the prefix itself names no ARKit shape: `jawOpen_mouthClose`
     is a corrective combination, not mouthClose.
   - Character Creator 4 names that differ from ARKit's: `Brow_Raise_Inner_L`,
     `Brow_Raise_Outer_L`, `Brow_Drop_L`, `Mouth_Up_Upper_L`, `Mouth_Down_Lower_L`,
     `Mouth_Roll_In_Lower_L` / `_Upper_` (halves), ALIASES.
   - nothing is matched by a suffix: `jawOpenCorrective`, `jawOpen.001` are not jawOpen, and
-    `jawOpen_L` is nothing (only the mouth channels of SPLITTABLE come in halves). Vague names (`Basis`, `Key 1`, `smile`, `blink`, `open`, `mouth`) match nothing;
-    neither do VRoid's non-vowel mouth keys (`Fcl_MTH_Close`, `Fcl_MTH_Joy`).
+    `jawOpen_L` is nothing (only the mouth channels of SPLITTABLE come in halves). Vague
+    names (`Basis`, `Key 1`, `smile`, `blink`, `open`, `mouth`, `MouthOpen`) match nothing:
+    whole-face expressions are not ARKit shapes; neither do VRoid's non-vowel mouth keys
+    (`Fcl_MTH_Close`, `Fcl_MTH_Joy`).
   - visemes need their prefix: `viseme_aa`, `v_aa`, `vrc.v_aa`, and the OVR spellings
     `viseme_ih viseme_oh viseme_ou` for I O U; bare `PP`, `aa` ... are not Oculus visemes
     (bare `aa ih ou ee oh` are VRM 1.0 vowels, under the set rule above). VRM vowels:

@@ -169,7 +169,8 @@ def _direct_columns(targets: np.ndarray, weights: np.ndarray) -> np.ndarray | No
 
 def solve_key_values(weights: np.ndarray, targets: np.ndarray, gram: np.ndarray,
                      sparsity: float | np.ndarray = 0.0) -> np.ndarray:
-    """(T, M) key values in [0, 1] (see module doc).
+    """(T, M) key values in [0, 1] (see module doc). weights (T, K) or (K,) (then (M,) back),
+    finite (ValueError otherwise, and for shapes that do not agree).
 
     sparsity (scalar or (M,)): adds 2 sparsity_i * mean_j(a_j G a_j^T) * u_i to the cost (an
     L1 penalty on the values, in units of a typical key's motion), so that one key at 0.8
@@ -201,6 +202,8 @@ def solve_key_values(weights: np.ndarray, targets: np.ndarray, gram: np.ndarray,
     m = a.shape[0]
     if a.ndim != 2 or a.shape[1] != k or g.shape != (k, k):
         raise ValueError(f"shapes do not agree: weights {w2.shape}, targets {a.shape}, gram {g.shape}")
+    if not np.all(np.isfinite(w2)):
+        raise ValueError("weights must be finite")
 
     def shaped(values: np.ndarray) -> np.ndarray:
         values = values.astype(out_dtype, copy=False)
@@ -244,7 +247,10 @@ def _box_least_squares(a: np.ndarray, g: np.ndarray, w: np.ndarray, upper: np.nd
     hs = h / d[:, None] / d[None, :]                             # Jacobi scaling
     bs = b / d
     ub = upper * d
-    z = np.clip(np.linalg.solve(hs, bs.T).T, 0.0, ub)
+    try:
+        z = np.clip(np.linalg.solve(hs, bs.T).T, 0.0, ub)
+    except np.linalg.LinAlgError:          # cannot happen with the ridge; be safe anyway
+        z = np.zeros_like(bs)
     z = _fista(hs, bs, ub, z, TOLERANCE * d)
     return z / d
 

@@ -322,3 +322,10 @@ def test_lip_gap_term_seals_without_mouth_close(head):
     assert gaps[2] > 0.9 * lip_gap(head, w[2])
     gap_gram = ks.lip_gap_gram(head.blendshape_deltas, *landmarks.values())
     assert gap_gram.shape == (K, K) and np.allclose(gap_gram, gap_gram.T)
+
+
+def test_non_finite_weights_are_refused(gram):
+    w = smooth_weights(5)
+    w[2, 0] = np.nan
+    with pytest.raises(ValueError):
+        ks.solve_key_values(w, ks.key_targets(fk.find_face_keys(["jawOpen", "mouthFunnel"]), CHANNELS), gram)
