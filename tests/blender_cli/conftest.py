@@ -23,8 +23,10 @@ def cli(tmp_path_factory):
     env = dict(os.environ, HOME=str(work / "home"), WAV2SEM_PYTHON=sys.executable, WAV2SEM_MODEL=str(bundle))
     (work / "home").mkdir()
 
-    def run(*args: str, check: bool = True, timeout: float = 180) -> subprocess.CompletedProcess:
-        result = subprocess.run([BLENDER, "-b", *args], env=env, cwd=work, capture_output=True, text=True,
+    def run(*args: str, check: bool = True, timeout: float = 180, model: str | None = None) -> subprocess.CompletedProcess:
+        """`model`: another bundle for this run (WAV2SEM_MODEL)."""
+        run_env = env if model is None else dict(env, WAV2SEM_MODEL=model)
+        result = subprocess.run([BLENDER, "-b", *args], env=run_env, cwd=work, capture_output=True, text=True,
                                 timeout=timeout)
         if check and result.returncode != 0:
             raise AssertionError(f"blender exited {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
