@@ -386,8 +386,9 @@ def describe(channels: Sequence[str], bindings: Sequence[KeyBinding]) -> str:
         return ("No face keys: no ARKit-named shape keys (jawOpen, mouthClose, ...) and no "
                 "visemes (viseme_aa, A/I/U/E/O, ...)")
     if kind == "visemes":
-        names = ", ".join(b.key for b in selected if b.source != "viseme_sil")
-        return f"Viseme keys only ({len(selected)}): {k} channels solved onto {names}"
+        names = [b.key for b in selected if b.source != "viseme_sil"]
+        shown = ", ".join(names) if len(names) <= 5 else f"{names[0]}, {names[1]}, ..., {names[-1]}"
+        return f"Viseme keys only: the {k} channels solved onto {len(names)} visemes ({shown})"
     covered = channel_keys(channels, bindings)
     missing = [c for c in channels if c not in direct]
     if kind == "full":

@@ -123,7 +123,10 @@ def test_oculus_set_is_a_viseme_character():
     assert [b.source for b in found] == list(fk.OCULUS_VISEMES)
     assert fk.character_kind(CHANNELS, found) == "visemes"
     assert fk.match_channels(CHANNELS, found) == {}
-    assert fk.describe(CHANNELS, found).startswith("Viseme keys only (15)")
+    assert fk.describe(CHANNELS, found) == ("Viseme keys only: the 23 channels solved onto 14 visemes "
+                                            "(viseme_PP, viseme_FF, ..., viseme_U)")
+    vowels = fk.find_face_keys(["A", "I", "U", "E", "O"])
+    assert fk.describe(CHANNELS, vowels) == "Viseme keys only: the 23 channels solved onto 5 visemes (A, I, U, E, O)"
     assert "viseme_aa" in fk.channel_keys(CHANNELS, found)["jawOpen"]
 
 
