@@ -164,7 +164,7 @@ _SHAPE_NORMS = tuple(sorted(set(_UNSIDED_BY_NORM) | set(_BASE_BY_NORM) | set(_SP
 
 _OCULUS_BY_NORM: dict[str, str] = {v[len("viseme_"):].lower(): v for v in OCULUS_VISEMES}
 _OCULUS_BY_NORM.update({"ih": "viseme_I", "oh": "viseme_O", "ou": "viseme_U"})
-_VISEME_PREFIX = re.compile(r"^(?:vrc[._\-\s]*)?(?:viseme|v)[._\-\s]*(?P<v>[A-Za-z]+)$", re.IGNORECASE)
+_VISEME_PREFIX = re.compile(r"^(?:vrc[._\-\s]*)?(?:viseme[._\-\s]*|v[._\-\s]+)(?P<v>[A-Za-z]+)$", re.IGNORECASE)
 _VRM_LETTER = {"a": "vrm_A", "i": "vrm_I", "u": "vrm_U", "e": "vrm_E", "o": "vrm_O"}
 _VRM_TWO = {"aa": "vrm_A", "ih": "vrm_I", "ou": "vrm_U", "ee": "vrm_E", "oh": "vrm_O"}
 _VRM_KANA = {"あ": "vrm_A", "い": "vrm_I", "う": "vrm_U", "え": "vrm_E", "お": "vrm_O"}

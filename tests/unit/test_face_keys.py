@@ -62,7 +62,7 @@ def test_canonical_source(name, source):
     "", " ", "Basis", "Key 1", "Key 12", "smile", "blink", "open", "mouth", "jaw", "Smile_L", "Blink",
     "jawOpenCorrective", "jawOpen.001", "jawOpen_L", "jawOpen_mouthClose", "mouthClose_jawOpen",
     "jawOpen_corrective", "MouthOpen", "Fcl_MTH_Close", "Fcl_MTH_Joy", "Fcl_ALL_Angry", "PP", "aa", "A", "O",
-    "viseme_xx", "eyes_closed", "jawOpen_R", "mouthLeft_L", "tongueOut_L", "Jaw_L", "Mouth_L", "random shape", "Expression.003", "mouthSmile_L_mouthSmile_R", "L", "Left",
+    "viseme_xx", "vaa", "ve", "Vss", "eyes_closed", "jawOpen_R", "mouthLeft_L", "tongueOut_L", "Jaw_L", "Mouth_L", "random shape", "Expression.003", "mouthSmile_L_mouthSmile_R", "L", "Left",
 ])
 def test_not_a_face_key(name):
     assert fk.canonical_source(name) is None
