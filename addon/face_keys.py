@@ -383,6 +383,10 @@ def describe(channels: Sequence[str], bindings: Sequence[KeyBinding]) -> str:
     direct = match_channels(channels, selected)
     k = len(channels)
     if kind == "none":
+        if bindings:
+            shown = ", ".join(b.key for b in bindings[:3]) + (", ..." if len(bindings) > 3 else "")
+            return (f"No keys for the model's channels: {len(bindings)} ARKit keys ({shown}), none of them "
+                    "for the jaw, mouth or brows, and no visemes")
         return ("No face keys: no ARKit-named shape keys (jawOpen, mouthClose, ...) and no "
                 "visemes (viseme_aa, A/I/U/E/O, ...)")
     if kind == "visemes":

@@ -161,6 +161,9 @@ def test_partial_and_none_descriptions():
     assert nothing == []
     assert fk.character_kind(CHANNELS, nothing) == "none"
     assert "No face keys" in fk.describe(CHANNELS, nothing)
+    eyes = fk.find_face_keys(["eyeBlinkLeft", "eyeBlinkRight"])
+    assert fk.character_kind(CHANNELS, eyes) == "none"
+    assert fk.describe(CHANNELS, eyes).startswith("No keys for the model's channels: 2 ARKit keys (eyeBlinkLeft, eyeBlinkRight)")
 
 
 def test_match_channels_prefers_the_exact_spelling():
