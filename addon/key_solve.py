@@ -317,8 +317,8 @@ def driven_bindings(channels: Sequence[str], bindings: Sequence[KeyBinding],
                     strengths: Mapping[str, float] | None = None) -> list[KeyBinding]:
     """The keys a take writes: select_bindings minus those whose channels all have strength 0."""
     factors = strength_factors(channels, strengths)
-    targets = key_targets(select_bindings(channels, bindings), channels)
     selected = select_bindings(channels, bindings)
+    targets = key_targets(selected, channels)
     return [b for b, row in zip(selected, targets) if np.any((row != 0) & (factors != 0))]
 
 
@@ -348,9 +348,10 @@ def solve_keys(weights: np.ndarray, channels: Sequence[str], bindings: Sequence[
     rows = key_targets(driven, channels)
     targets = np.zeros((len(keys), len(channels)), dtype=np.float64)
     sparsity = np.zeros(len(keys))
+    row_of = {id(b): m for m, b in enumerate(driven)}
     for i, (key, group) in enumerate(keys.items()):
         for b in group:
-            targets[i] = np.maximum(targets[i], rows[driven.index(b)])
+            targets[i] = np.maximum(targets[i], rows[row_of[id(b)]])
         sparsity[i] = VISEME_SPARSITY if all(is_viseme(b.source) for b in group) else 0.0
     if vertex_weights is None:
         vertex_weights = default_vertex_weights(blendshapes, channels, regions)
