@@ -3,14 +3,17 @@
     .venv/bin/python blend_examples/make_demo.py [--out blend_examples] [--new-audio]
 
 demo.wav: a sentence spoken by festival's HTS voice (synthesised by us, no third-party
-recording; made only when missing or with --new-audio). demo.blend: the model's template head
-as a mesh named "Head" with a skin and a lip material, a camera framing the face, a key and a
-fill light, and demo.wav as a sound strip at frame 1.
+recording; made only when missing or with --new-audio). demo.blend: the ICT FaceKit head (MIT,
+backend/wav2sem/assets/heads/ict_facekit/LICENSE) as a mesh named "Head" with its 53
+ARKit-named shape keys, teeth, gums, tongue and eyes, a skin material per part
+(blend_examples/ict_head.py), a camera on the face, a key and a fill light, and demo.wav as a
+sound strip at frame 1. Generate Lip Sync drives the head's own ARKit keys.
 
 The .blend is saved by the oldest Blender here, so that every supported version opens it
 (files open in newer Blenders, not in older ones): Debian's `blender` (3.4) runs this same
-script as `blender -b --factory-startup --python make_demo.py -- SCENE.npz AUDIO BLEND`;
-without it, the `bpy` module of the venv saves it (then it opens only in that version and newer).
+script as `blender -b --factory-startup --python make_demo.py -- AUDIO BLEND`; without it,
+the `bpy` module of the venv saves it (then it opens only in that version and newer). The
+script needs only numpy and bpy, so any Blender 3.4 or newer can rebuild the scene.
 """
 from __future__ import annotations
 
@@ -46,63 +49,37 @@ def make_audio(path: Path) -> Path:
     return path
 
 
-def head_template():
-    """The embedded default model's template if it exists, else the synthetic head itself."""
-    from wav2sem.bundle import DEFAULT_BUNDLE_DIR, TEMPLATE_FILE
-    from wav2sem.synth.head import build_head
-    from wav2sem.template import Template
-
-    default = DEFAULT_BUNDLE_DIR / TEMPLATE_FILE
-    return Template.load(default) if default.is_file() else build_head().template
-
-
-def write_scene_data(path: Path) -> Path:
-    """What the scene needs from the backend, for a Blender whose Python has no wav2sem."""
-    template = head_template()
-    faces = template.faces if template.faces is not None else np.zeros((0, 3), np.int32)
-    np.savez(path, vertices=template.vertices.astype(np.float64), faces=faces.astype(np.int64),
-             lips=np.asarray(template.regions.get("lips", np.zeros(0, int)), np.int64))
-    return path
-
-
 def save_blend(path: Path, audio: Path, blender: str | None) -> Path:
     """demo.blend saved by `blender` (a program) when given, else by the bpy module here."""
+    if blender is None:
+        print("NOTE: no `blender` program found; saving demo.blend with the bpy module, so it opens only "
+              "in that Blender version and newer.", flush=True)
+        return make_blend(path, audio)
     with tempfile.TemporaryDirectory(prefix="wav2sem-demo-") as tmp:
-        data = write_scene_data(Path(tmp) / "scene.npz")
-        if blender is None:
-            print("NOTE: no `blender` program found; saving demo.blend with the bpy module, so it opens only "
-                  "in that Blender version and newer.", flush=True)
-            return make_blend(path, audio, data)
         env = dict(os.environ, HOME=tmp)
         subprocess.run([blender, "-b", "--factory-startup", "--python", str(Path(__file__).resolve()), "--",
-                        str(data), str(audio), str(path)], check=True, env=env, stdout=subprocess.DEVNULL)
+                        str(audio), str(path)], check=True, env=env, stdout=subprocess.DEVNULL)
     return path
 
 
-def make_blend(path: Path, audio: Path, scene_data: Path) -> Path:
-    """Runs in Blender (any supported version): the scene from write_scene_data's file."""
+def make_blend(path: Path, audio: Path) -> Path:
+    """Runs in Blender (any supported version): the ICT head with its ARKit keys, lit and framed."""
     os.environ.setdefault("HOME", tempfile.mkdtemp(prefix="wav2sem-demo-home-"))
     import bpy
+
+    sys.path.insert(0, str(HERE))
+    import ict_head
 
     bpy.ops.wm.read_factory_settings(use_empty=True)
     bpy.context.preferences.filepaths.save_version = 0      # no demo.blend1 backups
     scene = bpy.context.scene
     scene.render.fps, scene.render.fps_base = FPS, 1.0
-    with np.load(scene_data) as data:
-        vertices, faces, lips = data["vertices"], data["faces"], data["lips"]
-    mesh = bpy.data.meshes.new("Head")
-    mesh.from_pydata(vertices.tolist(), [], faces.tolist())
-    mesh.update()
-    for poly in mesh.polygons:
-        poly.use_smooth = True
-    head = bpy.data.objects.new("Head", mesh)
-    scene.collection.objects.link(head)
-    _materials(head, set(lips.tolist()))
-    # Template: metres, Y up, face towards +Z. Blender: Z up, so turn the head to look down -Y.
-    head.rotation_euler = (np.pi / 2, 0.0, 0.0)
+    arrays = ict_head.load_arrays()
+    head = ict_head.build_ict_head(bpy, "Head", keys="arkit", arrays=arrays)
+    _irises(bpy, head, arrays)
     bpy.context.view_layer.objects.active = head
     head.select_set(True)
-    _camera_and_lights(scene, vertices)
+    _camera_and_lights(scene, ict_head.to_blender(arrays["neutral"]), arrays)
     scene.sequence_editor_create()
     editor = scene.sequence_editor
     strips = editor.strips if hasattr(editor, "strips") else editor.sequences   # 5.0 renamed sequences
@@ -111,54 +88,65 @@ def make_blend(path: Path, audio: Path, scene_data: Path) -> Path:
     scene.render.resolution_x, scene.render.resolution_y = 720, 720
     scene.display.shading.light = "STUDIO"
     scene.display.shading.color_type = "MATERIAL"
+    scene.display.shading.show_cavity = True
     bpy.ops.wm.save_as_mainfile(filepath=str(path), compress=True)
     bpy.ops.file.make_paths_relative()                      # the sound as //demo.wav, beside the .blend
     bpy.ops.wm.save_mainfile(compress=True)
     return path
 
 
-def _materials(head, lips: set[int]) -> None:
+IRIS_CM, PUPIL_CM = 0.60, 0.27   # radii around the front of each eyeball (the kit has no eye texture here)
+
+
+def _irises(bpy, head, arrays) -> None:
+    """Give each eyeball an iris and a pupil: faces near its front-most point."""
+    names = [str(n) for n in arrays["part_names"].tolist()]
+    neutral, faces = arrays["neutral"], np.asarray(arrays["faces"])
+    first = faces[:, 0]
+    materials = head.data.materials
+    for colour, radius in (((0.16, 0.09, 0.05), IRIS_CM), ((0.01, 0.01, 0.01), PUPIL_CM)):
+        mat = bpy.data.materials.new("ICT_iris" if radius == IRIS_CM else "ICT_pupil")
+        mat.diffuse_color = (*colour, 1.0)
+        if bpy.app.version < (5, 0, 0):
+            mat.use_nodes = True
+        shader = next((n for n in mat.node_tree.nodes if n.type == "BSDF_PRINCIPLED"), None) if mat.node_tree else None
+        if shader is not None:
+            shader.inputs["Base Color"].default_value = (*colour, 1.0)
+        materials.append(mat)
+        index = len(materials) - 1
+        for part in ("eyeball_left", "eyeball_right"):
+            start, end = (int(i) for i in arrays["part_ranges"][names.index(part)])
+            front = neutral[start + int(np.argmax(neutral[start:end, 2]))]
+            for f in np.where((first >= start) & (first < end))[0]:
+                corners = faces[f][faces[f] >= 0]
+                if np.linalg.norm(neutral[corners].mean(0) - front) < radius:
+                    head.data.polygons[int(f)].material_index = index
+
+
+def _camera_and_lights(scene, v: np.ndarray, arrays) -> None:
+    """A portrait camera on the face (eyes to chin) and two area lights. v: Blender coordinates."""
     import bpy
 
-    def material(name: str, rgba) -> "bpy.types.Material":
-        mat = bpy.data.materials.new(name)
-        mat.diffuse_color = rgba                      # Workbench "Material" colour
-        mat.use_nodes = True
-        principled = mat.node_tree.nodes.get("Principled BSDF")
-        if principled is not None:
-            principled.inputs["Base Color"].default_value = rgba
-            principled.inputs["Roughness"].default_value = 0.55
-        return mat
-
-    head.data.materials.append(material("Skin", (0.80, 0.62, 0.52, 1.0)))
-    head.data.materials.append(material("Lips", (0.66, 0.30, 0.30, 1.0)))
-    if lips:
-        for poly in head.data.polygons:
-            if sum(v in lips for v in poly.vertices) == len(poly.vertices):
-                poly.material_index = 1
-
-
-def _camera_and_lights(scene, v: np.ndarray) -> None:
-    import bpy
-
-    # After the +90 degree X rotation: template (x, y, z) -> Blender (x, -z, y).
-    height = float(np.ptp(v[:, 1]))
-    face = v[v[:, 2] > np.percentile(v[:, 2], 60)]          # the front of the head
-    centre = np.array([v[:, 0].mean(), -face[:, 2].mean(), np.percentile(face[:, 1], 40)])
+    names = [str(n) for n in arrays["part_names"].tolist()]
+    start, end = (int(i) for i in arrays["part_ranges"][names.index("face")])
+    face = v[start:end]
+    width = float(np.ptp(face[:, 0]))                        # ear to ear, about 0.18 m
+    centre = np.array([0.0, float(face[:, 1].min()), float(np.percentile(face[:, 2], 45))])
     cam_data = bpy.data.cameras.new("Camera")
     cam_data.lens = 85
     cam = bpy.data.objects.new("Camera", cam_data)
     scene.collection.objects.link(cam)
-    cam.location = (centre[0], centre[1] - 2.2 * height, centre[2])
-    cam.rotation_euler = (np.pi / 2, 0.0, 0.0)
+    distance = 1.25 * width * cam_data.lens / cam_data.sensor_width   # the face fills most of the frame
+    cam.location = (centre[0], centre[1] - distance, centre[2])
+    cam.rotation_euler = (np.pi / 2, 0.0, 0.0)               # looks along +Y, at the face
     scene.camera = cam
-    for name, energy, offset in (("Key", 600.0, (1.2, -2.0, 1.4)), ("Fill", 200.0, (-1.6, -1.8, 0.2))):
+    for name, energy, offset in (("Key", 60.0, (0.25, -0.45, 0.3)), ("Fill", 20.0, (-0.35, -0.4, 0.05))):
         light_data = bpy.data.lights.new(name, "AREA")
-        light_data.energy = energy * height * height
+        light_data.energy = energy
+        light_data.size = 0.3
         light = bpy.data.objects.new(name, light_data)
-        light.location = tuple(centre + np.array(offset) * height)
-        direction = centre - np.array(light.location)
-        light.rotation_euler = _look_rotation(direction)
+        light.location = tuple(centre + np.array(offset))
+        light.rotation_euler = _look_rotation(centre - np.array(light.location))
         scene.collection.objects.link(light)
 
 
@@ -186,9 +174,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def blender_main(argv: list[str]) -> int:
-    """Inside `blender -b --python make_demo.py -- SCENE.npz AUDIO BLEND`."""
-    scene_data, audio, blend = (Path(arg) for arg in argv)
-    make_blend(blend, audio, scene_data)
+    """Inside `blender -b --python make_demo.py -- AUDIO BLEND`."""
+    audio, blend = (Path(arg) for arg in argv)
+    make_blend(blend, audio)
     return 0
 
 

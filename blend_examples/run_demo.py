@@ -1,8 +1,9 @@
 """`make demo`: animate the example head from speech with the embedded default model.
 
-Builds demo.wav / demo.blend if missing (make_demo.py), installs the built add-on zip into a
-throw-away Blender home (the `bpy` 5.0 module of the project venv), runs the headless
-Generate Lip Sync on the scene's sound strip, and writes into out/demo/:
+Builds demo.wav / demo.blend if missing (make_demo.py: the ICT FaceKit head with its 53
+ARKit-named shape keys), installs the built add-on zip into a throw-away Blender home (the
+`bpy` 5.0 module of the project venv), runs the headless Generate Lip Sync on the scene's
+sound strip (it drives the head's own ARKit keys), and writes into out/demo/:
   demo_animated.blend   the scene with the lip-sync take
   demo_preview.mp4      Workbench preview with the sound (Blender's FFmpeg)
   demo_contact_sheet.png  frames across the clip, with the mouth opening of each
@@ -32,11 +33,9 @@ def fallback_model(out: Path) -> Path | None:
         read_bundle(DEFAULT_BUNDLE_DIR)
         return None
     except Wav2SemError:
-        from make_demo import head_template
+        from wav2sem.testing import write_tiny_ict_bundle
 
-        from wav2sem.testing import write_tiny_bundle
-
-        return write_tiny_bundle(out / "untrained-model", template=head_template(), offset_scale=0.01)
+        return write_tiny_ict_bundle(out / "untrained-model")
 
 
 def install_addon(bpy):
@@ -49,6 +48,21 @@ def install_addon(bpy):
     if result != {"FINISHED"}:
         raise SystemExit(f"Installing {zips[-1].name} failed: {result}")
     return next(m for name, m in sys.modules.items() if name.endswith(f".{PACKAGE}") or name == PACKAGE)
+
+
+def driven_keys(head) -> list[str]:
+    """The shape keys the lip-sync take's curves drive (on the head's own keys)."""
+    import re
+
+    animation = head.data.shape_keys.animation_data if head.data.shape_keys else None
+    names: list[str] = []
+    for track in animation.nla_tracks if animation else ():
+        for strip in track.strips:
+            bag = strip.action
+            curves = bag.fcurves if hasattr(bag, "fcurves") and len(bag.fcurves) else [
+                c for layer in getattr(bag, "layers", ()) for s in layer.strips for b in s.channelbags for c in b.fcurves]
+            names += [m.group(1) for c in curves if (m := re.fullmatch(r'key_blocks\["(.+)"\]\.value', c.data_path))]
+    return names
 
 
 def contact_sheet(bpy, scene, head, path: Path, frames: list[int]) -> None:
@@ -120,9 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     print("generating lip sync (headless) ...", flush=True)
     t0 = time.monotonic()
     bpy.ops.wav2sem.generate_lipsync(object="Head")
-    keys = [k.name for k in head.data.shape_keys.key_blocks] if head.data.shape_keys else []
-    print(f"  {len(keys) - 1} shape keys written in {time.monotonic() - t0:.1f} s "
-          f"(frames {scene.frame_start}-{scene.frame_end} at {scene.render.fps} fps)", flush=True)
+    print(f"  take written in {time.monotonic() - t0:.1f} s (frames {scene.frame_start}-{scene.frame_end} "
+          f"at {scene.render.fps} fps); keys it drives: {', '.join(driven_keys(head))}", flush=True)
     animated = out / "demo_animated.blend"
     bpy.ops.wm.save_as_mainfile(filepath=str(animated), copy=True)
     sheet = out / "demo_contact_sheet.png"
