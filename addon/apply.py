@@ -19,7 +19,7 @@ from typing import Any
 import bpy
 import numpy as np
 
-from . import versions
+from . import rest_track, versions
 from .mapping import PreparedTake
 
 log = logging.getLogger(__name__)
@@ -27,8 +27,7 @@ log = logging.getLogger(__name__)
 TAKE_PREFIX = "LipSync_"
 TAKE_PROPERTY = "wav2sem_take"                 # on the Action: the take's name
 CREATED_BASIS_PROPERTY = "wav2sem_created_basis"   # on the Key: we added the Basis
-DRIVES_KEYS_PROPERTY = "wav2sem_drives_keys"   # on the Action: it animates the user's keys (never removed)
-REST_VALUES_PROPERTY = "wav2sem_rest_values"   # on such an Action: {key: value before the take}, put back on clear
+DRIVES_KEYS_PROPERTY = rest_track.DRIVES_KEYS_PROPERTY   # on the Action: it animates the user's keys (kept)
 _PENDING = "~new"
 _LINEAR = 1                                    # Keyframe.interpolation enum index of 'LINEAR'
 # Blender cuts names at 63 UTF-8 bytes. A take's name leaves room for its key names'
@@ -86,28 +85,6 @@ def _take_key_pattern(take: str) -> re.Pattern[str]:
 
 def drives_user_keys(action: bpy.types.Action) -> bool:
     return bool(action.get(DRIVES_KEYS_PROPERTY))
-
-
-def rest_values(obj: bpy.types.Object, names: list[str]) -> dict[str, float]:
-    """The values the user gave these keys: as saved by a take that drives them (animation
-    overwrites a driven key's value as frames change), else their values now."""
-    key = obj.data.shape_keys
-    saved: dict[str, float] = {}
-    if key is not None and key.animation_data is not None:
-        for track in key.animation_data.nla_tracks:
-            for strip in track.strips:
-                if strip.action is not None and drives_user_keys(strip.action):
-                    for name, value in (strip.action.get(REST_VALUES_PROPERTY) or {}).items():
-                        saved.setdefault(name, float(value))
-    return {name: saved.get(name, float(key.key_blocks[name].value)) for name in names}
-
-
-def _restore_values(obj: bpy.types.Object, action: bpy.types.Action) -> None:
-    key = obj.data.shape_keys
-    for name, value in (action.get(REST_VALUES_PROPERTY) or {}).items():
-        block = key.key_blocks.get(name)
-        if block is not None:
-            block.value = float(value)
 
 
 def take_owned_keys(obj: bpy.types.Object) -> set[str]:
@@ -250,13 +227,12 @@ def pending_name(take: str) -> str:
 
 
 def animate_keys(obj: bpy.types.Object, name: str, key_names: list[str], curves: list[tuple[np.ndarray, np.ndarray]],
-                 strip_start: int, created: dict[str, Any], user_keys: bool = False,
-                 rest: dict[str, float] | None = None) -> None:
+                 strip_start: int, created: dict[str, Any], user_keys: bool = False) -> None:
     """One action `name` (the pending name of a take) with a linear curve per key, on its
     own NLA track. A take of the add-on's own keys holds its end values (zeros) outside its
-    strip; one that drives the user's keys (`user_keys`; `rest` = their values before it,
-    put back when it is cleared) does not extrapolate, so takes at other frames on the same
-    keys (lower tracks) still play."""
+    strip; one that drives the user's keys (`user_keys`) does not extrapolate (the rest
+    track below holds those keys' own values), so takes at other frames on the same keys
+    still play."""
     key = obj.data.shape_keys
     assert key is not None
     action, slot, fcurves = versions.new_shape_key_action(name, key)
@@ -264,7 +240,6 @@ def animate_keys(obj: bpy.types.Object, name: str, key_names: list[str], curves:
     action[TAKE_PROPERTY] = name[:-len(_PENDING)]
     if user_keys:
         action[DRIVES_KEYS_PROPERTY] = True
-        action[REST_VALUES_PROPERTY] = dict(rest or {})
     for key_name, (frames, values) in zip(key_names, curves):
         curve = fcurves.new(f'key_blocks["{key_name}"].value')
         created["curves"].append(curve)
@@ -298,6 +273,7 @@ def discard(obj: bpy.types.Object, created: dict[str, Any], created_basis: bool)
             bpy.data.actions.remove(created["action"])
         for block in reversed(created["keys"]):
             obj.shape_key_remove(block)
+        rest_track.undo(obj, created)
         if created.get("animation_data") and key is not None and key.animation_data is not None:
             key.animation_data_clear()
         if created_basis and obj.data.shape_keys is not None:
@@ -344,14 +320,14 @@ def clear_take(obj: bpy.types.Object, take: str, keep_basis: bool = False) -> bo
     tracks = _take_tracks(obj, take)
     for track, actions in tracks:
         for action in actions:
-            if drives_user_keys(action):
-                _restore_values(obj, action)
-            else:
+            if not drives_user_keys(action):
                 driven |= _animated_keys(action)
         key.animation_data.nla_tracks.remove(track)
         for action in actions:
             if action.users == 0:
                 bpy.data.actions.remove(action)
+    if tracks:
+        rest_track.sync(obj)          # keys no take drives any more: their own values back
     blocks = _take_keys(obj, take, driven)
     for block in blocks:
         obj.shape_key_remove(block)

@@ -1,10 +1,11 @@
 """Write a take onto the character's own face keys (face_plan.KEYS). Main thread only.
 
 The take is one Action (marked apply.DRIVES_KEYS_PROPERTY) with one weight curve per driven
-key, on its own NLA track named after the take; no shape key is added, and no key's value,
-range or other curves change: the Basis and every key the take does not drive are left as
-they were (a driven key's value shows its animation; clearing the take puts back the value
-it had before). The new take is written under a pending name and replaces an old take of the
+key, on its own NLA track named after the take, above the object's rest track (rest_track.py:
+it holds the driven keys at the user's own values outside the takes); no shape key is added,
+and no key's value, range or other curves change: the Basis and every key the take does not
+drive are left as they were (a driven key's value shows its animation; clearing the take puts
+back the value it had before). The new take is written under a pending name and replaces an old take of the
 same name only once complete; on any error the object is left exactly as it was.
 """
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 import bpy
 
-from . import apply
+from . import apply, rest_track
 from .face_plan import KeyTake
 from .mapping import MappingError
 
@@ -27,10 +28,11 @@ def write_key_take(obj: bpy.types.Object, take: str, prepared: KeyTake, frame_st
     assert key is not None
     created: dict[str, Any] = apply.new_created()
     try:
+        rest_track.ensure(obj, rest_track.rest_values(obj, list(prepared.keys)), created)   # below the take
         frames, values = apply.padded_curves(prepared.values, frame_start)
         apply.animate_keys(obj, apply.pending_name(take), list(prepared.keys),
                            [(frames, values[:, m]) for m in range(values.shape[1])], frame_start - 1, created,
-                           user_keys=True, rest=apply.rest_values(obj, list(prepared.keys)))
+                           user_keys=True)
         apply.clear_take(obj, take, keep_basis=True)
         apply.finish_names(created, take)
     except BaseException:

@@ -68,6 +68,16 @@ def action_fcurves(action: bpy.types.Action) -> list[Any]:
     return list(action.fcurves)  # type: ignore[attr-defined]  # < 5.0
 
 
+def strip_fcurves(strip: Any) -> Any:
+    """The F-curve collection (new/remove) of an NLA strip's action: the channel bag of the
+    strip's slot (4.4+), else the legacy `action.fcurves`."""
+    action = strip.action
+    if SLOTTED_ACTIONS and action.is_action_layered:
+        from bpy_extras import anim_utils
+        return anim_utils.action_ensure_channelbag_for_slot(action, strip.action_slot).fcurves
+    return action.fcurves  # type: ignore[attr-defined]  # < 4.4
+
+
 def add_nla_strip(track: Any, name: str, start: int, action: bpy.types.Action, slot: Any) -> Any:
     strip = track.strips.new(name, start, action)
     if slot is not None and getattr(strip, "action_slot", None) != slot:

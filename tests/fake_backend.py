@@ -5,6 +5,9 @@ Used by tests for what the real backend will not do on request: crash mid-genera
 slow (so cancel can be tested), ignore a cancel, write junk on stdout, speak another
 protocol version, hang, stop reading its stdin. Like the real server it answers hello and
 cancel at once, even while a generate runs, and queues the other requests.
+With `--blendshapes K` it is a blendshape (ARKit) model: model_info declares K channels
+(jawOpen, mouthClose, ...) and their displacements, generate returns (T, K) weights (and
+offsets = weights @ deltas unless asked for `offsets: false`).
 Run: python tests/fake_backend.py [--crash-after-progress N] [--slow S] [--log FILE] ...
 """
 from __future__ import annotations
@@ -24,6 +27,8 @@ from pathlib import Path
 import numpy as np
 
 FPS = 30.0
+CHANNELS = ("jawOpen", "mouthClose", "mouthFunnel", "mouthPucker", "mouthPress_L", "mouthPress_R",
+            "mouthSmile_L", "mouthSmile_R", "browInnerUp_L", "browInnerUp_R")
 
 
 def make_template(vertex_count: int) -> np.ndarray:
@@ -47,6 +52,21 @@ def motion(template: np.ndarray, frames: int, fps: float) -> np.ndarray:
     return (jaw[:, None, None] * jaw_field + spread[:, None, None] * spread_field).astype(np.float32)
 
 
+def channel_weights(frames: int, count: int, fps: float = FPS) -> np.ndarray:
+    """(T, K) weights in 0..1: channel k a sine at its own rate (jawOpen at 3 Hz)."""
+    t = np.arange(frames, dtype=np.float64)[:, None] / fps
+    rates = 3.0 + 0.7 * np.arange(count)[None, :]
+    return (0.5 + 0.45 * np.sin(2 * math.pi * rates * t)).astype(np.float32)
+
+
+def channel_deltas(template: np.ndarray, count: int) -> np.ndarray:
+    """(K, V, 3) displacements: channel k moves the vertices of its own slice of the head."""
+    deltas = np.zeros((count,) + template.shape, dtype=np.float32)
+    for k in range(count):
+        deltas[k, k::count, (k % 3)] = 0.01
+    return deltas
+
+
 def audio_seconds(path: str) -> float:
     with wave.open(path, "rb") as wav:
         return wav.getnframes() / float(wav.getframerate())
@@ -62,6 +82,10 @@ class Server:
             self.template = make_template(args.vertex_count)
         self.template_path = self.workdir / "template.npy"
         np.save(self.template_path, self.template)
+        self.channels = CHANNELS[:args.blendshapes] if args.blendshapes else ()
+        self.blendshapes_path = self.workdir / "blendshapes.npy"
+        if self.channels:
+            np.save(self.blendshapes_path, channel_deltas(self.template, len(self.channels)))
         self.requests: queue.Queue[dict | None] = queue.Queue()
         self.cancelled: set[int] = set()
         self.lock = threading.Lock()
@@ -86,6 +110,9 @@ class Server:
             if self.args.log:
                 with open(self.args.log, "a", encoding="utf-8") as log:
                     log.write(request["op"] + "\n")
+            if self.args.log_requests:
+                with open(self.args.log_requests, "a", encoding="utf-8") as log:
+                    log.write(json.dumps(request) + "\n")
             if self.args.hang:
                 continue
             rid = request.get("id")
@@ -119,7 +146,9 @@ class Server:
                 self.send({"id": rid, "type": "result", "data": {
                     "name": "fake", "fps": FPS, "vertex_count": len(self.template),
                     "template": str(self.template_path), "faces": None, "subjects": ["A", "B"],
-                    "regions": {}, "landmarks": {}}})
+                    "regions": {}, "landmarks": {}, "output": "blendshapes" if self.channels else "vertices",
+                    "channels": list(self.channels),
+                    "blendshapes": str(self.blendshapes_path) if self.channels else None}})
             elif op == "generate":
                 self.generate(rid, params)
             else:
@@ -146,10 +175,22 @@ class Server:
                 os._exit(3)
             time.sleep(self.args.slow / steps)
         output = params.get("output") or str(self.workdir / f"offsets_{rid}.npy")
-        np.save(output, motion(self.template, frames, FPS))
+        weights_output = None
+        if self.channels:
+            weights = channel_weights(frames, len(self.channels))
+            weights_output = params.get("weights_output") or str(self.workdir / f"weights_{rid}.npy")
+            np.save(weights_output, weights)
+            if params.get("offsets", True) is False:
+                output = None
+            else:
+                deltas = channel_deltas(self.template, len(self.channels))
+                np.save(output, np.einsum("tk,kvc->tvc", weights, deltas).astype(np.float32))
+        else:
+            np.save(output, motion(self.template, frames, FPS))
         self.send({"id": rid, "type": "result", "data": {
             "offsets": output, "frames": frames, "fps": FPS, "vertex_count": len(self.template),
-            "model": "fake", "seconds": 0.0, "warnings": list(self.args.warning)}})
+            "model": "fake", "seconds": 0.0, "warnings": list(self.args.warning),
+            "weights": weights_output, "channels": list(self.channels)}})
 
 
 def main() -> int:
@@ -163,6 +204,8 @@ def main() -> int:
     parser.add_argument("--protocol", type=int, default=1)
     parser.add_argument("--warning", action="append", default=[], help="a warning to put in every result")
     parser.add_argument("--log", help="append the op of every request received to this file")
+    parser.add_argument("--log-requests", help="append every request received to this file (JSON lines)")
+    parser.add_argument("--blendshapes", type=int, default=0, help="be a blendshape model with this many channels")
     parser.add_argument("--hang", action="store_true", help="read requests but never answer")
     parser.add_argument("--deaf", action="store_true", help="close stdin at once and stay alive, silent")
     # Also accepted so the fake can be launched like the real thing: fake_backend.py serve

@@ -80,10 +80,13 @@ def test_full_arkit_head_drives_its_own_keys_and_adds_none(ict, speech, ict_weig
 
     after = key_values(head)
     assert list(after) == list(before)                         # no key added or removed
-    assert [a.name for a in bpy.data.actions] == ["LipSync_line"]
+    assert [a.name for a in bpy.data.actions] == ["LipSync rest", "LipSync_line"]
     action = bpy.data.actions["LipSync_line"]
     assert action.get("wav2sem_drives_keys")
-    assert [t.name for t in keys.animation_data.nla_tracks] == ["LipSync_line"]
+    # The take's track above the rest track, which holds the driven keys at the user's values.
+    assert [t.name for t in keys.animation_data.nla_tracks] == ["LipSync rest values", "LipSync_line"]
+    rest = curves_of(bpy.data.actions["LipSync rest"], fcurves)
+    assert sorted(rest) == sorted(path(c) for c in SPEECH) and all(p[:, 1].tolist() == [0.0] for p in rest.values())
     curves = take_curves()
     assert sorted(curves) == sorted(path(c) for c in SPEECH)   # brows (upper face, strength 0) left alone
     for name, (value, low, high, mute, coords) in before.items():
@@ -106,6 +109,10 @@ def test_full_arkit_head_drives_its_own_keys_and_adds_none(ict, speech, ict_weig
     for c in SPEECH:
         mix += expected[frame - 1, channels.index(c)] * (after[c][4].reshape(-1, 3) - basis)
     np.testing.assert_allclose(evaluated_coords(head, frame), basis + mix, atol=2e-5)
+    # After the take: the rest shape with the user's own eyeBlink_L (no key left open).
+    rest_shape = basis + 0.4 * (after["eyeBlink_L"][4].reshape(-1, 3) - basis)
+    np.testing.assert_allclose(evaluated_coords(head, 100), rest_shape, atol=2e-5)
+    assert keys.key_blocks["jawOpen"].value == 0.0
     # The match is kept with the object and shown in the panel's rows.
     rows = {row.source: row.key for row in head.wav2sem_face.rows}
     assert rows["jawOpen"] == "jawOpen" and rows["mouthPress_L"] == "mouthPress_L"
@@ -116,8 +123,8 @@ def test_regenerate_replaces_and_clear_keeps_the_users_keys(ict, speech):
     before = full_snapshot(head, fcurves)
     for intensity in (1.0, 0.5):
         assert generate(head, speech, intensity=intensity) == {"FINISHED"}
-    assert [a.name for a in bpy.data.actions] == ["LipSync_line"]
-    assert len(head.data.shape_keys.animation_data.nla_tracks) == 1
+    assert [a.name for a in bpy.data.actions] == ["LipSync rest", "LipSync_line"]
+    assert len(head.data.shape_keys.animation_data.nla_tracks) == 2          # the rest track and the take
     assert bpy.ops.wav2sem.clear_lipsync(object=head.name) == {"FINISHED"}
     head.wav2sem_face.rows.clear()                             # the match the first take stored
     assert_fully_same(before, full_snapshot(head, fcurves))    # keys, values, no action, no animation data
@@ -281,3 +288,47 @@ def test_cancel_and_failure_leave_keys_values_and_curves_as_they_were(ict, speec
     with pytest.raises(RuntimeError, match="simulated failure"):
         generate(head, speech)
     assert_fully_same(before, full_snapshot(head, fcurves))
+
+
+def test_backend_dying_mid_take_leaves_the_keys_as_they_were(ict, speech, fake_python, monkeypatch):
+    monkeypatch.setenv("WAV2SEM_PYTHON", fake_python("--vertex-count", "26719", "--blendshapes", "10",
+                                                     "--crash-after-progress", "2"))
+    addon_module("client").POOL.close()
+    head = ict.build_ict_head(bpy, "ICT", only=SPEECH)
+    head.data.shape_keys.key_blocks["jawOpen"].value = 0.3
+    before = full_snapshot(head, fcurves)
+    try:
+        with pytest.raises(RuntimeError, match=r"stopped unexpectedly \(exit code 3\)"):
+            generate(head, speech)
+    finally:
+        addon_module("client").POOL.close()
+    assert_fully_same(before, full_snapshot(head, fcurves))
+    assert len(head.wav2sem_face.rows) == 0                     # no match stored by a failed take
+
+
+def test_takes_at_other_frames_on_the_same_keys_both_play(ict, workdir, fake_python, monkeypatch):
+    """A take that drives the user's keys does not hold its ends, so a lower take still plays."""
+    from bpy_helpers import write_wav
+    monkeypatch.setenv("WAV2SEM_PYTHON", fake_python("--vertex-count", "26719", "--blendshapes", "4"))
+    addon_module("client").POOL.close()
+    first, second = write_wav(workdir / "first.wav", 1.0), write_wav(workdir / "second.wav", 1.0)
+    head = ict.build_ict_head(bpy, "ICT", only=("jawOpen", "mouthClose"))
+    try:
+        assert generate(head, first) == {"FINISHED"}            # frames 1-30
+        bpy.context.scene.frame_set(60)
+        assert generate(head, second) == {"FINISHED"}           # frames 60-89
+    finally:
+        addon_module("client").POOL.close()
+    assert [t.name for t in head.data.shape_keys.animation_data.nla_tracks] == [
+        "LipSync rest values", "LipSync_first", "LipSync_second"]
+    jaw = head.data.shape_keys.key_blocks["jawOpen"]
+
+    def jaw_at(frame):
+        bpy.context.scene.frame_set(frame)
+        return jaw.value
+
+    def expected(offset):                                       # the fake's jawOpen: 0.5 + 0.45 sin(2 pi 3 t)
+        return 0.5 + 0.45 * np.sin(2 * np.pi * 3.0 * offset / SCENE_FPS)
+    assert jaw_at(0) == 0.0 and jaw_at(45) == 0.0 and jaw_at(200) == 0.0
+    assert jaw_at(10) == pytest.approx(expected(9), abs=0.02)
+    assert jaw_at(70) == pytest.approx(expected(10), abs=0.02)

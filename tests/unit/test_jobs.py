@@ -141,3 +141,27 @@ def test_progress_of_another_request_keeps_the_watchdog_quiet(start_fake, wav_fi
     check.wait(timeout=30)
     take.wait(timeout=30)
     assert check.error is None and take.error is None
+
+
+def test_mesh_check_can_ask_for_weights_only(start_fake, wav_file, tmp_path):
+    """A blendshape model on a mesh with face keys: the check swaps in a request without offsets."""
+    import dataclasses
+    import json
+
+    log = tmp_path / "requests.jsonl"
+    backend = start_fake("--blendshapes", "4", "--log-requests", str(log))
+    weights = tmp_path / "weights.npy"
+
+    def check_model(info: protocol.ModelInfo):
+        assert info.predicts_weights and info.channels == ("jawOpen", "mouthClose", "mouthFunnel", "mouthPucker")
+        return dataclasses.replace(take.request, offsets=False, weights_output=str(weights))
+
+    take = GenerateJob(backend, GenerateRequest(str(wav_file(0.5)), output=str(tmp_path / "offsets.npy")),
+                       check_model=check_model)
+    take.wait(timeout=20)
+    assert take.error is None and take.result.offsets is None and take.result.weights == str(weights)
+    assert take.result.channels == ("jawOpen", "mouthClose", "mouthFunnel", "mouthPucker")
+    params = [json.loads(line)["params"] for line in log.read_text().splitlines()
+              if json.loads(line)["op"] == "generate"][0]
+    assert params["offsets"] is False and params["weights_output"] == str(weights) and "output" not in params
+    assert not (tmp_path / "offsets.npy").exists()

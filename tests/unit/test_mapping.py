@@ -152,3 +152,22 @@ def test_prepare_take_refuses_non_finite_input(template, mode, broken, value):
                              mesh_name="'Head'")
     message = str(info.value)
     assert {"offsets": "backend", "template": "template", "rest": "'Head'"}[broken] in message
+
+
+def test_channel_take_maps_each_channel_and_keeps_the_weights(template):
+    rotation = rotation_about("x", 90)
+    mesh = (template @ rotation.T * 2.0).astype(np.float32)
+    rng = np.random.default_rng(3)
+    deltas = rng.normal(scale=0.01, size=(3, len(template), 3)).astype(np.float32)
+    weights = rng.uniform(-0.1, 1.2, size=(61, 3)).astype(np.float32)
+    prepared = mapping.prepare_channel_take(template, mesh, deltas, weights, ("jawOpen", "mouthClose", "browInnerUp_L"),
+                                            30.0, 24.0, np.array([1.0, 0.5, 0.0], np.float32))
+    assert prepared.key_names == ("jawOpen", "mouthClose")             # gain 0: no key
+    assert prepared.frames == 49 and prepared.compact.relative_error == 0.0
+    np.testing.assert_allclose(prepared.compact.basis, deltas[:2] @ (2.0 * rotation).T, atol=1e-6)
+    expected = mapping.resample(weights, 30.0, 24.0)[:, :2] * [1.0, 0.5]
+    np.testing.assert_allclose(prepared.compact.weights, expected, atol=1e-6)   # not clipped
+    with pytest.raises(mapping.MappingError, match="strength is 0"):
+        mapping.prepare_channel_take(template, mesh, deltas, weights, ("a", "b", "c"), 30, 30, np.zeros(3))
+    with pytest.raises(mapping.MappingError, match="weights of shape"):
+        mapping.prepare_channel_take(template, mesh, deltas, weights[:, :2], ("a", "b", "c"), 30, 30, np.ones(3))

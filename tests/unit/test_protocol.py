@@ -49,3 +49,24 @@ def test_requests_are_ascii_so_no_code_page_misreads_them():
     line = protocol.encode(protocol.Request(1, "generate", {"audio": "C:\\Stimme äöü\\日本 😀.wav"}))
     assert line.decode("cp1252").encode("cp1252") == line and line.isascii()
     assert json.loads(line.decode("cp1252"))["params"]["audio"] == "C:\\Stimme äöü\\日本 😀.wav"
+
+
+def test_blendshape_fields_round_trip_and_default_for_vertex_models():
+    info = protocol.ModelInfo("m", 30.0, 26719, "/t.npy", None, (), {}, {}, "blendshapes", ("jawOpen", "mouthClose"),
+                              "/b.npy")
+    assert protocol.ModelInfo.from_dict(json.loads(json.dumps(info.to_dict()))) == info and info.predicts_weights
+    old = protocol.ModelInfo.from_dict({"name": "m", "fps": 30, "vertex_count": 5, "template": "/t.npy"})
+    assert old.output == "vertices" and old.channels == () and old.blendshapes is None and not old.predicts_weights
+    with pytest.raises(ValueError, match="unknown model output"):
+        protocol.ModelInfo.from_dict({"name": "m", "fps": 30, "vertex_count": 5, "template": "/t", "output": "bones"})
+    result = protocol.GenerateResult(None, 90, 30.0, 26719, "m", 1.0, (), "/w.npy", ("jawOpen",))
+    assert protocol.GenerateResult.from_dict(json.loads(json.dumps(result.to_dict()))) == result
+    with pytest.raises(KeyError):
+        protocol.GenerateResult.from_dict({"offsets": None, "weights": None, "frames": 1, "fps": 30, "vertex_count": 5})
+
+
+def test_generate_params_without_offsets():
+    from wav2sem_lipsync.jobs import GenerateRequest
+    params = GenerateRequest("/a.wav", output="/o.npy", offsets=False, weights_output="/w.npy").generate_params()
+    assert params["offsets"] is False and params["weights_output"] == "/w.npy" and "output" not in params
+    assert "offsets" not in GenerateRequest("/a.wav").generate_params()
