@@ -188,3 +188,26 @@ print("EVAL " + json.dumps({"jaw": out, "tracks": tracks}))
     assert jaw[8] > 0                                                             # the first (lower) take plays
     bpy_frame = 40
     assert second <= bpy_frame < second + 20 and jaw[bpy_frame] > 0               # and so does the second
+
+
+def test_face_keys_panel_modal_generate_and_one_step_undo(ict, tmp_path):
+    import shutil
+    if shutil.which("xvfb-run") is None:
+        pytest.skip("xvfb-run is not installed (Debian package xvfb)")
+    from cli_helpers import BLENDER
+    out = tmp_path / "face_gui.json"
+    env = dict(ict.env, WAV2SEM_MODEL=ict.ict_bundle)
+    result = subprocess.run(
+        ["xvfb-run", "-a", "-s", "-screen 0 1280x800x24", BLENDER, str(ict.ict_scene), "--enable-event-simulate",
+         "--python", str(REPO / "tests" / "blender_cli" / "face_gui_session.py"), "--", str(ict.speech), str(out)],
+        env=env, capture_output=True, text=True, timeout=240)
+    assert out.exists(), result.stdout[-3000:] + result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert not report["errors"], report["errors"]
+    assert report["panel_draws"] > 0 and report["rows_drawn"] > 0        # the Face Keys panel and its rows
+    before, after = report["before"], report["after_generate"]
+    assert report["invoke"] == ["RUNNING_MODAL"]
+    assert after["keys"] == before["keys"] and len(after["keys"]) == 54  # no key added
+    assert after["tracks"] == ["LipSync rest values", "LipSync_speech"] and after["rows"] > 0
+    assert report["after_undo"] == before                                # one undo step: take and match gone
+    assert report["after_redo"] == after
