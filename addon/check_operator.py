@@ -89,7 +89,9 @@ class WAV2SEM_OT_check_backend(bpy.types.Operator):
             properties.remember_subjects(context, info)
             self._show(context, f"{job.hello.summary()}\nPython: {choice.path} ({choice.source})\n"
                                 f"Model: {info.name}, {info.vertex_count} vertices, {info.fps:g} fps, "
-                                f"{len(info.subjects)} speaking styles")
+                                f"{len(info.subjects)} speaking styles"
+                                + (f", {len(info.channels)} ARKit channels (drives face keys)"
+                                   if info.predicts_weights else ""))
             self.report({"INFO"}, preferences.preferences(context).status.replace("\n", "; "))
             return {"FINISHED"}
         finally:

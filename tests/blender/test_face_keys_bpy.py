@@ -332,3 +332,21 @@ def test_takes_at_other_frames_on_the_same_keys_both_play(ict, workdir, fake_pyt
     assert jaw_at(0) == 0.0 and jaw_at(45) == 0.0 and jaw_at(200) == 0.0
     assert jaw_at(10) == pytest.approx(expected(9), abs=0.02)
     assert jaw_at(70) == pytest.approx(expected(10), abs=0.02)
+
+
+@pytest.mark.parametrize("fails", ["rest track", "take track"])
+def test_a_failing_first_take_leaves_no_animation_data(ict, speech, monkeypatch, fails):
+    head = ict.build_ict_head(bpy, "ICT", only=("jawOpen", "mouthClose"))
+    before = full_snapshot(head, fcurves)
+    versions = addon_module("versions")
+    real = versions.add_nla_strip
+
+    def broken(track, name, *args):
+        if fails == "take track" and name == "LipSync rest values":
+            return real(track, name, *args)
+        raise RuntimeError("simulated failure while adding a strip")
+    monkeypatch.setattr(versions, "add_nla_strip", broken)
+    with pytest.raises(RuntimeError, match="simulated failure"):
+        generate(head, speech)
+    assert head.data.shape_keys.animation_data is None
+    assert_fully_same(before, full_snapshot(head, fcurves))
