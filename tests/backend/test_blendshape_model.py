@@ -164,7 +164,7 @@ def test_vertex_corpora_still_read_as_before(tmp_path):
 
 
 # ----- the loss ---------------------------------------------------------------------------------
-def _objective(template, blendshapes: bool, closure_weight=5.0, gap_weight=0.5, weight_loss=0.0):
+def _objective(template, blendshapes: bool, closure_weight=5.0, gap_weight=0.5, weight_loss=0.0, **kwargs):
     from wav2sem.train.animation import AnimationObjective
 
     weights = torch.ones(template.vertex_count)
@@ -172,7 +172,22 @@ def _objective(template, blendshapes: bool, closure_weight=5.0, gap_weight=0.5, 
     pair = template.lip_centres
     return AnimationObjective(torch.nn.Identity(), FPS, 0.003, 0.1, weights, pair,
                               torch.from_numpy(template.vertices[list(pair)]), gap_weight, closure_weight,
-                              torch.from_numpy(template.blendshape_deltas) if blendshapes else None, 0.3, weight_loss)
+                              torch.from_numpy(template.blendshape_deltas) if blendshapes else None, 0.3, weight_loss,
+                              **kwargs)
+
+
+def test_closure_mm_sets_which_target_frames_count_as_closed():
+    template = blendshape_template()
+    rng = np.random.default_rng(5)
+    target = torch.tensor(smooth_weights(40, 4, rng)[None], dtype=torch.float32)
+    predicted = target + 0.1
+    gaps = _objective(template, True).lip_gap(target)
+    plain = float(_objective(template, True, 1.0, 0.0).reconstruction_loss(predicted, target))
+    none_closed = _objective(template, True, 5.0, 0.0, closure_mm=0.0)          # no frame is under 0 mm
+    assert float(none_closed.reconstruction_loss(predicted, target)) == pytest.approx(plain, rel=1e-6)
+    middle = float(gaps.median()) * 1000.0                                       # about half the frames
+    some = float(_objective(template, True, 5.0, 0.0, closure_mm=middle).reconstruction_loss(predicted, target))
+    assert some > plain * 1.2
 
 
 def test_gram_loss_equals_the_explicit_vertex_loss_on_random_data():

@@ -58,8 +58,10 @@ class AnimationObjective(torch.nn.Module):
     def __init__(self, net: SpeechToFace, fps: float, offset_std: float, input_noise: float,
                  vertex_weights: torch.Tensor, lip_pair: tuple[int, int] | None = None,
                  lip_pair_rest: torch.Tensor | None = None, gap_weight: float = 0.0, closure_weight: float = 1.0,
-                 blendshapes: torch.Tensor | None = None, target_std: float | None = None, weight_loss: float = 0.0):
+                 blendshapes: torch.Tensor | None = None, target_std: float | None = None, weight_loss: float = 0.0,
+                 closure_mm: float = metrics.CLOSED_MM):
         super().__init__()
+        self.closure_m = closure_mm / 1000.0           # target lip gap (template in metres) below which a frame is closed
         self.net = net
         self.fps = fps
         self.offset_std = offset_std                 # metres: scales the gap term into the MSE's units
@@ -101,7 +103,7 @@ class AnimationObjective(torch.nn.Module):
             squared = (predicted - target) ** 2 * self.coordinate_weights                 # (B, T, V*3)
         if self.closure_weight != 1.0:
             # frames where the target lips are closed count closure_weight times (whole face)
-            closed = self.lip_gap(target) < metrics.CLOSED_MM / 1000.0                        # template in metres
+            closed = self.lip_gap(target) < self.closure_m
             squared = squared * (1.0 + (self.closure_weight - 1.0) * closed.unsqueeze(-1))
         loss = torch.mean(squared)
         if self.gap_weight > 0:
@@ -219,7 +221,8 @@ def train_animation(config: dict, corpus: str | Path, out: str | Path, semantic_
     objective = AnimationObjective(
         net, float(config["fps"]), offset_std, recipe["input_noise"], weights, lip_pair,
         torch.from_numpy(template.vertices[list(lip_pair)]) if lip_pair else None, float(recipe.get("gap_weight", 0.0)),
-        float(recipe.get("closure_weight", 1.0)), blendshapes, target_std, float(recipe.get("weight_loss", 0.0)))
+        float(recipe.get("closure_weight", 1.0)), blendshapes, target_std, float(recipe.get("weight_loss", 0.0)),
+        float(recipe.get("closure_mm", metrics.CLOSED_MM)))
     if recipe.get("init_weights"):
         load_init_weights(net, recipe["init_weights"])
     model = distributed.wrap(objective, ctx)
