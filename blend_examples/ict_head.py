@@ -1,5 +1,6 @@
 """The ICT FaceKit head (MIT, backend/wav2sem/assets/heads/ict_facekit/LICENSE) as a Blender
-mesh: quads kept, metres, Z up, one material slot per part, and optionally its 53 ARKit
+mesh: quads kept, metres, Z up, one material slot per part (and an iris and a pupil on the
+eyeballs, which the kit leaves white), and optionally its 53 ARKit
 expression shapes as shape keys (in another naming style, a subset, or as viseme keys).
 
 Needs only numpy and bpy, so it runs in any Blender 3.4 ... 5.x, Debian's included (which
@@ -45,6 +46,11 @@ PART_COLOURS = {
 # Thin see-through layers over the eyes in the kit; opaque they would hide the eyes, so their
 # faces are left out by default (their vertices stay: the vertex order is the template's).
 OVERLAY_PARTS = ("lacrimal_fluid", "eye_occlusion", "eye_blend")
+# The kit's eyeballs have no iris: the faces of each eyeball within these angles of its gaze
+# (+Z in the kit) get two more materials after the parts' (a 12 mm eyeball, 6 mm iris).
+EYEBALLS = ("eyeball_left", "eyeball_right")
+IRIS = ("ICT_iris", (0.16, 0.09, 0.05), 32.0)
+PUPIL = ("ICT_pupil", (0.01, 0.01, 0.01), 13.0)
 
 
 def load_arrays(npz: str | Path | None = None) -> dict[str, np.ndarray]:
@@ -117,9 +123,36 @@ def _mesh(bpy: Any, name: str, arrays: Mapping[str, np.ndarray], overlays: bool)
     mesh.polygons.foreach_set("use_smooth", np.ones(len(faces), dtype=bool))
     for part in part_names:
         mesh.materials.append(_material(bpy, f"ICT_{part}", PART_COLOURS.get(part, SKIN)))
-    mesh.polygons.foreach_set("material_index", parts.astype(np.int32))
+    slots = parts.copy()
+    for extra, (name, colour, angle) in enumerate((IRIS, PUPIL)):
+        mesh.materials.append(_material(bpy, name, colour))
+        gaze = _within_gaze(arrays, faces, parts, part_names, angle)
+        slots[gaze] = len(part_names) + extra
+    mesh.polygons.foreach_set("material_index", slots.astype(np.int32))
     mesh.update()
     return mesh
+
+
+def _within_gaze(arrays: Mapping[str, np.ndarray], faces: np.ndarray, parts: np.ndarray, part_names: list[str],
+                 degrees: float) -> np.ndarray:
+    """Faces of the eyeballs whose centre is within `degrees` of the eye's gaze (+Z)."""
+    neutral = np.asarray(arrays["neutral"], dtype=np.float64)
+    ranges = np.asarray(arrays["part_ranges"])
+    chosen = np.zeros(len(faces), dtype=bool)
+    for eye in EYEBALLS:
+        if eye not in part_names:
+            continue
+        index = part_names.index(eye)
+        start, end = ranges[index]
+        centre = neutral[start:end].mean(axis=0)
+        mine = np.nonzero(parts == index)[0]
+        corners = faces[mine]
+        sizes = (corners >= 0).sum(axis=1)
+        centroid = np.where(corners[..., None] >= 0, neutral[np.maximum(corners, 0)], 0.0).sum(axis=1) / sizes[:, None]
+        direction = centroid - centre
+        cosine = direction[:, 2] / np.maximum(np.linalg.norm(direction, axis=1), 1e-12)
+        chosen[mine[cosine > np.cos(np.radians(degrees))]] = True
+    return chosen
 
 
 def _material(bpy: Any, name: str, colour: tuple[float, float, float]) -> Any:

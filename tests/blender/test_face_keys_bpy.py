@@ -350,3 +350,29 @@ def test_a_failing_first_take_leaves_no_animation_data(ict, speech, monkeypatch,
         generate(head, speech)
     assert head.data.shape_keys.animation_data is None
     assert_fully_same(before, full_snapshot(head, fcurves))
+
+
+def test_ict_head_builder_keeps_the_kits_order_quads_and_parts(ict):
+    arrays = ict.load_arrays()
+    head = ict.build_ict_head(bpy, "ICT", keys="arkit", only=("jawOpen",), rename=ict.apple_style)
+    mesh = head.data
+    coords = np.empty(len(mesh.vertices) * 3, np.float32)
+    mesh.vertices.foreach_get("co", coords)
+    np.testing.assert_allclose(coords.reshape(-1, 3), ict.to_blender(arrays["neutral"]), atol=1e-6)
+    assert len(mesh.vertices) == 26719 and mesh.validate() is False        # nothing to fix
+    sizes = np.empty(len(mesh.polygons), np.int32)
+    mesh.polygons.foreach_get("loop_total", sizes)
+    assert set(sizes.tolist()) <= {3, 4} and (sizes == 4).sum() > 20000   # quads kept
+    names = [m.name.split(".")[0] for m in mesh.materials]
+    assert names[:13] == [f"ICT_{p}" for p in arrays["part_names"]] and names[13:] == ["ICT_iris", "ICT_pupil"]
+    teeth = names.index("ICT_teeth")
+    first = np.empty(len(mesh.polygons), np.int32)
+    mesh.polygons.foreach_get("loop_start", first)
+    loops = np.empty(len(mesh.loops), np.int32)
+    mesh.loops.foreach_get("vertex_index", loops)
+    material = np.empty(len(mesh.polygons), np.int32)
+    mesh.polygons.foreach_get("material_index", material)
+    start, end = arrays["part_ranges"][list(arrays["part_names"]).index("teeth")]
+    assert np.all((loops[first][material == teeth] >= start) & (loops[first][material == teeth] < end))
+    assert [k.name for k in mesh.shape_keys.key_blocks] == ["Basis", "jawOpen"]
+    assert ict.apple_style("mouthPress_L") == "mouthPressLeft" and ict.maya_style("jawOpen") == "blendShape1.jawOpen"
