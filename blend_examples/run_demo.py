@@ -20,7 +20,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 PACKAGE = "wav2sem_lipsync"
-SHEET_FRAMES = 12
+SHEET_FRAMES = 16
 
 
 def fallback_model(out: Path) -> Path | None:
@@ -59,19 +59,36 @@ def driven_keys(head) -> list[str]:
     for track in animation.nla_tracks if animation else ():
         for strip in track.strips:
             bag = strip.action
+            if bag is None or "wav2sem_take" not in bag:       # the take's own action only
+                continue
             curves = bag.fcurves if hasattr(bag, "fcurves") and len(bag.fcurves) else [
                 c for layer in getattr(bag, "layers", ()) for s in layer.strips for b in s.channelbags for c in b.fcurves]
             names += [m.group(1) for c in curves if (m := re.fullmatch(r'key_blocks\["(.+)"\]\.value', c.data_path))]
     return names
 
 
+def mouth_camera(bpy, scene, head, upper: int, lower: int):
+    """A second camera, close on the mouth (about 9 cm across), for the contact sheet."""
+    from mathutils import Vector
+
+    rest = head.data.shape_keys.reference_key.data if head.data.shape_keys else head.data.vertices
+    mouth = head.matrix_world @ ((Vector(rest[upper].co) + Vector(rest[lower].co)) / 2)
+    data = bpy.data.cameras.new("MouthCamera")
+    data.lens = 85
+    cam = bpy.data.objects.new("MouthCamera", data)
+    scene.collection.objects.link(cam)
+    cam.location = (mouth.x, mouth.y - 0.09 * data.lens / data.sensor_width, mouth.z + 0.01)
+    cam.rotation_euler = (1.5708, 0.0, 0.0)                    # looks along +Y, at the face
+    return cam
+
+
 def contact_sheet(bpy, scene, head, path: Path, frames: list[int]) -> None:
-    """Render Workbench stills at `frames` and tile them with each frame's lip gap."""
+    """Render Workbench stills of the mouth (close-up camera) at `frames` and tile them with
+    each frame's lip gap (between the model's lip-centre landmarks)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     from wav2sem.bundle import read_bundle
 
@@ -80,25 +97,35 @@ def contact_sheet(bpy, scene, head, path: Path, frames: list[int]) -> None:
     scene.render.engine = "BLENDER_WORKBENCH"
     scene.render.image_settings.file_format = "PNG"
     scene.render.resolution_percentage = 50
+    face_camera = scene.camera
+    if upper is not None and lower is not None:
+        scene.camera = mouth_camera(bpy, scene, head, upper, lower)
     cols = 4
     rows = (len(frames) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3.2 * rows))
-    with tempfile.TemporaryDirectory() as tmp:
-        for ax, frame in zip(axes.flat, frames):
-            scene.frame_set(frame)
-            still = Path(tmp) / f"{frame:05d}.png"
-            scene.render.filepath = str(still)
-            bpy.ops.render.render(write_still=True)
-            ax.imshow(plt.imread(still))
-            label = f"frame {frame} ({frame / scene.render.fps:.2f} s)"
-            if upper is not None and lower is not None:
-                mesh = head.evaluated_get(bpy.context.evaluated_depsgraph_get()).to_mesh()
-                gap = (mesh.vertices[upper].co - mesh.vertices[lower].co).length
-                head.evaluated_get(bpy.context.evaluated_depsgraph_get()).to_mesh_clear()
-                label += f"\nlip gap {gap * 1000:.1f} mm"
-            ax.set_title(label, fontsize=9)
-        for ax in axes.flat:
-            ax.axis("off")
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            for ax, frame in zip(axes.flat, frames):
+                scene.frame_set(frame)
+                still = Path(tmp) / f"{frame:05d}.png"
+                scene.render.filepath = str(still)
+                bpy.ops.render.render(write_still=True)
+                ax.imshow(plt.imread(still))
+                label = f"frame {frame} ({frame / scene.render.fps:.2f} s)"
+                if upper is not None and lower is not None:
+                    evaluated = head.evaluated_get(bpy.context.evaluated_depsgraph_get())
+                    mesh = evaluated.to_mesh()
+                    # the lip gap as the backend measures it (metrics.lip_gap): height, upper over lower
+                    gap = (head.matrix_world @ mesh.vertices[upper].co - head.matrix_world @ mesh.vertices[lower].co).z
+                    evaluated.to_mesh_clear()
+                    label += f"\nlip gap {gap * 1000:.1f} mm"
+                ax.set_title(label, fontsize=9)
+    finally:
+        if scene.camera is not face_camera:
+            bpy.data.objects.remove(scene.camera)
+            scene.camera = face_camera
+    for ax in axes.flat:
+        ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
 

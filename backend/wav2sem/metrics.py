@@ -48,12 +48,19 @@ OPEN_VOWELS = ("AA", "AE", "AH", "AO", "AW", "AY")
 CLOSED_MM = 1.0   # a predicted lip gap below this counts as a closure
 
 
+UP_AXIS = 1        # templates are Y up (docs/DESIGN.md)
+
+
 def lip_gap(offsets: np.ndarray, template_vertices: np.ndarray, upper: int, lower: int) -> np.ndarray:
-    """Distance per frame between the upper and lower lip centre vertices, in template units.
-    `offsets` (T, V, 3) are displacements from `template_vertices` (V, 3)."""
-    up = template_vertices[upper] + offsets[:, upper]
-    lo = template_vertices[lower] + offsets[:, lower]
-    return np.linalg.norm(up - lo, axis=1)
+    """The lip gap, the project's one definition: per frame, how far the upper lip-centre
+    landmark is above the lower one along the template's up axis (template units; negative
+    when the lips press past each other). Vertical, not the 3-D distance: on a head whose
+    two landmarks sit at different depths (the ICT head: 0.7 mm apart front to back) sealed
+    lips would otherwise still read as about 1 mm open. `offsets` (T, V, 3) are displacements
+    from `template_vertices` (V, 3)."""
+    up = template_vertices[upper, UP_AXIS] + offsets[:, upper, UP_AXIS]
+    lo = template_vertices[lower, UP_AXIS] + offsets[:, lower, UP_AXIS]
+    return up - lo
 
 
 def phone_gap_extrema(gap: np.ndarray, phonemes, fps: float, classes: tuple[str, ...], use_min: bool,

@@ -183,7 +183,7 @@ def test_closure_mm_sets_which_target_frames_count_as_closed():
     predicted = target + 0.1
     gaps = _objective(template, True).lip_gap(target)
     plain = float(_objective(template, True, 1.0, 0.0).reconstruction_loss(predicted, target))
-    none_closed = _objective(template, True, 5.0, 0.0, closure_mm=0.0)          # no frame is under 0 mm
+    none_closed = _objective(template, True, 5.0, 0.0, closure_mm=-1e6)         # no frame is that closed
     assert float(none_closed.reconstruction_loss(predicted, target)) == pytest.approx(plain, rel=1e-6)
     middle = float(gaps.median()) * 1000.0                                       # about half the frames
     some = float(_objective(template, True, 5.0, 0.0, closure_mm=middle).reconstruction_loss(predicted, target))

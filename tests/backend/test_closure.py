@@ -17,14 +17,15 @@ from wav2sem import metrics
 from wav2sem.synth.timing import PhoneSegment
 
 
-def test_lip_gap_is_the_distance_between_the_lip_centres():
+def test_lip_gap_is_the_height_of_the_upper_lip_centre_above_the_lower():
     rest = np.zeros((4, 3), np.float32)
     rest[1] = (0.0, 0.01, 0.0)                       # upper lip 10 mm above the lower (vertex 2)
-    offsets = np.zeros((3, 4, 3), np.float32)
+    offsets = np.zeros((4, 4, 3), np.float32)
     offsets[1, 1, 1] = -0.01                         # frame 1: closed
-    offsets[2, 2, 0] = 0.003                         # frame 2: lower lip 3 mm to the side
+    offsets[2, 2, 2] = 0.003                         # frame 2: lower lip 3 mm in front: still 10 mm open
+    offsets[3, 2, 1] = 0.012                         # frame 3: lower lip pressed 2 mm past the upper
     gap = metrics.lip_gap(offsets, rest, upper=1, lower=2)
-    np.testing.assert_allclose(gap, [0.01, 0.0, np.hypot(0.01, 0.003)], atol=1e-7)
+    np.testing.assert_allclose(gap, [0.01, 0.0, 0.01, -0.002], atol=1e-7)
 
 
 def test_phone_gap_extrema_look_one_frame_either_side_of_the_phone():

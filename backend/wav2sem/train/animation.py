@@ -86,13 +86,14 @@ class AnimationObjective(torch.nn.Module):
             self.register_buffer("lip_pair_deltas", blendshapes[:, list(lip_pair)].float().contiguous())  # (K, 2, 3)
 
     def lip_gap(self, output: torch.Tensor) -> torch.Tensor:
-        """(B, T, V*3) offsets (or (B, T, K) weights) -> (B, T) distance between the lip-centre landmarks."""
+        """(B, T, V*3) offsets (or (B, T, K) weights) -> (B, T) lip gap (metrics.lip_gap: the upper
+        lip-centre landmark's height above the lower one)."""
         assert self.lip_pair is not None
         if self.predicts_weights:
             v = torch.einsum("btk,kpc->btpc", output, self.lip_pair_deltas) + self.lip_pair_rest
         else:
             v = output.view(output.shape[0], output.shape[1], -1, 3)[:, :, list(self.lip_pair)] + self.lip_pair_rest
-        return torch.sqrt(torch.sum((v[:, :, 0] - v[:, :, 1]) ** 2, dim=-1) + 1e-12)
+        return v[:, :, 0, metrics.UP_AXIS] - v[:, :, 1, metrics.UP_AXIS]
 
     def reconstruction_loss(self, predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The loss of a prediction against the target, both (B, T, V*3) offsets or (B, T, K) weights."""
