@@ -185,7 +185,8 @@ class LipSyncRun:
         if plan.mode == face_plan.KEYS:
             lips = np.load(info.regions["lips"], allow_pickle=False) if "lips" in info.regions else None
             key_take = face_plan.prepare_key_take(weights, channels, result.fps, inputs.target_fps, plan.bindings,
-                                                  blendshapes, strengths, inputs.intensity, lips, mesh_name)
+                                                  blendshapes, strengths, inputs.intensity, lips, mesh_name,
+                                                  info.landmarks)
             summary = face_take.write_key_take(obj, inputs.take, key_take, inputs.audio.frame_start)
             if plan.auto_matched:             # keep the match with the object (same undo step)
                 face_props.store_bindings(obj, plan.bindings, channels)

@@ -88,3 +88,34 @@ def test_weights_of_the_wrong_shape_are_one_sentence():
     with pytest.raises(mapping.MappingError, match="weights of shape"):
         face_plan.prepare_key_take(np.zeros((3, 2), np.float32), CHANNELS, 30, 30,
                                    face_keys.find_face_keys(["jawOpen"]), deltas())
+
+
+def test_a_character_without_mouthclose_seals_bilabials_with_the_landmarks():
+    """The real ICT head: an m/b/p-like frame (jaw a little open, mouthClose sealing it) on a
+    character lacking mouthClose keeps the lip gap near the full set's when the landmarks
+    reach the solve."""
+    from wav2sem import metrics
+    from wav2sem.heads import ict_head
+
+    head = ict_head()
+    channels = head.blendshape_names
+    weights = np.zeros((1, len(channels)), np.float32)
+    for name, value in (("jawOpen", 0.3), ("mouthClose", 0.3)):
+        weights[0, channels.index(name)] = value
+    keys = [c for c in channels if c != "mouthClose"]
+    bindings = face_keys.find_face_keys(keys)
+    upper, lower = head.lip_centres
+
+    def gap_mm(landmarks):
+        take = face_plan.prepare_key_take(weights, channels, 30.0, 30.0, bindings, head.blendshape_deltas,
+                                          lips=head.regions["lips"], landmarks=landmarks)
+        values = np.zeros((1, len(channels)), np.float32)
+        for key, value in zip(take.keys, take.values[0]):
+            values[0, channels.index(key)] = value
+        return float(metrics.lip_gap(head.offsets_from_weights(values), head.vertices, upper, lower)[0]) * 1000
+
+    full = float(metrics.lip_gap(head.offsets_from_weights(weights), head.vertices, upper, lower)[0]) * 1000
+    assert full < 0.5                                              # the full set seals (measured -1.1 mm)
+    with_landmarks, without = gap_mm(head.landmarks), gap_mm(None)
+    assert with_landmarks < 0.5                                    # measured -0.45 mm
+    assert without > with_landmarks + 1.5                          # measured 2.1 mm: the lips part
