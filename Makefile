@@ -5,9 +5,11 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 APT_STAMP := $(VENV)/.apt-stamp
-# Debian packages: blender 3.4 (blender -b tests), TTS engines for the synthetic corpus.
+# Debian packages: blender 3.4 (blender -b tests), TTS engines for the synthetic corpus,
+# ktuberling-data (KDE game data; its sounds GPL-2+ per its copyright file: English words recorded by a person in
+# /usr/share/ktuberling/sounds/en/*.ogg, the recorded speech of the Blender tests; not copied here).
 APT_PACKAGES := blender python3-numpy festival festvox-kallpc16k festvox-kdlpc16k \
-                festvox-us-slt-hts espeak-ng libespeak-ng1 sox xvfb xauth
+                festvox-us-slt-hts espeak-ng libespeak-ng1 sox xvfb xauth ktuberling-data
 
 .PHONY: setup system-deps addon demo test test-fast bench corpus clean
 
