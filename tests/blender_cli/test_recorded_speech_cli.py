@@ -2,9 +2,9 @@
 Blender 3.4 (`blender -b`, the legacy add-on zip, the backend on the venv's Python).
 
 The ICT FaceKit head with its own 53 ARKit keys (blend_examples/ict_head.py), a word spoken by
-a person (Debian's ktuberling-data) as a sound strip, and the documented headless command
-`bpy.ops.wav2sem.generate_lipsync(object=NAME)` with no other argument: the embedded default
-model (no model chosen), default strengths. Then the same on a copy whose keys are spelt as a
+a person (Debian's ktuberling-data) as a sound strip at frame 10, and the documented headless
+command `bpy.ops.wav2sem.generate_lipsync(object=NAME, audio_path=PATH)` with no other argument:
+the embedded default model (no model chosen), default strengths. Then the same on a copy whose keys are spelt as a
 Maya FBX export spells them. The lip gap is the upper lip-centre vertex's height above the
 lower one's on the evaluated mesh (world Z; wav2sem.metrics.lip_gap)."""
 from __future__ import annotations
@@ -27,7 +27,7 @@ WORD = "pizzeria_salami"
 PAD_S = 0.4                    # silence before and after the word, as in a dialogue track
 STRIP_FRAME = 10
 OPEN_MM = 1.5                  # a frame with the lips further apart than the silence may be is open
-WIDE_MM = 4.0                  # the widest frame of the word must open at least this far
+WIDE_MM = 5.0                  # the widest frame of the word must open at least this far
 CLOSED_MM = metrics.CLOSED_MM  # 1.0 mm, the project's closure (the neutral ICT head's sealed lips: 0.64 mm)
 REST_MM = 1.5                  # the silence around the word: nearly closed
 
@@ -56,7 +56,7 @@ for label, rename in (("plain", None), ("maya", ict_head.maya_style)):
     basis = np.empty(len(head.data.vertices) * 3, np.float32)
     blocks[0].data.foreach_get("co", basis)
     scene.frame_set(1)
-    bpy.ops.wav2sem.generate_lipsync(object="Head")
+    bpy.ops.wav2sem.generate_lipsync(object="Head", audio_path=%(audio)r)   # the documented command, nothing else
     paths = {a.name: sorted(c.data_path for c in a.fcurves) for a in bpy.data.actions}
     after = np.empty_like(basis)
     blocks[0].data.foreach_get("co", after)
