@@ -48,10 +48,11 @@ test-fast: setup
 	$(BIN)/python -m pytest -q -ra tests/unit tests/backend
 
 corpus: setup system-deps
-	$(BIN)/wav2sem synth --out corpus/synth-1h --hours 1
+	$(BIN)/wav2sem synth --out corpus/ict-1h --hours 1
 
 bench: setup
 	$(BIN)/python benchmarks/inference.py
+	$(BIN)/python benchmarks/default_models.py
 	$(BIN)/python benchmarks/blender_write.py
 	$(BIN)/python benchmarks/reliability_matrix.py
 
