@@ -48,6 +48,34 @@ def lip_gap(vertices: np.ndarray) -> np.ndarray:
     return vertices[:, lm["upper_lip_center"], 1] - vertices[:, lm["lower_lip_center"], 1]
 
 
+def _sentence_curves(fig, grid, times, curves, clip, gap_mm, ylabel: str, title: str, gap_label: str,
+                     legend_columns: int) -> None:
+    """The top two rows of a sentence figure: the control curves with the phones above them,
+    and the lip gap with the p/b/m and f/v phones shaded."""
+    ax = fig.add_subplot(grid[0, :])
+    for label, values in curves:
+        ax.plot(times, values, label=label, lw=1.5)
+    for seg in clip.segments:
+        ax.axvline(seg.start, color="0.85", lw=0.6, zorder=0)
+        if seg.arpabet != "SIL":
+            ax.text((seg.start + seg.end) / 2, 1.03, seg.arpabet, ha="center", fontsize=7, rotation=90)
+    ax.set_xlim(0, times[-1])
+    ax.set_ylim(0, 1.12)
+    ax.set_ylabel(ylabel)
+    ax.legend(ncol=legend_columns, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.08))
+    ax.set_title(title, pad=28)
+    ax2 = fig.add_subplot(grid[1, :])
+    ax2.plot(times, gap_mm, color="k")
+    for seg in clip.segments:
+        if seg.arpabet in ("P", "B", "M"):
+            ax2.axvspan(seg.start, seg.end, color="tab:red", alpha=0.25)
+        elif seg.arpabet in ("F", "V"):
+            ax2.axvspan(seg.start, seg.end, color="tab:green", alpha=0.25)
+    ax2.set_xlim(0, times[-1])
+    ax2.set_ylabel(gap_label)
+    ax2.set_xlabel("time (s)   red: p/b/m   green: f/v")
+
+
 def make_head_sheet(out: Path) -> None:
     t = build_head().template
     contact_sheet(out / "head.png", t, [("front", None, "front", False), ("three-quarter", None, "three_quarter", False),
@@ -84,28 +112,8 @@ def make_articulator_plot(out: Path) -> None:
 
     fig = plt.figure(figsize=(16, 10))
     grid = fig.add_gridspec(3, 6, height_ratios=[2.2, 1.0, 1.6])
-    ax = fig.add_subplot(grid[0, :])
-    for i, name in enumerate(ARTICULATORS):
-        ax.plot(times, track[:, i], label=name, lw=1.6)
-    for seg in clip.segments:
-        ax.axvline(seg.start, color="0.85", lw=0.6, zorder=0)
-        if seg.arpabet != "SIL":
-            ax.text((seg.start + seg.end) / 2, 1.03, seg.arpabet, ha="center", fontsize=7, rotation=90)
-    ax.set_xlim(0, times[-1])
-    ax.set_ylim(0, 1.12)
-    ax.set_ylabel("articulator value")
-    ax.legend(ncol=7, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.08))
-    ax.set_title(f'espeak-ng en-us+m3: "{SENTENCE}"', pad=28)
-    ax2 = fig.add_subplot(grid[1, :])
-    ax2.plot(times, gap_mm, color="k")
-    for seg in clip.segments:
-        if seg.arpabet in ("P", "B", "M"):
-            ax2.axvspan(seg.start, seg.end, color="tab:red", alpha=0.25)
-        elif seg.arpabet in ("F", "V"):
-            ax2.axvspan(seg.start, seg.end, color="tab:green", alpha=0.25)
-    ax2.set_xlim(0, times[-1])
-    ax2.set_ylabel("lip gap (mm)")
-    ax2.set_xlabel("time (s)   red: p/b/m   green: f/v")
+    _sentence_curves(fig, grid, times, [(name, track[:, i]) for i, name in enumerate(ARTICULATORS)], clip, gap_mm,
+                     "articulator value", f'espeak-ng en-us+m3: "{SENTENCE}"', "lip gap (mm)", legend_columns=7)
     # Frames at the centres of some phones.
     wanted = ["B", "TH", "F", "AE", "M", "AY"]
     t = build_head().template
@@ -196,28 +204,8 @@ def make_ict_sentence(out: Path) -> bool:
 
     fig = plt.figure(figsize=(16, 10.5))
     grid = fig.add_gridspec(3, 6, height_ratios=[2.2, 1.0, 1.7])
-    ax = fig.add_subplot(grid[0, :])
-    for name in ICT_CURVES:
-        ax.plot(times, weights[:, SPEECH_CHANNELS.index(name)], label=name, lw=1.5)
-    for seg in clip.segments:
-        ax.axvline(seg.start, color="0.85", lw=0.6, zorder=0)
-        if seg.arpabet != "SIL":
-            ax.text((seg.start + seg.end) / 2, 1.03, seg.arpabet, ha="center", fontsize=7, rotation=90)
-    ax.set_xlim(0, times[-1])
-    ax.set_ylim(0, 1.12)
-    ax.set_ylabel("ARKit weight")
-    ax.legend(ncol=6, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.08))
-    ax.set_title(f'ICT head, espeak-ng en-us+m3: "{SENTENCE}"', pad=28)
-    ax2 = fig.add_subplot(grid[1, :])
-    ax2.plot(times, gap_mm, color="k")
-    for seg in clip.segments:
-        if seg.arpabet in ("P", "B", "M"):
-            ax2.axvspan(seg.start, seg.end, color="tab:red", alpha=0.25)
-        elif seg.arpabet in ("F", "V"):
-            ax2.axvspan(seg.start, seg.end, color="tab:green", alpha=0.25)
-    ax2.set_xlim(0, times[-1])
-    ax2.set_ylabel("inner-lip gap (mm)")
-    ax2.set_xlabel("time (s)   red: p/b/m   green: f/v")
+    _sentence_curves(fig, grid, times, [(n, weights[:, SPEECH_CHANNELS.index(n)]) for n in ICT_CURVES], clip, gap_mm,
+                     "ARKit weight", f'ICT head, espeak-ng en-us+m3: "{SENTENCE}"', "inner-lip gap (mm)", legend_columns=6)
     for k, ((phone, seg, frame), image) in enumerate(zip(frames, images)):
         axk = fig.add_subplot(grid[2, k])
         axk.imshow(image)
