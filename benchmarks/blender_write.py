@@ -90,6 +90,25 @@ def reset_scene() -> None:
             collection.remove(item)
 
 
+def saved_size_and_playback(scene, obj, frame_end: int) -> tuple[float, float]:
+    """The .blend size (MB, uncompressed) and the median time (ms) to show a frame of the take:
+    frame change plus the mesh evaluated with its keys mixed."""
+    scene.frame_end = frame_end
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "bench.blend"
+        bpy.ops.wm.save_as_mainfile(filepath=str(path), compress=False, copy=True)
+        blend_mb = path.stat().st_size / 1e6
+    frames = np.linspace(1, frame_end, EVAL_FRAMES).astype(int)
+    scene.frame_set(int(frames[0]))
+    times = []
+    for frame in frames:
+        t0 = time.perf_counter()
+        scene.frame_set(int(frame))
+        obj.evaluated_get(bpy.context.evaluated_depsgraph_get())
+        times.append(time.perf_counter() - t0)
+    return blend_mb, float(np.median(times)) * 1e3
+
+
 def measure(mode: str, template: np.ndarray, faces: list, offsets: np.ndarray) -> dict:
     reset_scene()
     scene = bpy.context.scene
@@ -101,17 +120,7 @@ def measure(mode: str, template: np.ndarray, faces: list, offsets: np.ndarray) -
     start = time.perf_counter()
     summary = apply.write_take(obj, "LipSync_bench", prepared, 1)
     write_s = time.perf_counter() - start
-    scene.frame_end = summary.frame_end
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "bench.blend"
-        bpy.ops.wm.save_as_mainfile(filepath=str(path), compress=False, copy=True)
-        blend_mb = path.stat().st_size / 1e6
-    frames = np.linspace(1, summary.frame_end, EVAL_FRAMES).astype(int)
-    scene.frame_set(int(frames[0]))
-    start = time.perf_counter()
-    for frame in frames:
-        scene.frame_set(int(frame))
-    eval_ms = (time.perf_counter() - start) / len(frames) * 1e3
+    blend_mb, eval_ms = saved_size_and_playback(scene, obj, summary.frame_end)
     return {"mode": mode, "keys": summary.keys, "relative_error": summary.relative_error,
             "prepare_s": prepare_s, "write_s": write_s, "blend_mb": blend_mb, "eval_ms_per_frame": eval_ms}
 
@@ -146,21 +155,9 @@ def measure_ict(case: str, arrays: dict, weights: np.ndarray) -> dict:
     start = time.perf_counter()
     summary = face_take.write_key_take(obj, "LipSync_bench", prepared, 1)
     write_s = time.perf_counter() - start
-    scene.frame_end = summary.frame_end
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "bench.blend"
-        bpy.ops.wm.save_as_mainfile(filepath=str(path), compress=False, copy=True)
-        blend_mb = path.stat().st_size / 1e6
-    frames = np.linspace(1, summary.frame_end, EVAL_FRAMES).astype(int)
-    scene.frame_set(int(frames[0]))
-    times = []
-    for frame in frames:
-        t0 = time.perf_counter()
-        scene.frame_set(int(frame))
-        obj.evaluated_get(bpy.context.evaluated_depsgraph_get())     # the mesh with its keys mixed
-        times.append(time.perf_counter() - t0)
+    blend_mb, eval_ms = saved_size_and_playback(scene, obj, summary.frame_end)
     return {"case": case, "keys_on_mesh": len(names), "keys_driven": len(prepared.keys), "prepare_s": prepare_s,
-            "write_s": write_s, "blend_mb": blend_mb, "eval_ms_per_frame": float(np.median(times)) * 1e3}
+            "write_s": write_s, "blend_mb": blend_mb, "eval_ms_per_frame": eval_ms}
 
 
 def render_mouth(out_dir: Path) -> list[Path]:

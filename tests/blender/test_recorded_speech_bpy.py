@@ -15,23 +15,19 @@ import numpy as np
 import pytest
 
 from bpy_helpers import PACKAGE, add_sound_strip, bpy, curves_of, ict_builder, key_values
-from wav2sem import metrics
 
-RECORDINGS = Path("/usr/share/ktuberling/sounds/en")   # Debian ktuberling-data (GPL-2+): words spoken by a person
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from recorded_words import CLOSED_MM, REST_MM, WIDE_MM, medial_dip, padded_wav  # noqa: E402
+
 # Words with open vowels around a medial m/b/p. Measured with the committed wav2sem-default-0.3
 # (bpy 5.0, 24 fps, this padding): "salami" 11.9 mm widest, 0.75 mm on the m, 0.45-0.72 mm in
 # the silence; "umbrella" 11.5 mm widest, 3.25 mm on the mb (not closed: xfail), 0.44-0.9 mm in
 # the silence. The neutral ICT head's lips are sealed at 0.64 mm.
 WORDS = ("pizzeria_salami", "umbrella")
-PAD_S = 0.4                    # silence before and after the word, as in a dialogue track
 SCENE_FPS = 24
 STRIP_FRAME = 10
 UPPER_LIP, LOWER_LIP = 5532, 5519            # ICT landmarks upper_lip_center / lower_lip_center
 TEETH = (17039, 21451)                        # the kit's part "teeth"
-OPEN_MM = 1.5                  # a frame with the lips further apart than the silence may be is open
-WIDE_MM = 5.0                  # the widest frame of the word must open at least this far
-CLOSED_MM = metrics.CLOSED_MM  # 1.0 mm, the project's closure (0.75 mm measured on "salami")
-REST_MM = 1.5                  # the silence around the word: nearly closed (the ICT neutral gap is 0.64 mm)
 UPPER_FACE = ("eyeBlink", "eyeLook", "brow")
 
 
@@ -43,37 +39,14 @@ def fcurves(action):
     return addon_module("versions").action_fcurves(action)
 
 
-def recording(word: str) -> Path:
-    path = RECORDINGS / f"{word}.ogg"
-    if not path.is_file():
-        pytest.skip(f"the recorded words are missing ({path}): install Debian's ktuberling-data (make system-deps)")
-    return path
 
 
-def padded_wav(word: str, out: Path, pad_s: float = PAD_S) -> Path:
-    """The recording as 16-bit WAV at its own rate, with `pad_s` of silence on each side."""
-    import soundfile as sf
-    data, rate = sf.read(str(recording(word)), dtype="float32", always_2d=True)
-    silence = np.zeros((int(rate * pad_s), data.shape[1]), np.float32)
-    sf.write(str(out), np.concatenate([silence, data, silence]), rate, subtype="PCM_16")
-    return out
 
 
 def lip_gap_mm(coords: np.ndarray) -> float:
     return float(coords[UPPER_LIP, 2] - coords[LOWER_LIP, 2]) * 1000.0
 
 
-def medial_dip(gaps: np.ndarray) -> tuple[float, float, float]:
-    """The deepest valley between two openings, as (its gap, the opening before, the one after):
-    of the frames between the first and the last open one, the one furthest below the smaller
-    of the widest gaps on its two sides (an m between two vowels, not the word's onset)."""
-    open_frames = np.nonzero(gaps >= OPEN_MM)[0]
-    inner = np.arange(open_frames[0], open_frames[-1] + 1)
-    before = np.maximum.accumulate(gaps)[inner]
-    after = np.maximum.accumulate(gaps[::-1])[::-1][inner]
-    depth = np.minimum(before, after) - gaps[inner]
-    best = int(np.argmax(depth))
-    return float(gaps[inner[best]]), float(before[best]), float(after[best])
 
 
 def clear_scene():

@@ -10,26 +10,23 @@ lower one's on the evaluated mesh (world Z; wav2sem.metrics.lip_gap)."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from cli_helpers import REPO
-from wav2sem import metrics
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from recorded_words import CLOSED_MM, REST_MM, WIDE_MM, medial_dip, padded_wav  # noqa: E402
 
 pytestmark = pytest.mark.blender_cli
-RECORDINGS = Path("/usr/share/ktuberling/sounds/en")   # Debian ktuberling-data (GPL-2+): words spoken by a person
 # "salami": open vowels around a medial m. Measured with the committed wav2sem-default-0.3
 # (Blender 3.4, 24 fps, this padding; the same figures as bpy 5.0): widest 11.9 mm, 0.75 mm on
 # the m, 0.45-0.72 mm in the silence.
 WORD = "pizzeria_salami"
-PAD_S = 0.4                    # silence before and after the word, as in a dialogue track
 STRIP_FRAME = 10
-OPEN_MM = 1.5                  # a frame with the lips further apart than the silence may be is open
-WIDE_MM = 5.0                  # the widest frame of the word must open at least this far
-CLOSED_MM = metrics.CLOSED_MM  # 1.0 mm, the project's closure (the neutral ICT head's sealed lips: 0.64 mm)
-REST_MM = 1.5                  # the silence around the word: nearly closed
 
 SCRIPT = """
 import sys, json, bpy, numpy as np
@@ -78,29 +75,8 @@ print("RESULT " + json.dumps(report))
 """
 
 
-def padded_wav(word: str, out: Path, pad_s: float = PAD_S) -> Path:
-    """The recording as 16-bit WAV at its own rate, with `pad_s` of silence on each side."""
-    import soundfile as sf
-    path = RECORDINGS / f"{word}.ogg"
-    if not path.is_file():
-        pytest.skip(f"the recorded words are missing ({path}): install Debian's ktuberling-data (make system-deps)")
-    data, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    silence = np.zeros((int(rate * pad_s), data.shape[1]), np.float32)
-    sf.write(str(out), np.concatenate([silence, data, silence]), rate, subtype="PCM_16")
-    return out
 
 
-def medial_dip(gaps: np.ndarray) -> tuple[float, float, float]:
-    """The deepest valley between two openings, as (its gap, the opening before, the one after):
-    of the frames between the first and the last open one, the one furthest below the smaller
-    of the widest gaps on its two sides (an m between two vowels, not the word's onset)."""
-    open_frames = np.nonzero(gaps >= OPEN_MM)[0]
-    inner = np.arange(open_frames[0], open_frames[-1] + 1)
-    before = np.maximum.accumulate(gaps)[inner]
-    after = np.maximum.accumulate(gaps[::-1])[::-1][inner]
-    depth = np.minimum(before, after) - gaps[inner]
-    best = int(np.argmax(depth))
-    return float(gaps[inner[best]]), float(before[best]), float(after[best])
 
 
 @pytest.fixture(scope="module")
