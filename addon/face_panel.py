@@ -11,13 +11,14 @@ from . import apply, face_keys, face_plan, face_props, properties
 
 class WAV2SEM_UL_face_rows(bpy.types.UIList):
     """One row per channel: the channel, the shape key it drives (searchable), or that it is
-    solved onto the other keys."""
+    solved onto the other keys; greyed when its group's strength is 0 (not animated)."""
 
     def draw_item(self, context: Any, layout: Any, data: Any, item: Any, icon: Any,  # type: ignore[override]
                   active_data: Any, active_property: Any, index: Any = 0, flt_flag: Any = 0) -> None:
         obj = data.id_data
         keys = obj.data.shape_keys if obj is not None and obj.type == "MESH" else None
         row = layout.row(align=True)
+        row.active = getattr(data, face_props.row_group(item.source), 1.0) > 0   # greyed: its group is at 0
         split = row.split(factor=0.4)
         split.label(text=item.source)
         if keys is not None:

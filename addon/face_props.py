@@ -60,17 +60,27 @@ def has_bound_rows(obj: bpy.types.Object) -> bool:
     return any(row.key for row in face(obj).rows)
 
 
+def row_group(source: str) -> str:
+    """The strength group a row's source belongs to (visemes move the lips)."""
+    return "lips" if face_keys.is_viseme(source) else face_keys.group_of(source)
+
+
+def _row_order(source: str) -> tuple[int, str]:
+    return face_keys.GROUPS.index(row_group(source)), source.lower()
+
+
 def store_bindings(obj: bpy.types.Object, bindings: Iterable[face_keys.KeyBinding],
                    channels: Iterable[str] = ()) -> None:
-    """Replace the rows: one per binding, then one keyless row per other channel."""
+    """Replace the rows: one per binding, then one keyless row per other channel; jaw and
+    lips first, so the keys speech drives are at the top of the list."""
     rows = face(obj).rows
     rows.clear()
     seen = set()
-    for binding in bindings:
+    for binding in sorted(bindings, key=lambda b: _row_order(b.source)):
         row = rows.add()
         row.source, row.key = binding.source, binding.key
         seen.add(binding.source)
-    for channel in channels:
+    for channel in sorted(channels, key=_row_order):
         if channel not in seen:
             rows.add().source = channel
             seen.add(channel)
