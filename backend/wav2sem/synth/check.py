@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from .. import metrics
 from ..dataset import open_dataset
 from ..template import Template
 from .timing import PhoneSegment, read_segments
@@ -34,13 +35,11 @@ def segment_frames(seg: PhoneSegment, n: int, fps: float) -> np.ndarray:
 
 
 def lip_gap_from_weights(template: Template, weights: np.ndarray) -> np.ndarray:
-    """Midline lip gap (mm) per frame of a blendshape corpus: the y distance of the template's
-    upper/lower lip-centre landmarks after the weights, without building the whole head."""
-    u, lo = template.landmarks["upper_lip_center"], template.landmarks["lower_lip_center"]
-    assert template.blendshape_deltas is not None
-    per = template.blendshape_deltas[:, u, 1] - template.blendshape_deltas[:, lo, 1]       # (K,)
-    rest = template.vertices[u, 1] - template.vertices[lo, 1]
-    return (rest + np.asarray(weights, dtype=np.float64) @ per) * 1000
+    """metrics.lip_gap (mm) per frame of a blendshape clip, from the two landmark vertices'
+    deltas only (without building the whole head)."""
+    assert template.blendshape_deltas is not None and template.lip_centres is not None
+    motion = metrics.Motion(weights=np.asarray(weights, np.float32), deltas=template.blendshape_deltas)
+    return metrics.motion_lip_gap(motion, template.vertices, *template.lip_centres) * 1000
 
 
 class _BlendshapeCorpus:
