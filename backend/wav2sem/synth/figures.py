@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import metrics
 from .head import build_head
 from .motion import FPS, SAMPLE_RATE, animate, default_rig
 from .coarticulation import Style
@@ -43,9 +44,9 @@ def viseme_pose(arpabet: str) -> np.ndarray:
 
 
 def lip_gap(vertices: np.ndarray) -> np.ndarray:
-    """Vertical distance (m) between the lip centres per frame. (T, V, 3) -> (T,)"""
-    lm = build_head().template.landmarks
-    return vertices[:, lm["upper_lip_center"], 1] - vertices[:, lm["lower_lip_center"], 1]
+    """metrics.lip_gap (m) of the synthetic head's vertices per frame. (T, V, 3) -> (T,)"""
+    template = build_head().template
+    return metrics.lip_gap(vertices - template.vertices[None], template.vertices, *template.lip_centres)
 
 
 def _sentence_curves(fig, grid, times, curves, clip, gap_mm, ylabel: str, title: str, gap_label: str,
