@@ -35,7 +35,8 @@ class WAV2SEM_PT_lipsync(bpy.types.Panel):
                 layout.label(text="No sound strip selected", icon="SOUND")
         layout.prop_search(settings, "subject", settings, "known_subjects", text="Style", icon="USER")
         layout.prop(settings, "intensity", slider=True)
-        layout.prop(settings, "output_mode", text="Output")
+        if not properties.known_channels(context):       # Compact / Per-Frame: vertex models only
+            layout.prop(settings, "output_mode", text="Output")
 
         if settings.running:
             layout.label(text=settings.status or "Working", icon="SORTTIME")
