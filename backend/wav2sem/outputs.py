@@ -9,6 +9,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import IO, Callable
 
 import numpy as np
 
@@ -35,15 +36,22 @@ def check_output_path(path: str | Path) -> Path:
 def write_partial(path: str | Path, array: np.ndarray) -> Path:
     """np.save into a new partial file beside `path`; returns it. Nothing is left on failure."""
     path = check_output_path(path)
+    return _partial_file(path, ".npy", "wb", lambda handle: np.save(handle, array))
+
+
+def _partial_file(path: Path, suffix: str, mode: str, write: Callable[[IO], None]) -> Path:
+    """A new partial file beside `path` (stale ones of dead processes removed first), filled
+    by `write(handle)`; returns it. Nothing is left on failure; OSError -> OUTPUT_UNWRITABLE."""
     remove_stale_partials(path.parent)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f"{PARTIAL_PREFIX}{os.getpid()}-{path.stem[:40]}-", suffix=".npy",
+        fd, tmp = tempfile.mkstemp(prefix=f"{PARTIAL_PREFIX}{os.getpid()}-{path.stem[:40]}-", suffix=suffix,
                                    dir=path.parent)
     except OSError as exc:
         raise _unwritable(path, exc) from exc
     try:
-        with os.fdopen(fd, "wb") as handle:
-            np.save(handle, array)
+        text = "b" not in mode
+        with os.fdopen(fd, mode, encoding="utf-8" if text else None, newline="\n" if text else None) as handle:
+            write(handle)
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(exc, OSError):
@@ -70,22 +78,12 @@ def save_json_atomic(path: str | Path, data: object) -> None:
     path = Path(path)
     if not path.parent.is_dir():
         raise Wav2SemError(OUTPUT_UNWRITABLE, f"The folder for the output, {path.parent}, does not exist.")
-    remove_stale_partials(path.parent)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f"{PARTIAL_PREFIX}{os.getpid()}-{path.stem[:40]}-", suffix=".json",
-                                   dir=path.parent)
-    except OSError as exc:
-        raise _unwritable(path, exc) from exc
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            json.dump(data, handle, indent=2)
-            handle.write("\n")
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise _unwritable(path, exc) from exc
-        raise
-    commit_partial(Path(tmp), path)
+
+    def write(handle: IO) -> None:
+        json.dump(data, handle, indent=2)
+        handle.write("\n")
+
+    commit_partial(_partial_file(path, ".json", "w", write), path)
 
 
 def remove_stale_partials(folder: Path) -> None:
