@@ -251,16 +251,13 @@ def animate_keys(obj: bpy.types.Object, name: str, key_names: list[str], curves:
         except (TypeError, AttributeError):  # very old builds: Bezier through the same points
             pass
         curve.update()
-    animation = key.animation_data
-    if animation is None:
-        animation = key.animation_data_create()
-        created["animation_data"] = True
-    track = animation.nla_tracks.new()
-    track.name = name
+    track, strip, made = versions.new_nla_track(key, name, strip_start, action, slot)
     created["track"] = track
-    strip = versions.add_nla_strip(track, name, strip_start, action, slot)
+    if made:
+        created["animation_data"] = True
     # The zero keys at both ends then hold: silent outside the take.
     strip.extrapolation = "NOTHING" if user_keys else "HOLD"
+
 
 
 def discard(obj: bpy.types.Object, created: dict[str, Any], created_basis: bool) -> None:

@@ -82,14 +82,10 @@ def ensure(obj: bpy.types.Object, values: dict[str, float], created: dict[str, A
         action[REST_PROPERTY] = True
         for name, value in values.items():
             _add_curve(fcurves, name, value)
-        animation = key.animation_data
-        if animation is None:
-            animation = key.animation_data_create()
-            created["animation_data"] = True
-        track = animation.nla_tracks.new()
-        track.name = TRACK_NAME
+        track, strip, made = versions.new_nla_track(key, TRACK_NAME, 0, action, slot)
         created["rest_track"] = track
-        strip = versions.add_nla_strip(track, TRACK_NAME, 0, action, slot)
+        if made:
+            created["animation_data"] = True
         strip.extrapolation = "HOLD"
         return
     track, strip = rest

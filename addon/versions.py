@@ -85,6 +85,28 @@ def add_nla_strip(track: Any, name: str, start: int, action: bpy.types.Action, s
     return strip
 
 
+def new_nla_track(key: bpy.types.Key, name: str, start: int, action: bpy.types.Action,
+                  slot: Any) -> tuple[Any, Any, bool]:
+    """A new NLA track `name` on a shape-key datablock holding one strip of `action`.
+    -> (track, strip, whether the animation data had to be created). If it fails, what it
+    made is removed again."""
+    animation = key.animation_data
+    made = animation is None
+    if animation is None:
+        animation = key.animation_data_create()
+    track = None
+    try:
+        track = animation.nla_tracks.new()
+        track.name = name
+        return track, add_nla_strip(track, name, start, action, slot), made
+    except BaseException:
+        if track is not None:
+            animation.nla_tracks.remove(track)
+        if made:
+            key.animation_data_clear()
+        raise
+
+
 def user_data_dir(package: str, name: str) -> str:
     """A folder for the add-on's own data: the extension's user folder on 4.2+ (removed with
     the extension), else Blender's user datafiles folder."""

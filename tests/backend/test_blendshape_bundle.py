@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from w2s_helpers import DELETE, edit_config
 from wav2sem.errors import MODEL_INVALID, Wav2SemError
 
 CHANNELS = ("jawOpen", "mouthClose", "mouthFunnel")
@@ -91,29 +92,18 @@ def test_vertex_bundles_are_written_as_before(tmp_path):
 
 
 def _set(path: str, value):
-    def apply(data: dict) -> dict:
-        node = data
-        *parents, leaf = path.split(".")
-        for name in parents:
-            node = node[name]
-        if value is _DELETE:
-            del node[leaf]
-        else:
-            node[leaf] = value
-        return data
-    return apply
+    return lambda data: edit_config(data, path, value)
 
 
-_DELETE = object()
 OUTPUT_CASES = {
     "output a string": (_set("output", "blendshapes"), "output must be an object"),
     "output a list": (_set("output", ["jawOpen"]), "output must be an object"),
     "output type unknown": (_set("output.type", "weights"), "output.type"),
-    "output type missing": (_set("output.type", _DELETE), "output.type"),
+    "output type missing": (_set("output.type", DELETE), "output.type"),
     "output unknown field": (_set("output.deltas", [1, 2]), "unknown fields"),
-    "output absent": (_set("output", _DELETE), "output_channels is 3"),
+    "output absent": (_set("output", DELETE), "output_channels is 3"),
     "output type vertices": (_set("output", {"type": "vertices"}), "output_channels is 3"),
-    "channels missing": (_set("output.channels", _DELETE), "output.channels"),
+    "channels missing": (_set("output.channels", DELETE), "output.channels"),
     "channels empty": (_set("output.channels", []), "output.channels"),
     "channels a string": (_set("output.channels", "jawOpen"), "output.channels"),
     "channels numbers": (_set("output.channels", [1, 2, 3]), "output.channels"),

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from w2s_helpers import run_wav2sem, speechlike, write_audio
+from w2s_helpers import DELETE, edit_config, run_wav2sem, speechlike, write_audio
 from wav2sem.errors import MODEL_INVALID, OUTPUT_UNWRITABLE, Wav2SemError
 
 
@@ -127,28 +127,17 @@ def test_a_failed_replacement_leaves_the_old_bundle_complete(tmp_path, source_bu
 
 # ----- read_bundle / load_model: one sentence for a broken bundle ----------------------------
 def _edit(key, value):
-    def apply(config: dict) -> str:
-        node = config
-        *parents, leaf = key.split(".")
-        for name in parents:
-            node = node[name]
-        if value is _DELETE:
-            del node[leaf]
-        else:
-            node[leaf] = value
-        return json.dumps(config)
-    return apply
+    return lambda config: json.dumps(edit_config(config, key, value))
 
 
-_DELETE = object()
 CONFIG_CASES = {
     "a list": lambda c: "[]",
     "not JSON": lambda c: "{not json",
     "empty": lambda c: "",
     "null": lambda c: "null",
-    "no format": _edit("format", _DELETE),
+    "no format": _edit("format", DELETE),
     "format_version text": _edit("format_version", "1"),
-    "no subjects": _edit("subjects", _DELETE),
+    "no subjects": _edit("subjects", DELETE),
     "empty subjects": _edit("subjects", []),
     "subjects a string": _edit("subjects", "abc"),
     "subjects numbers": _edit("subjects", [1, 2, 3]),
@@ -160,7 +149,7 @@ CONFIG_CASES = {
     "fps infinite": lambda c: json.dumps({**c, "fps": float("inf")}),
     "fps text": _edit("fps", "fast"),
     "fps true": _edit("fps", True),
-    "no fps": _edit("fps", _DELETE),
+    "no fps": _edit("fps", DELETE),
     "decoder a list": _edit("decoder", [1, 2]),
     "decoder vertex_count text": _edit("decoder.vertex_count", "60"),
     "decoder feature_dim float": _edit("decoder.feature_dim", 16.5),
@@ -170,7 +159,7 @@ CONFIG_CASES = {
     "decoder alignment": _edit("decoder.alignment", "sideways"),
     "decoder ff_dim text": _edit("decoder.ff_dim", "big"),
     "encoder a string": _edit("encoder", "wav2vec2"),
-    "encoder no config": _edit("encoder.config", _DELETE),
+    "encoder no config": _edit("encoder.config", DELETE),
     "encoder unknown type": _edit("encoder.type", "bert"),
     "semantic a number": _edit("semantic", 3),
     "name a number": _edit("name", 7),

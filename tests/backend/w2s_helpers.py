@@ -37,6 +37,22 @@ SUBPROCESS_ENV.pop("WAV2SEM_MODEL", None)
 
 
 # ----- audio ------------------------------------------------------------------------------
+DELETE = object()   # edit_config's value that removes the field
+
+
+def edit_config(config: dict, path: str, value) -> dict:
+    """Set (or, with DELETE, remove) the dotted field `path` of a bundle config in place."""
+    node = config
+    *parents, leaf = path.split(".")
+    for name in parents:
+        node = node[name]
+    if value is DELETE:
+        del node[leaf]
+    else:
+        node[leaf] = value
+    return config
+
+
 def speechlike(seconds: float, sr: int = SR, seed: int = 0, amplitude: float = 0.3) -> np.ndarray:
     """Band-limited noise with a ~4 Hz syllable envelope: loud, never silent, no pauses."""
     rng = np.random.default_rng(seed)

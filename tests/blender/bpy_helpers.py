@@ -151,3 +151,18 @@ def assert_fully_same(before: dict, after: dict) -> None:
         assert curves.keys() == after["curves"][name].keys()
         for path, points in curves.items():
             np.testing.assert_array_equal(points, after["curves"][name][path])
+
+
+def cancel_as_the_result_arrives(inputs):
+    """Run one take from `inputs` (an operator-like object) up to the backend's result, then
+    press Esc before the write: the outcome of LipSyncRun.finish."""
+    lipsync = sys.modules[f"{PACKAGE}.lipsync_run"]
+    run = lipsync.LipSyncRun(lipsync.gather(bpy.context, inputs))
+    try:
+        while not run.job.poll(0.1):
+            pass
+        assert run.job.error is None and run.job.result is not None    # the result is here ...
+        run.cancel_requested = True                                     # ... and so is Esc
+        return run.finish(bpy.context)
+    finally:
+        run.close()

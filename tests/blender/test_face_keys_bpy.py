@@ -10,8 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from bpy_helpers import (PACKAGE, assert_fully_same, bpy, curves_of, evaluated_coords, full_snapshot, ict_builder,
-                         key_values)
+from bpy_helpers import (PACKAGE, assert_fully_same, bpy, cancel_as_the_result_arrives, curves_of, evaluated_coords,
+                         full_snapshot, ict_builder, key_values)
 
 SCENE_FPS = 30 / 1.001
 MODEL_FPS = 30.0
@@ -266,19 +266,10 @@ def test_cancel_and_failure_leave_keys_values_and_curves_as_they_were(ict, speec
     assert generate(head, speech) == {"FINISHED"}             # an existing take on the keys
     head.data.shape_keys.key_blocks["mouthFunnel"].value = 0.25
     before = full_snapshot(head, fcurves)
-    lipsync = addon_module("lipsync_run")
 
     class Inputs(Props):
         audio_path = str(speech)
-    run = lipsync.LipSyncRun(lipsync.gather(bpy.context, Inputs))
-    try:
-        while not run.job.poll(0.1):
-            pass
-        assert run.job.error is None and run.job.result is not None
-        run.cancel_requested = True                            # Esc as the result arrives
-        outcome = run.finish(bpy.context)
-    finally:
-        run.close()
+    outcome = cancel_as_the_result_arrives(Inputs)
     assert outcome.status == {"CANCELLED"}
     assert_fully_same(before, full_snapshot(head, fcurves))
 

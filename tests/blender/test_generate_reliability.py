@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from bpy_helpers import PACKAGE, assert_same, bpy, make_head, snapshot
+from bpy_helpers import PACKAGE, assert_same, bpy, cancel_as_the_result_arrives, make_head, snapshot
 
 
 def addon_module(name: str):
@@ -47,19 +47,10 @@ def test_cancel_after_the_result_arrived_writes_nothing(scene, template, speech,
     head = make_head(template)
     head.shape_key_add(name="Basis", from_mix=False)
     before = snapshot(head)
-    lipsync = addon_module("lipsync_run")
 
     class Inputs(Props):
         audio_path = str(speech)
-    run = lipsync.LipSyncRun(lipsync.gather(bpy.context, Inputs))
-    try:
-        while not run.job.poll(0.1):
-            pass
-        assert run.job.error is None and run.job.result is not None    # the result is here ...
-        run.cancel_requested = True                                     # ... and so is Esc
-        outcome = run.finish(bpy.context)
-    finally:
-        run.close()
+    outcome = cancel_as_the_result_arrives(Inputs)
     assert outcome.status == {"CANCELLED"}
     assert any("cancelled" in message for _, message in outcome.reports)
     assert_same(before, snapshot(head))
