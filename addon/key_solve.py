@@ -353,13 +353,17 @@ def solve_keys(weights: np.ndarray, channels: Sequence[str], bindings: Sequence[
         for b in group:
             targets[i] = np.maximum(targets[i], rows[row_of[id(b)]])
         sparsity[i] = VISEME_SPARSITY if all(is_viseme(b.source) for b in group) else 0.0
-    if vertex_weights is None:
-        vertex_weights = default_vertex_weights(blendshapes, channels, regions)
-    gram = channel_gram(blendshapes, vertex_weights)
-    if landmarks and {"upper_lip_center", "lower_lip_center"} <= set(landmarks) and LIP_GAP_WEIGHT > 0:
-        # the lip-centre pair counts as LIP_GAP_WEIGHT of all the (weighted) vertices
-        gap = lip_gap_gram(blendshapes, int(landmarks["upper_lip_center"]), int(landmarks["lower_lip_center"]))
-        gram = gram + LIP_GAP_WEIGHT * float(np.sum(vertex_weights)) * gap
+    if _direct_columns(targets, scaled) is not None:
+        # a key per channel: a copy, whatever the Gram (skip its pass over every vertex)
+        gram = np.zeros((len(channels), len(channels)))
+    else:
+        if vertex_weights is None:
+            vertex_weights = default_vertex_weights(blendshapes, channels, regions)
+        gram = channel_gram(blendshapes, vertex_weights)
+        if landmarks and {"upper_lip_center", "lower_lip_center"} <= set(landmarks) and LIP_GAP_WEIGHT > 0:
+            # the lip-centre pair counts as LIP_GAP_WEIGHT of all the (weighted) vertices
+            gap = lip_gap_gram(blendshapes, int(landmarks["upper_lip_center"]), int(landmarks["lower_lip_center"]))
+            gram = gram + LIP_GAP_WEIGHT * float(np.sum(vertex_weights)) * gap
     values = solve_key_values(scaled, targets, gram, sparsity)
     sources = tuple("+".join(dict.fromkeys(b.source for b in group)) for group in keys.values())
     return KeySolution(tuple(keys), sources, values)
