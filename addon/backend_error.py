@@ -1,18 +1,22 @@
 """The one exception the backend client raises, without bpy."""
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 _TRACEBACK_HEAD = "Traceback (most recent call last)"
 
 
 class BackendError(Exception):
     """A failure to show the user: `message` is one sentence that says what to do.
-    `stderr_tail` keeps the backend's last stderr lines (or its traceback) for the console."""
+    `stderr_tail` keeps the backend's last stderr lines (or its traceback) for the console;
+    `details` the error object's other fields (NO_FACE: the "landmarks" guess)."""
 
-    def __init__(self, code: str, message: str, stderr_tail: str = ""):
+    def __init__(self, code: str, message: str, stderr_tail: str = "", details: Mapping[str, Any] | None = None):
         super().__init__(message)
         self.code = code
         self.message = message
         self.stderr_tail = stderr_tail
+        self.details = dict(details or {})
 
     def user_message(self) -> str:
         """The sentence, plus the backend's own last error line when it left one (never a

@@ -1,7 +1,7 @@
 """Requests to a running backend, advanced by polling (one thread only), without bpy.
 
 `CheckJob` asks hello + model_info (the Check button); `GenerateJob` asks model_info, checks
-the mesh against it, then asks generate (one take). Each job has its own inbox, so a Check
+the mesh against it, then asks generate (one take); `FitJob` asks fit_face (Fit Face). Each job has its own inbox, so a Check
 while a take runs takes none of the take's events; `poll` never blocks longer than asked.
 
 Watchdog: a job fails with BACKEND_TIMEOUT and the backend is killed when the backend has
@@ -21,7 +21,7 @@ from typing import Any, Callable
 from . import protocol
 from .backend_error import BackendError
 from .backend_process import BackendProcess, Inbox, died_error
-from .protocol import Error, Event, Exited, GenerateResult, Hello, ModelInfo, Progress, Result
+from .protocol import Error, Event, Exited, FitResult, GenerateResult, Hello, ModelInfo, Point, Progress, Result
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ class BackendJob:
     def _error_from(self, event: Error) -> BackendError:
         detail = (event.traceback or self.backend.stderr_tail()) if event.code == protocol.INTERNAL else ""
         message = event.message if event.id is not None else f"The backend rejected a request: {event.message}"
-        return BackendError(event.code, message, detail)
+        return BackendError(event.code, message, detail, event.details)
 
     def _end(self) -> None:
         self.backend.discard(self.inbox)
@@ -209,7 +209,59 @@ class GenerateRequest:
         return params
 
 
-class GenerateJob(BackendJob):
+class CancellableJob(BackendJob):
+    """A job whose main request (`_cancel_target`) can be cancelled: once `cancel()` was
+    called it ends CANCELLED, even if a result arrives afterwards; a backend that ignores the
+    cancel for CANCEL_GRACE_S is killed."""
+
+    def __init__(self, backend: BackendProcess, watchdog_s: float | None = None):
+        super().__init__(backend, watchdog_s)
+        self.result: Any = None
+        self._cancelled = False
+        self._cancel_deadline: float | None = None
+
+    def _cancel_target(self) -> int | None:
+        """The id of the request the backend works on for this job (None: not sent yet)."""
+        raise NotImplementedError
+
+    def cancel(self) -> None:
+        """Stop this job: it ends CANCELLED (at once if the backend is not working on it yet)."""
+        if self._cancelled or self.error is not None:
+            return
+        self._cancelled = True
+        target = self._cancel_target()
+        if target is None or self.result is not None:   # nothing runs for this job
+            self.result = None
+            self._fail(cancelled_error())
+            self._end()
+            return
+        self.message = "Cancelling"
+        self._cancel_deadline = time.monotonic() + CANCEL_GRACE_S
+        try:
+            self.backend.send("cancel", {"target": target})
+        except BackendError:
+            self._fail(cancelled_error())
+            self._end()
+
+    def _check_time(self) -> None:
+        if self._cancel_deadline is not None and time.monotonic() > self._cancel_deadline:
+            log.warning("backend ignored cancel; killing it")
+            self.backend.kill()
+            self._fail(cancelled_error())
+        else:
+            super()._check_time()
+
+    def _handle(self, event: Event) -> None:
+        try:
+            self._dispatch(event)
+        except BackendError as exc:
+            self._fail(cancelled_error() if self._cancelled else exc)
+
+    def _dispatch(self, event: Event) -> None:
+        raise NotImplementedError
+
+
+class GenerateJob(CancellableJob):
     """(hello +) model_info, the mesh check, then generate: one take.
 
     `check_model(info)` returns a sentence when the mesh cannot take this model's output; the
@@ -228,8 +280,6 @@ class GenerateJob(BackendJob):
         self.model_info: ModelInfo | None = None
         self.result: GenerateResult | None = None
         self.fraction = 0.0
-        self._cancelled = False
-        self._cancel_deadline: float | None = None
         self._hello_id = self._send("hello") if say_hello else None
         self._info_id = self._send("model_info", request.model_params())
         self._generate_id: int | None = None
@@ -239,37 +289,8 @@ class GenerateJob(BackendJob):
     def _succeeded(self) -> bool:
         return self.result is not None
 
-    def cancel(self) -> None:
-        """Stop this take: it ends CANCELLED (at once if the backend is not generating it yet)."""
-        if self._cancelled or self.error is not None:
-            return
-        self._cancelled = True
-        if self._generate_id is None or self.result is not None:   # nothing runs for this take
-            self.result = None
-            self._fail(cancelled_error())
-            self._end()
-            return
-        self.message = "Cancelling"
-        self._cancel_deadline = time.monotonic() + CANCEL_GRACE_S
-        try:
-            self.backend.send("cancel", {"target": self._generate_id})
-        except BackendError:
-            self._fail(cancelled_error())
-            self._end()
-
-    def _check_time(self) -> None:
-        if self._cancel_deadline is not None and time.monotonic() > self._cancel_deadline:
-            log.warning("backend ignored cancel; killing it")
-            self.backend.kill()
-            self._fail(cancelled_error())
-        else:
-            super()._check_time()
-
-    def _handle(self, event: Event) -> None:
-        try:
-            self._dispatch(event)
-        except BackendError as exc:
-            self._fail(cancelled_error() if self._cancelled else exc)
+    def _cancel_target(self) -> int | None:
+        return self._generate_id
 
     def _dispatch(self, event: Event) -> None:
         if isinstance(event, Exited):
@@ -320,3 +341,75 @@ class GenerateJob(BackendJob):
             if deadline is not None and time.monotonic() > deadline:
                 self.cancel()
                 deadline = None
+
+
+# --- one fit_face request ------------------------------------------------------------
+
+FIT_UNKNOWN = "unknown op"     # how a backend older than Fit Face answers fit_face (any case)
+
+
+@dataclass(frozen=True)
+class FitRequest:
+    mesh: str                                 # the mesh .npz (DESIGN.md "Fit Face")
+    output: str = ""                          # where the keys .npz go; "" = the backend's choice
+    landmarks: dict[str, Point] | None = None  # world-space starting points; None = the fit finds them
+    include_eyes: bool = False
+
+    def params(self) -> dict[str, Any]:
+        params: dict[str, Any] = {"mesh": self.mesh, "include_eyes": bool(self.include_eyes)}
+        if self.output:
+            params["output"] = self.output
+        if self.landmarks is not None:
+            params["landmarks"] = {name: [float(c) for c in point] for name, point in self.landmarks.items()}
+        return params
+
+
+class FitJob(CancellableJob):
+    """(hello +) fit_face: reference-head shape keys for one mesh.
+
+    Progress comes as stage "fit"; `result` is a FitResult. A NO_FACE error keeps the
+    backend's "landmarks" guess in `error.details`. The constructor raises
+    BackendError(BACKEND_DIED) if the backend is gone; `poll` never raises.
+    """
+
+    def __init__(self, backend: BackendProcess, request: FitRequest, say_hello: bool = False,
+                 watchdog_s: float | None = None):
+        super().__init__(backend, watchdog_s)
+        self.request = request
+        self.hello: Hello | None = None
+        self.result: FitResult | None = None
+        self.fraction = 0.0
+        self._hello_id = self._send("hello") if say_hello else None
+        self._fit_id: int | None = self._send("fit_face", request.params())
+        self.message = "Fitting the face"
+
+    def _succeeded(self) -> bool:
+        return self.result is not None and (self._hello_id is None or self.hello is not None)
+
+    def _cancel_target(self) -> int | None:
+        return self._fit_id
+
+    def _dispatch(self, event: Event) -> None:
+        if isinstance(event, Exited):
+            raise died_error(event)
+        if isinstance(event, Error):
+            if event.code == protocol.CANCELLED:
+                raise cancelled_error()
+            if event.code == protocol.BAD_REQUEST and event.message.lower().startswith(FIT_UNKNOWN):
+                raise BackendError(protocol.PROTOCOL_MISMATCH, "The installed backend is older than Fit Face; click "
+                                                               "Install Backend to update it.")
+            raise self._error_from(event)
+        if isinstance(event, Progress) and event.id == self._fit_id:
+            self.fraction = max(self.fraction, event.fraction)
+            if not self._cancelled:
+                self.message = event.message or "Fitting the face"
+        elif isinstance(event, Result) and event.id == self._hello_id:
+            self.hello = check_hello(event.data)
+        elif isinstance(event, Result) and event.id == self._fit_id:
+            if self._cancelled:
+                raise cancelled_error()   # cancel before commit wins
+            try:
+                self.result = FitResult.from_dict(event.data)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise BackendError(protocol.BAD_REQUEST, f"The backend sent an invalid fit_face result ({exc}).") from exc
+            self.fraction = 1.0

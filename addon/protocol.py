@@ -9,6 +9,7 @@ framing that any thread may call.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, Union
 
@@ -22,10 +23,17 @@ BACKEND_DIED = "BACKEND_DIED"          # add-on side: the process ended mid-requ
 BACKEND_TIMEOUT = "BACKEND_TIMEOUT"    # add-on side: no answer in time
 PROTOCOL_MISMATCH = "PROTOCOL_MISMATCH"
 MESH_MISMATCH = "MESH_MISMATCH"        # add-on side: the mesh cannot take the model's output
+NO_FACE = "NO_FACE"                    # fit_face: no face found; the error carries a "landmarks" guess
 
 # model_info "output": what a model predicts.
 OUTPUT_VERTICES = "vertices"           # per-frame offsets on its template (FaceFormer)
 OUTPUT_BLENDSHAPES = "blendshapes"     # per-frame channel weights (ARKit), offsets = weights @ deltas
+
+
+# fit_face: the landmarks the fit starts from (left = the character's left; wav2sem.fit.FIT_LANDMARKS).
+FIT_LANDMARKS = ("nose_tip", "upper_lip_center", "lower_lip_center", "mouth_corner_left", "mouth_corner_right",
+                 "chin", "eye_outer_left", "eye_inner_left", "eye_inner_right", "eye_outer_right")
+Point = tuple[float, float, float]
 
 
 class ProtocolError(ValueError):
@@ -85,9 +93,10 @@ class Error:
     code: str
     message: str
     traceback: str = ""                 # INTERNAL errors carry the backend's traceback
+    details: dict[str, Any] = field(default_factory=dict)   # the error object's other fields (NO_FACE: "landmarks")
 
     def to_dict(self) -> dict[str, Any]:
-        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        error: dict[str, Any] = {**self.details, "code": self.code, "message": self.message}
         if self.traceback:
             error["traceback"] = self.traceback
         return {"id": self.id, "type": "error", "error": error}
@@ -97,8 +106,9 @@ class Error:
         err = data.get("error")
         if not isinstance(err, dict):
             raise ProtocolError("error event without an 'error' object")
+        details = {str(k): v for k, v in err.items() if k not in ("code", "message", "traceback")}
         return cls(data.get("id"), str(err.get("code", INTERNAL)), str(err.get("message", "")),
-                   str(err.get("traceback") or ""))
+                   str(err.get("traceback") or ""), details)
 
 
 @dataclass(frozen=True)
@@ -218,3 +228,48 @@ class GenerateResult:
                    int(data["vertex_count"]), str(data.get("model", "")), float(data.get("seconds", 0.0)),
                    tuple(str(w) for w in data.get("warnings") or ()), str(weights) if weights else None,
                    tuple(str(c) for c in data.get("channels") or ()))
+
+
+def parse_landmarks(data: Any) -> dict[str, Point]:
+    """{name: [x, y, z]} -> {name: (x, y, z)}; raises ValueError unless every point is three
+    finite numbers (unknown names are kept: the backend may know more than this add-on)."""
+    if not isinstance(data, dict):
+        raise ValueError("landmarks must be an object {name: [x, y, z]}")
+    points: dict[str, Point] = {}
+    for name, value in data.items():
+        if not isinstance(value, (list, tuple)) or len(value) != 3:
+            raise ValueError(f"landmark {name!r} is not [x, y, z]")
+        x, y, z = (float(c) for c in value)
+        if not all(math.isfinite(c) for c in (x, y, z)):
+            raise ValueError(f"landmark {name!r} is not finite")
+        points[str(name)] = (x, y, z)
+    return points
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """fit_face's result: the keys file (names (K,), deltas (K, V, 3) float32, world space) and
+    the landmarks the fit used, in world space."""
+    keys: str
+    names: tuple[str, ...]
+    landmarks: dict[str, Point] = field(default_factory=dict)
+    report: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+    warnings: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"keys": self.keys, "names": list(self.names),
+                "landmarks": {name: list(point) for name, point in self.landmarks.items()},
+                "report": dict(self.report), "seconds": self.seconds, "warnings": list(self.warnings)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "FitResult":
+        keys, names = data["keys"], data["names"]
+        if not isinstance(keys, str) or not keys:
+            raise ValueError("keys must be the path of the keys file")
+        if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+            raise ValueError("names must be a list of key names")
+        report = data.get("report") or {}
+        return cls(keys, tuple(names), parse_landmarks(data.get("landmarks") or {}),
+                   dict(report) if isinstance(report, dict) else {}, float(data.get("seconds", 0.0)),
+                   tuple(str(w) for w in data.get("warnings") or ()))
