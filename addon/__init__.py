@@ -13,11 +13,11 @@ bl_info = {
 }
 
 # Registration order: settings before the operators and panels that use them.
-from . import (check_operator, face_match, face_panel, face_props, install_operator, operators,  # noqa: E402
-               panels, preferences, properties)
+from . import (check_operator, face_match, face_panel, face_props, fit_face_operator, install_operator,  # noqa: E402
+               operators, panels, preferences, properties)
 
-_MODULES = (preferences, properties, face_props, operators, face_match, check_operator, install_operator, panels,
-            face_panel)
+_MODULES = (preferences, properties, face_props, operators, fit_face_operator, face_match, check_operator,
+            install_operator, panels, face_panel)
 
 
 def register() -> None:

@@ -1,12 +1,12 @@
-"""3D View > Sidebar > Lip Sync > Face Keys: per-group strengths and which shape key each
-channel drives (kept with the object, editable)."""
+"""3D View > Sidebar > Lip Sync > Face Keys: per-group strengths, which shape key each
+channel drives (kept with the object, editable), and Fit Face with its options."""
 from __future__ import annotations
 
 from typing import Any
 
 import bpy
 
-from . import apply, face_keys, face_plan, face_props, properties
+from . import apply, face_keys, face_plan, face_props, fit_face_operator, fit_landmarks, properties
 
 
 class WAV2SEM_UL_face_rows(bpy.types.UIList):
@@ -68,6 +68,32 @@ class WAV2SEM_PT_face_keys(bpy.types.Panel):
         layout.operator("wav2sem.match_face_keys", icon="LINKED").object = obj.name
         if rows:
             layout.template_list("WAV2SEM_UL_face_rows", "", settings, "rows", settings, "active_row", rows=6)
+        draw_fit_face(layout.box(), context, obj, options=True)
+
+
+def draw_fit_face(layout: Any, context: bpy.types.Context, obj: bpy.types.Object, options: bool) -> None:
+    """Fit Face for `obj`: its progress while it runs, else (with `options`, the head's Include
+    Eyes and Mouth Interior) the Fit Face button and, once there are landmark empties, the
+    refit from them."""
+    run = fit_face_operator.running()
+    if run is not None:
+        layout.label(text=f"Fitting '{run.inputs.head}': {run.job.message} ({run.job.fraction:.0%})", icon="SORTTIME")
+        layout.operator("wav2sem.cancel_fit_face", icon="CANCEL")
+        return
+    settings = face_props.face(obj)
+    if options:
+        layout.prop(settings, "fit_include_eyes")
+        layout.prop(settings, "fit_interior", text="Interior", icon="OBJECT_DATA")
+    row = layout.row(align=True)
+    for existing, label, icon in ((False, "Fit Face", "SHAPEKEY_DATA"), (True, "Refit from Landmarks", "EMPTY_DATA")):
+        if existing and not fit_landmarks.find(obj):
+            continue
+        op = row.operator("wav2sem.fit_face", text=label, icon=icon)
+        op.object, op.use_existing_landmarks = obj.name, existing
+        op.include_eyes, op.interior_objects = settings.fit_include_eyes, settings.fit_interior
+    reason = fit_face_operator.why_cannot_fit(context)
+    if reason:
+        layout.label(text=reason, icon="INFO")
 
 
 classes = (WAV2SEM_UL_face_rows, WAV2SEM_PT_face_keys)

@@ -4,14 +4,15 @@ Rows map a source (an ARKit channel such as `jawOpen`, or a viseme id) to one of
 shape keys; a row without a key means the channel is solved onto the other keys. The rows
 are filled by Match Face Keys, or by the first Generate when the object has none, and can be
 edited in the panel. Per-group strengths scale the model's weights (Audio2Face-like): jaw,
-lips and upper face (eyes and brows; 0 by default, so they are left alone).
+lips and upper face (eyes and brows; 0 by default, so they are left alone). Fit Face's panel
+options for the head live here too.
 """
 from __future__ import annotations
 
 from typing import Any, Iterable
 
 import bpy
-from bpy.props import CollectionProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
+from bpy.props import BoolProperty, CollectionProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 
 from . import face_keys, face_plan
 
@@ -37,6 +38,13 @@ class WAV2SEM_PG_face(bpy.types.PropertyGroup):
     jaw: _strength("jaw", "Jaw")  # type: ignore[valid-type]
     lips: _strength("lips", "Lips")  # type: ignore[valid-type]
     upper_face: _strength("upper_face", "Upper Face")  # type: ignore[valid-type]
+    # Fit Face's options for this head (the panel's; the operator takes them as properties).
+    fit_include_eyes: BoolProperty(name="Include Eyes", default=False,  # type: ignore[valid-type]
+                                   description="Fit Face also fits the eye and eyelid shapes (blinks, gaze)")
+    fit_interior: StringProperty(  # type: ignore[valid-type]
+        name="Mouth Interior",
+        description="Separate teeth, gums and tongue objects for Fit Face, comma-separated; empty = the head's "
+                    "child meshes named teeth, tooth, tongue, gum or mouth")
 
 
 classes = (WAV2SEM_PG_face_row, WAV2SEM_PG_face)

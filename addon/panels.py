@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import apply, audio_source, operators, properties
+from . import apply, audio_source, face_keys, face_panel, operators, properties
 from .ui import UserError
 
 
@@ -56,6 +56,11 @@ class WAV2SEM_PT_lipsync(bpy.types.Panel):
             reason = operators.why_cannot_generate(context)
             if reason:
                 layout.label(text=reason, icon="INFO")
+
+        if obj is not None and obj.type == "MESH" and not face_keys.find_face_keys(apply.user_key_names(obj)):
+            box = layout.box()        # a head without face keys: offer Fit Face (options in Face Keys)
+            box.label(text="No face keys: Fit Face gives this head ARKit keys", icon="INFO")
+            face_panel.draw_fit_face(box, context, obj, options=False)
 
         if obj is not None and obj.type == "MESH":
             takes = apply.list_takes(obj)

@@ -1,69 +1,27 @@
-"""FitJob against a small fit_face server written here (the real geometry is tested in
-tests/backend): progress, the result, NO_FACE with its landmarks, cancel, an old backend."""
+"""FitJob against tests/fake_fit_backend.py (the real geometry is tested in tests/backend):
+progress, the result, NO_FACE with its landmarks, cancel, an old backend."""
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from wav2sem_lipsync import protocol
 from wav2sem_lipsync.client import BackendProcess, FitJob, FitRequest
 
-# Answers hello and cancel at once and fit_face from a worker thread, like `wav2sem serve`.
-FIT_SERVER = r'''
-import json, sys, threading, time
-mode = sys.argv[1]
-lock = threading.Lock()
-cancelled = set()
-
-def send(message):
-    with lock:
-        sys.stdout.write(json.dumps(message) + "\n")
-        sys.stdout.flush()
-
-def fit(rid, params):
-    steps = 40 if mode == "slow" else 3
-    for i in range(steps):
-        if rid in cancelled:
-            send({"id": rid, "type": "error", "error": {"code": "CANCELLED", "message": "cancelled"}})
-            return
-        send({"id": rid, "type": "progress", "stage": "fit", "fraction": i / steps, "message": f"step {i}"})
-        time.sleep(0.1 if mode == "slow" else 0.01)
-    if mode == "no_face":
-        send({"id": rid, "type": "error", "error": {"code": "NO_FACE", "message": "No face found.",
-                                                    "landmarks": {"nose_tip": [0.0, -0.1, 1.6]}}})
-        return
-    send({"id": rid, "type": "result", "data": {
-        "keys": "/tmp/keys.npz", "names": ["jawOpen", "mouthClose"], "seconds": 0.5, "warnings": ["w"],
-        "landmarks": {"nose_tip": [0.0, -0.1, 1.6], "chin": [0, -0.05, 1.45]}, "report": {"rms_mm": 1.5},
-        "echo": params}})
-
-for line in sys.stdin:
-    request = json.loads(line)
-    rid, op, params = request["id"], request["op"], request.get("params") or {}
-    if op == "hello":
-        send({"id": rid, "type": "result", "data": {"protocol": 1, "version": "t", "torch": "-", "devices": []}})
-    elif op == "cancel":
-        cancelled.add(params["target"])
-        send({"id": rid, "type": "result", "data": {"target": params["target"], "found": True}})
-    elif op == "shutdown":
-        break
-    elif op == "fit_face" and mode != "old":
-        threading.Thread(target=fit, args=(rid, params), daemon=True).start()
-    else:
-        send({"id": rid, "type": "error", "error": {"code": "BAD_REQUEST", "message": f"Unknown op {op!r}."}})
-'''
+FAKE_FIT = Path(__file__).resolve().parents[1] / "fake_fit_backend.py"
 
 
 @pytest.fixture
-def fit_server(tmp_path):
-    script = tmp_path / "fit_server.py"
-    script.write_text(FIT_SERVER)
+def fit_server():
     started: list[BackendProcess] = []
 
     def start(mode: str = "ok") -> BackendProcess:
-        backend = BackendProcess(sys.executable, command=[sys.executable, str(script), mode])
+        backend = BackendProcess(sys.executable, command=[sys.executable, str(FAKE_FIT), mode])
         backend.start()
         started.append(backend)
         return backend
@@ -72,35 +30,48 @@ def fit_server(tmp_path):
         backend.close()
 
 
+@pytest.fixture
+def mesh(tmp_path) -> FitRequest:
+    """A unit cube's corners and its six quads; the keys go beside it."""
+    corners = np.array([[x, y, z] for x in (0, 1) for y in (0, 1) for z in (0, 1)], np.float64)
+    quads = [0, 1, 3, 2, 4, 6, 7, 5, 0, 4, 5, 1, 2, 3, 7, 6, 0, 2, 6, 4, 1, 5, 7, 3]
+    np.savez(tmp_path / "mesh.npz", vertices=corners, loop_totals=np.full(6, 4, np.int32),
+             loop_vertices=np.array(quads, np.int32), object_ids=np.zeros(8, np.int32))
+    return FitRequest(str(tmp_path / "mesh.npz"), str(tmp_path / "keys.npz"))
+
+
 def test_request_params_carry_the_landmarks_only_when_given():
     assert FitRequest("m.npz").params() == {"mesh": "m.npz", "include_eyes": False}
     params = FitRequest("m.npz", "k.npz", {"chin": (1, 2, 3)}, include_eyes=True).params()
     assert params == {"mesh": "m.npz", "output": "k.npz", "include_eyes": True, "landmarks": {"chin": [1.0, 2.0, 3.0]}}
 
 
-def test_fit_reports_progress_forward_and_parses_the_result(fit_server):
-    job = FitJob(fit_server(), FitRequest("m.npz", landmarks={"chin": (0, 0, 1)}), say_hello=True)
+def test_fit_reports_progress_forward_and_parses_the_result(fit_server, mesh):
+    job = FitJob(fit_server(), dataclasses.replace(mesh, landmarks={"chin": (0, 0, 1)}), say_hello=True)
     fractions = []
     while not job.poll(0.05):
         fractions.append(job.fraction)
     assert job.error is None and job.hello is not None
     assert fractions == sorted(fractions) and job.fraction == 1.0
     result = job.result
-    assert result.names == ("jawOpen", "mouthClose") and result.keys == "/tmp/keys.npz"
-    assert result.landmarks["chin"] == (0.0, -0.05, 1.45) and result.report == {"rms_mm": 1.5}
-    assert result.warnings == ("w",) and result.seconds == 0.5
+    assert result.names == ("jawOpen", "mouthClose", "mouthFunnel") and result.keys == mesh.output
+    assert result.landmarks == {"chin": (0.0, 0.0, 1.0)} and result.report == {"fake": True}
+    assert result.seconds == 0.1 and result.warnings == ()
     assert protocol.FitResult.from_dict(result.to_dict()) == result
+    with np.load(result.keys) as keys:
+        assert keys["deltas"].shape == (3, 8, 3)
 
 
-def test_no_face_keeps_the_landmark_guess(fit_server):
-    job = FitJob(fit_server("no_face"), FitRequest("m.npz"))
+def test_no_face_keeps_the_landmark_guess(fit_server, mesh):
+    job = FitJob(fit_server("no_face"), mesh)
     job.wait(timeout=20)
     assert job.error is not None and job.error.code == protocol.NO_FACE
-    assert protocol.parse_landmarks(job.error.details["landmarks"]) == {"nose_tip": (0.0, -0.1, 1.6)}
+    guess = protocol.parse_landmarks(job.error.details["landmarks"])
+    assert sorted(guess) == sorted(protocol.FIT_LANDMARKS) and guess["nose_tip"] == (0.1, 0.1, 0.1)
 
 
-def test_cancel_ends_the_fit_cancelled(fit_server):
-    job = FitJob(fit_server("slow"), FitRequest("m.npz"))
+def test_cancel_ends_the_fit_cancelled(fit_server, mesh):
+    job = FitJob(fit_server("slow"), mesh)
     deadline = time.monotonic() + 20
     while job.fraction == 0.0 and not job.poll(0.05):
         assert time.monotonic() < deadline
@@ -109,8 +80,8 @@ def test_cancel_ends_the_fit_cancelled(fit_server):
     assert job.error is not None and job.error.code == protocol.CANCELLED and job.result is None
 
 
-def test_an_old_backend_is_told_to_update(fit_server):
-    job = FitJob(fit_server("old"), FitRequest("m.npz"))
+def test_an_old_backend_is_told_to_update(fit_server, mesh):
+    job = FitJob(fit_server("old"), mesh)
     job.wait(timeout=20)
     assert job.error.code == protocol.PROTOCOL_MISMATCH and "Install Backend" in job.error.message
 
