@@ -264,6 +264,30 @@ def vertex_colours(head: FitHead) -> np.ndarray:
     return colours
 
 
+def sheet_rows(head: FitHead, fit: Fit, with_truth: bool) -> list[tuple[str, np.ndarray, np.ndarray | None, str]]:
+    """(title, fitted delta, reference delta or None, reference label) per sheet row: the
+    ARKit poses (reference: the truth on ICT heads), and on the synthetic head the rig poses
+    (the transferred shapes mixed by arkit_rig's weights; reference: the head's own rig)."""
+    rows = []
+    for title, weights in SHEET_POSES:
+        ref = None
+        if with_truth:
+            ref = np.zeros_like(head.vertices)
+            for n, w in weights.items():
+                ref += w * head.truth_deltas([n])[0]
+        rows.append((title, fit.mix(weights), ref, "truth"))
+    if head.kind == "synthetic":
+        from wav2sem.heads import SPEECH_CHANNELS
+        from wav2sem.synth.arkit_rig import arkit_weights
+        from wav2sem.synth.rig import ARTICULATORS
+
+        for title, values in SYNTH_POSES:
+            track = np.array([[values.get(a, 0.0) for a in ARTICULATORS]])
+            w = dict(zip(SPEECH_CHANNELS, arkit_weights(track)[0].tolist()))
+            rows.append((f"rig pose: {title}", fit.mix(w), fit_heads.synthetic_rig_motion(head, track)[0], "own rig"))
+    return rows
+
+
 def render_sheet(head: FitHead, fit: Fit, out_png: Path, with_truth: bool, label: str) -> list[str]:
     """Renders the sheet; returns notes (midline gaps) for the report."""
     pair = lip_centre_vertices(head) if head.kind == "ict" else _synth_lip_pair()
@@ -271,36 +295,47 @@ def render_sheet(head: FitHead, fit: Fit, out_png: Path, with_truth: bool, label
     mouth = head.to_source(0.5 * (head.landmarks["upper_lip_center"] + head.landmarks["lower_lip_center"]))
     centre = mouth + np.array([0.0, 0.75 * e2m, -1.5 * e2m])
     views = np.array([[0.0, 0.0, *mouth, 1.3 * e2m], [35.0, -8.0, *mouth, 1.3 * e2m],
-                      [90.0, 0.0, *centre, 4.3 * e2m], [0.0, 0.0, *mouth, 1.3 * e2m]])
+                      [90.0, 0.0, *centre, 4.3 * e2m]])
+    rows = sheet_rows(head, fit, with_truth)
+    columns = 4 if any(r[2] is not None for r in rows) else 3
     poses, jobs, titles, notes = [], [], [], []
-    for title, weights in SHEET_POSES:
-        got = fit.mix(weights)
-        verts = head.vertices + got
+    for title, delta, ref, ref_label in rows:
+        verts = head.vertices + delta
         gap = midline_gap_mm(head, verts, pair)
-        notes.append(f"{title}: midline gap {gap:.1f} mm")
+        note = f"{title}: midline gap {gap:.1f} mm ({label})"
         poses.append(head.to_source(verts))
         p = len(poses) - 1
         jobs += [(p, 0), (p, 1), (p, 2)]
         titles += [f"{title}\n{label}, gap {gap:.1f} mm", f"{title}, 3/4", f"{title}, profile"]
-        if with_truth:
-            tv = head.vertices + sum((w * head.truth_deltas([n])[0] for n, w in weights.items()),
-                                     np.zeros_like(head.vertices))
-            poses.append(head.to_source(tv))
-            jobs.append((len(poses) - 1, 3))
-            titles.append(f"{title}: truth, gap {midline_gap_mm(head, tv, pair):.1f} mm")
-    triangles = head.triangles()
-    columns = 4 if with_truth else 3
+        if ref is not None:
+            rv = head.vertices + ref
+            rgap = midline_gap_mm(head, rv, pair)
+            note += f", {rgap:.1f} mm ({ref_label})"
+            poses.append(head.to_source(rv))
+            jobs.append((len(poses) - 1, 0))
+            titles.append(f"{title}\n{ref_label}, gap {rgap:.1f} mm")
+        elif columns == 4:
+            jobs.append((-1, -1))
+            titles.append("")
+        notes.append(note)
     with tempfile.TemporaryDirectory(prefix="fit_sheet_") as tmp:
         job = Path(tmp) / "job.npz"
-        np.savez(job, triangles=triangles, colours=vertex_colours(head), poses=np.stack(poses).astype(np.float32),
-                 views=views, jobs=np.array(jobs))
+        real = [j for j in jobs if j[0] >= 0]
+        np.savez(job, triangles=head.triangles(), colours=vertex_colours(head), poses=np.stack(poses).astype(np.float32),
+                 views=views, jobs=np.array(real))
         env = {**os.environ, "HOME": tmp}
         r = subprocess.run([sys.executable, str(REPO / "benchmarks" / "fit_face_render.py"), str(job), tmp + "/png"],
                            env=env, capture_output=True, text=True, timeout=900)
         if r.returncode != 0:
             raise RuntimeError(f"render failed:\n{r.stderr[-3000:]}")
-        _sheet([(t, f"{tmp}/png/{j}.png") for j, t in enumerate(titles)], out_png, columns,
-               f"{head.name}: {head.description}")
+        tiles, k = [], 0
+        for j, t in zip(jobs, titles):
+            if j[0] < 0:
+                tiles.append(("", None))
+            else:
+                tiles.append((t, f"{tmp}/png/{k}.png"))
+                k += 1
+        _sheet(tiles, out_png, columns, f"{head.name}: {head.description}")
     return notes
 
 
@@ -315,10 +350,12 @@ def _sheet(tiles, out_png: Path, columns: int, suptitle: str, tile_in: float = 2
     for ax in axes.ravel():
         ax.axis("off")
     for ax, (title, path) in zip(axes.ravel(), tiles):
+        if path is None:
+            continue
         ax.imshow(mpimg.imread(path))
         ax.set_title(title, fontsize=8)
     fig.suptitle(suptitle, fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / (rows * tile_in * 1.1)))
     out_png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_png, dpi=90)
     plt.close(fig)

@@ -28,8 +28,10 @@ Truth (ICT-derived heads): each vertex's closest point on the original ICT surfa
 same part group (the skin, or the island it came from: teeth, gums and tongue, an eyeball),
 as an index into wav2sem.heads.ict_triangles() and barycentric coordinates; ties across the
 lip seam are settled by the vertex normal (a point of the lower lip never takes the upper
-lip's truth). Truth deltas are the ICT expression deltas interpolated at that point, pushed
-through the stylising warp (warp(x + d) - warp(x)) and the placement (scale, rotation).
+lip's truth). Truth deltas are the ICT expression deltas interpolated at that point, mapped
+by the stylising warp's Jacobian at the vertex's rest position (linear, so shapes still add:
+warp(x + d) - warp(x) would stretch jawOpen by the longer chin, 50 mm instead of 34 at the
+lips, and leave jawOpen + mouthClose 11 mm open) and by the placement (scale, rotation).
 
 The synthetic head has no ARKit truth; its rig (wav2sem.synth.rig) gives vertex motion for
 articulator poses, see `FitHead.synthetic_rig_motion`.
@@ -141,10 +143,19 @@ class FitHead:
             d = arrays["expression_deltas"][index[name]].astype(np.float64) * 0.01
             d = np.einsum("hj,hjc->hc", bary, d[corners])
             if self.warp is not None:
-                x = self.source[has]
-                d = self.warp(x + d) - self.warp(x)
+                d = np.einsum("hij,hj->hi", self._warp_jacobian()[has], d)
             out[k, has] = self.vector_to_mesh(d)
         return out
+
+    def _warp_jacobian(self) -> np.ndarray:
+        """(V, 3, 3) the warp's Jacobian at each vertex's rest position (central differences)."""
+        cached = self.info.get("_jacobian")
+        if cached is None:
+            x = np.nan_to_num(self.source)
+            h = 1e-5
+            cols = [(self.warp(x + h * e) - self.warp(x - h * e)) / (2 * h) for e in np.eye(3)]
+            cached = self.info["_jacobian"] = np.stack(cols, axis=-1)
+        return cached
 
 
 # --- geometry helpers -------------------------------------------------------------------
