@@ -10,8 +10,10 @@ moves nothing. Landmarks: the head's bounding box, all ten names. Modes (first a
   bad      a keys file with the wrong vertex count
   slow     like ok, but 4 s of progress first (to cancel)
   old      does not know fit_face (an older backend)
-Like the real server it answers hello and cancel at once and fits on a worker thread.
-Run: python tests/fake_fit_backend.py MODE [--log FILE] [ignored serve arguments]
+With `--mode-file FILE` each fit_face reads its mode from FILE (when it exists), so one
+session can switch modes without restarting the backend. Like the real server it answers
+hello and cancel at once and fits on a worker thread.
+Run: python tests/fake_fit_backend.py MODE [--log FILE] [--mode-file FILE] [ignored serve arguments]
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import json
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -81,6 +84,7 @@ def fit(rid, params: dict, mode: str) -> None:
 def main() -> None:
     mode = sys.argv[1] if len(sys.argv) > 1 else "ok"
     log = sys.argv[sys.argv.index("--log") + 1] if "--log" in sys.argv else None
+    mode_file = Path(sys.argv[sys.argv.index("--mode-file") + 1]) if "--mode-file" in sys.argv else None
     for line in sys.stdin:
         request = json.loads(line)
         rid, op, params = request["id"], request["op"], request.get("params") or {}
@@ -97,7 +101,8 @@ def main() -> None:
             send({"id": rid, "type": "result", "data": {}})
             break
         elif op == "fit_face" and mode != "old":
-            threading.Thread(target=fit, args=(rid, params, mode), daemon=True).start()
+            now = mode_file.read_text().strip() if mode_file is not None and mode_file.exists() else mode
+            threading.Thread(target=fit, args=(rid, params, now), daemon=True).start()
         else:
             error(rid, "BAD_REQUEST", f"Unknown op {op!r}; expected one of hello, cancel, shutdown.")
 
