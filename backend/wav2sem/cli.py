@@ -18,6 +18,7 @@ SUBCOMMANDS = {
     "serve": ("wav2sem.serve", "JSON-lines backend server on stdin/stdout (used by the add-on)"),
     "info": ("wav2sem.commands.info", "print versions, devices and the models found"),
     "convert": ("wav2sem.commands.convert", "official FaceFormer/Wav2Sem weights -> model bundle"),
+    "fit": ("wav2sem.commands.fit", "head mesh without face keys -> ARKit shapes fitted from the reference head"),
     "synth": ("wav2sem.synth.command", "generate the synthetic speech-to-face corpus"),
     "train": ("wav2sem.train.command", "train the semantic encoder or the animation model"),
     "eval": ("wav2sem.train.evaluate", "LVE / FDD / MVE of a model on a corpus split"),

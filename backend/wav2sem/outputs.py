@@ -19,13 +19,13 @@ from .pids import pid_alive, pid_in_name
 PARTIAL_PREFIX = ".wav2sem-partial-"
 
 
-def check_output_path(path: str | Path) -> Path:
+def check_output_path(path: str | Path, suffix: str = ".npy") -> Path:
     """Fail early (before any work) on an output path that cannot be written."""
     path = Path(path)
-    if path.suffix.lower() != ".npy":
-        raise Wav2SemError(BAD_REQUEST, f"Output {path.name} must end in .npy.")
+    if path.suffix.lower() != suffix:
+        raise Wav2SemError(BAD_REQUEST, f"Output {path.name} must end in {suffix}.")
     if path.is_dir():
-        raise Wav2SemError(OUTPUT_UNWRITABLE, f"Output {path} is a folder; give a file name ending in .npy.")
+        raise Wav2SemError(OUTPUT_UNWRITABLE, f"Output {path} is a folder; give a file name ending in {suffix}.")
     if not path.parent.is_dir():
         raise Wav2SemError(OUTPUT_UNWRITABLE, f"The folder for the output, {path.parent}, does not exist.")
     if not os.access(path.parent, os.W_OK):
@@ -37,6 +37,12 @@ def write_partial(path: str | Path, array: np.ndarray) -> Path:
     """np.save into a new partial file beside `path`; returns it. Nothing is left on failure."""
     path = check_output_path(path)
     return _partial_file(path, ".npy", "wb", lambda handle: np.save(handle, array))
+
+
+def write_partial_npz(path: str | Path, **arrays: np.ndarray) -> Path:
+    """np.savez of the named arrays into a new partial file beside `path`; returns it."""
+    path = check_output_path(path, ".npz")
+    return _partial_file(path, ".npz", "wb", lambda handle: np.savez(handle, **arrays))
 
 
 def _partial_file(path: Path, suffix: str, mode: str, write: Callable[[IO], None]) -> Path:

@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 PROGRESS_MIN_INTERVAL_S = 0.2   # at most ~5 progress events a second per request...
 PROGRESS_MIN_STEP = 0.05        # ...unless the fraction moved this much or the stage changed
-WORKER_OPS = ("model_info", "generate")
+WORKER_OPS = ("model_info", "generate", "fit_face")
 
 
 class Terminated(BaseException):
@@ -78,8 +78,8 @@ class Server:
             self.out.write(line)
             self.out.flush()
 
-    def send_error(self, request_id, code: str, message: str, tb: str | None = None) -> None:
-        error = {"code": code, "message": message}
+    def send_error(self, request_id, code: str, message: str, tb: str | None = None, extra: dict | None = None) -> None:
+        error = {"code": code, "message": message, **(extra or {})}
         if tb:
             error["traceback"] = tb
         self.send({"id": request_id, "type": "error", "error": error})
@@ -132,7 +132,7 @@ class Server:
             else:
                 self._jobs.put(job)
         else:
-            self.send_error(request_id, BAD_REQUEST, f"Unknown op {op[:40]!r}; expected one of hello, model_info, generate, cancel, shutdown.")
+            self.send_error(request_id, BAD_REQUEST, f"Unknown op {op[:40]!r}; expected one of hello, model_info, generate, fit_face, cancel, shutdown.")
         return True
 
     def _cancel(self, request_id, target) -> None:
@@ -178,7 +178,7 @@ class Server:
             data = getattr(self, f"_op_{job.op}")(job)
             self.send({"id": job.id, "type": "result", "data": data})
         except Wav2SemError as exc:
-            self.send_error(job.id, exc.code, exc.message)
+            self.send_error(job.id, exc.code, exc.message, extra=_error_details(exc))
         except Exception as exc:  # keep serving after anything; the add-on shows the message
             log.exception("request %r failed", job.id)
             self.send_error(job.id, INTERNAL, f"Internal error in the backend: {exc!r}", traceback.format_exc())
@@ -290,6 +290,44 @@ class Server:
                 "weights": str(weights_output) if result.weights is not None else None,
                 "channels": list(result.channels)}
 
+    def _op_fit_face(self, job: Job) -> dict:
+        from .fit import fit_face
+        from .fit.files import read_mesh, write_keys
+        from .outputs import check_output_path
+
+        params = job.params
+        mesh_path = _text(params, "mesh", "the path of the mesh's .npz file")
+        if mesh_path is None:
+            raise Wav2SemError(BAD_REQUEST, 'fit_face needs "mesh": the path of the mesh\'s .npz file.')
+        include_eyes = params.get("include_eyes", False)
+        if not isinstance(include_eyes, bool):
+            raise Wav2SemError(BAD_REQUEST, '"include_eyes" must be true or false.')
+        landmarks = params.get("landmarks")
+        if landmarks is not None and not isinstance(landmarks, dict):
+            raise Wav2SemError(BAD_REQUEST, '"landmarks" must be an object {name: [x, y, z]}.')
+        output_text = _text(params, "output", "the path of a .npz file")
+        output = Path(output_text) if output_text else self.workdir / f"fit-{next(self._output_numbers)}.npz"
+        check_output_path(output, ".npz")
+        mesh = read_mesh(mesh_path)
+        send = self._progress_sender(job.id)
+
+        def progress(fraction: float, message: str) -> None:
+            if job.cancel.is_set():
+                raise Cancelled()
+            send("fit", fraction, message)
+
+        result = fit_face(mesh["vertices"], mesh["loop_totals"], mesh["loop_vertices"], mesh["object_ids"],
+                          landmarks=landmarks or None, include_eyes=include_eyes, progress=progress)
+        with self._pending_lock:
+            if job.cancel.is_set():
+                raise Cancelled()
+            write_keys(output, result.names, result.deltas, result.landmarks)
+            if self._pending.get(job.id) is job:
+                del self._pending[job.id]
+        return {"keys": str(output), "names": list(result.names),
+                "landmarks": {n: [float(c) for c in p] for n, p in result.landmarks.items()},
+                "report": result.report, "seconds": round(result.report["seconds"], 3), "warnings": []}
+
     def _progress_sender(self, request_id):
         last = {"stage": None, "fraction": -1.0, "time": 0.0}
 
@@ -302,6 +340,14 @@ class Server:
                            "fraction": round(float(fraction), 4), "message": message})
 
         return progress
+
+
+def _error_details(exc: Wav2SemError) -> dict | None:
+    """Extra fields of an error object: NO_FACE carries the landmark guess."""
+    landmarks = getattr(exc, "landmarks", None)
+    if landmarks is None:
+        return None
+    return {"landmarks": {n: [float(c) for c in p] for n, p in landmarks.items()}}
 
 
 def _is_scalar(value) -> bool:

@@ -113,8 +113,9 @@ def fit_face(vertices, loop_totals, loop_vertices, object_ids=None, landmarks: d
         if place.error * 1000 > NO_FACE_MM:
             raise NoFaceError(
                 f"No face was found on this mesh (the reference head fits it only within {place.error * 1000:.1f} mm, "
-                f"a head fits within {NO_FACE_MM:.0f}). Move the W2S_ landmark empties onto the face (nose tip, lip "
-                "centres, mouth corners, chin, eye corners) and fit again with Use Existing Landmarks.",
+                f"a head fits within {NO_FACE_MM:.0f}). Place the landmarks on the face (nose tip, lip centres, mouth "
+                "corners, chin, eye corners): in Blender move the W2S_ empties and fit again with Use Existing "
+                "Landmarks; on the command line give them with --landmarks FILE.",
                 _landmarks_on_surface(ref, place, None, user_surface))
     else:
         place = align.from_landmarks(ref, user_marks)
