@@ -157,6 +157,7 @@ def transfer_errors(head: FitHead, fit: Fit) -> dict:
     per = {}
     back_max = body_max = 0.0
     body = ~head.head
+    parts = kit_parts(head)
     for k, name in enumerate(names):
         got = fit.delta(name)
         t = truth[k]
@@ -166,10 +167,14 @@ def transfer_errors(head: FitHead, fit: Fit) -> dict:
         still = (tn < STILL_MM) & head.head
         moving = head.mm(np.linalg.norm(got, axis=1))
         rel = float(np.sqrt(np.mean(err[moved] ** 2)) / np.sqrt(np.mean(tn[moved] ** 2))) if moved.any() else float("nan")
+        leak = np.where(still, moving, 0.0)
         per[name] = {"moved": int(moved.sum()), "rel_rms": rel,
                      "truth_max_mm": float(tn.max()),
                      "lip_max_err_mm": float(err[head.lips].max()) if head.lips.any() else float("nan"),
-                     "leak_mm": float(moving[still].max()) if still.any() else 0.0,
+                     "leak_mm": float(leak.max()),
+                     "leak_part": parts[int(np.argmax(leak))] if leak.max() > 0 else None,
+                     "err_max_mm": float(err[head.head].max()),
+                     "err_max_part": parts[int(np.argmax(np.where(head.head, err, 0.0)))],
                      "back_max_mm": float(moving[head.back].max()) if head.back.any() else 0.0}
         back_max = max(back_max, per[name]["back_max_mm"])
         if body.any():
@@ -184,7 +189,24 @@ def transfer_errors(head: FitHead, fit: Fit) -> dict:
             "speech_worst": max(speech, key=lambda n: per[n]["rel_rms"]) if speech else None,
             "speech_lip_max_err_mm": float(max(per[n]["lip_max_err_mm"] for n in speech)) if speech else float("nan"),
             "speech_leak_max_mm": float(max(per[n]["leak_mm"] for n in speech)) if speech else float("nan"),
+            "speech_leak_worst": (lambda n: f"{n} on {per[n]['leak_part']}")(max(speech, key=lambda n: per[n]["leak_mm"]))
+            if speech else None,
             "back_max_mm": back_max, "body_max_mm": body_max if body.any() else None}
+
+
+def kit_parts(head: FitHead) -> list[str]:
+    """The ICT part each vertex's truth lies on ("body" for a body's vertices)."""
+    from wav2sem.heads import ict_arrays, ict_triangles
+
+    a = ict_arrays()
+    part = np.empty(len(a["neutral"]), dtype=object)
+    for n, (s0, e0) in zip(a["part_names"].tolist(), a["part_ranges"]):
+        part[s0:e0] = n
+    out = np.full(head.vertex_count, "body", dtype=object)
+    has = head.ict_tri >= 0
+    nearest = ict_triangles()[head.ict_tri[has], np.argmax(head.ict_bary[has], axis=1)]
+    out[has] = part[nearest]
+    return out.tolist()
 
 
 def source_normals(head: FitHead, vertices: np.ndarray | None = None) -> np.ndarray:
@@ -396,7 +418,8 @@ def markdown(results: dict, meta: dict) -> str:
             worst = tr["speech_worst"]
             cells += [str(tr["count"]), f"{_f(tr['median_rel_rms'], 3)} / {_f(tr['speech_median_rel_rms'], 3)}",
                       f"{worst} ({_f(tr['shapes'][worst]['rel_rms'], 3)})" if worst else "-",
-                      _f(tr["speech_lip_max_err_mm"], 1), _f(tr["speech_leak_max_mm"], 2), _f(tr["back_max_mm"], 2),
+                      _f(tr["speech_lip_max_err_mm"], 1), f"{_f(tr['speech_leak_max_mm'], 1)} ({tr['speech_leak_worst']})",
+                      _f(tr["back_max_mm"], 2),
                       _f(tr["body_max_mm"], 2)]
         else:
             cells += [str(r.get("shape_count", "-")), "-", "-", "-", "-", "-", "-"]
@@ -412,18 +435,19 @@ def markdown(results: dict, meta: dict) -> str:
             worst = tr["speech_worst"]
             lines.append(f"| {name} | {_f(h['fit_seconds'])} | {_f(tr['median_rel_rms'], 3)} / {_f(tr['speech_median_rel_rms'], 3)} "
                          f"| {worst} ({_f(tr['shapes'][worst]['rel_rms'], 3)}) | {_f(tr['speech_lip_max_err_mm'], 1)} "
-                         f"| {_f(tr['speech_leak_max_mm'], 2)} | {_f(tr['back_max_mm'], 2)} | {_f(tr['body_max_mm'], 2)} |")
+                         f"| {_f(tr['speech_leak_max_mm'], 1)} ({tr['speech_leak_worst']}) | {_f(tr['back_max_mm'], 2)} | {_f(tr['body_max_mm'], 2)} |")
     from wav2sem.heads import SPEECH_CHANNELS
 
     ict = [n for n, r in results.items() if r.get("transfer")]
     if ict:
-        lines += ["", "Per speech shape (automatic landmarks): rel. RMS / lip max error (mm) / leak (mm)", "",
+        lines += ["", "Per speech shape (automatic landmarks): rel. RMS / lip max error (mm) / leak (mm, on which ICT part)", "",
                   "| shape | " + " | ".join(ict) + " |", "| --- |" + " ---: |" * len(ict)]
         for s in SPEECH_CHANNELS:
             row = [s]
             for n in ict:
                 e = results[n]["transfer"]["shapes"].get(s)
-                row.append(f"{_f(e['rel_rms'], 3)} / {_f(e['lip_max_err_mm'], 1)} / {_f(e['leak_mm'], 1)}" if e else "-")
+                row.append(f"{_f(e['rel_rms'], 3)} / {_f(e['lip_max_err_mm'], 1)} / {_f(e['leak_mm'], 1)}"
+                           + (f" ({e['leak_part']})" if e and e["leak_mm"] > 1.0 else "") if e else "-")
             lines.append("| " + " | ".join(row) + " |")
     synth = [(n, r["synthetic_rig"]) for n, r in results.items() if r.get("synthetic_rig")]
     for name, comp in synth:
