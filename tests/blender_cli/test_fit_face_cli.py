@@ -1,6 +1,8 @@
-"""Fit Face in Debian's Blender 3.4 (the legacy zip): headless (`blender -b`) and in a real
-window under Xvfb (modal progress, Esc, the Cancel button, one-step undo), against
-tests/fake_fit_backend.py, whose shapes are exactly known."""
+"""Fit Face in Debian's Blender 3.4 (the legacy zip): headless (`blender -b`) with the real
+backend (the ICT head without its keys fitted, then Generate Lip Sync with the default model;
+a cube refused), and against tests/fake_fit_backend.py, whose shapes are exactly known:
+headless, and in a real window under Xvfb (modal progress, Esc, the Cancel button, one-step
+undo)."""
 from __future__ import annotations
 
 import json
@@ -15,6 +17,88 @@ from cli_helpers import BLENDER, REPO
 pytestmark = pytest.mark.blender_cli
 FAKE_FIT = REPO / "tests" / "fake_fit_backend.py"
 DROP_M = 0.01                      # the fake's jawOpen moves the lower half and the extras down this far
+
+
+DEFAULT_MODEL = REPO / "backend" / "wav2sem" / "assets" / "default"
+DEMO = REPO / "blend_examples" / "demo.wav"
+
+REAL = """
+import bpy, json, sys
+import numpy as np
+sys.path.insert(0, %r)
+import ict_head
+out = sys.argv[sys.argv.index("--") + 1]
+for obj in list(bpy.data.objects):
+    bpy.data.objects.remove(obj)
+arrays = ict_head.load_arrays()
+names = [str(n) for n in arrays["part_names"].tolist()]
+part_of = np.searchsorted(np.asarray(arrays["part_ranges"])[:, 0], np.arange(len(arrays["neutral"])), side="right") - 1
+
+def part_mesh(name, parts):
+    keep = np.isin(part_of, [names.index(p) for p in parts])
+    index = np.cumsum(keep) - 1
+    faces = np.asarray(arrays["faces"])
+    polygons = [[int(index[v]) for v in f if v >= 0] for f in faces if keep[f[0]]]
+    mesh = bpy.data.meshes.new(name)
+    mesh.from_pydata(ict_head.to_blender(arrays["neutral"][keep]).tolist(), [], polygons)
+    obj = bpy.data.objects.new(name, mesh)
+    bpy.context.scene.collection.objects.link(obj)
+    return obj
+
+interior = ("teeth", "gums_and_tongue")
+head = part_mesh("Head", [n for n in names if n not in interior + ict_head.OVERLAY_PARTS])
+teeth = part_mesh("Teeth", ["teeth", "gums_and_tongue"])
+teeth.parent = head
+head.location, head.rotation_euler = (0.0, 0.3, 1.5), (0.0, 0.0, -0.3)
+bpy.context.view_layer.update()
+
+def world(obj, evaluated=None):
+    source = (evaluated or obj).data.vertices
+    return np.array([obj.matrix_world @ v.co for v in source])
+
+result = {"fit": sorted(bpy.ops.wav2sem.fit_face(object="Head"))}
+key = head.data.shape_keys
+result["fitted"] = list(key["wav2sem_fitted"])
+result["teeth_keys"] = len(teeth.data.shape_keys.key_blocks) if teeth.data.shape_keys else 0
+lip = np.array(bpy.data.objects["W2S_lower_lip_center"].matrix_world.translation)
+rest, teeth_rest = world(head), world(teeth)
+lips = np.nonzero(np.linalg.norm(rest - lip, axis=1) < 0.006)[0]
+low = np.nonzero(teeth_rest[:, 2] < np.median(teeth_rest[:, 2]))[0]
+result["generate"] = sorted(bpy.ops.wav2sem.generate_lipsync(object="Head", audio_path=%r))
+motion, teeth_motion = [], []
+for frame in range(1, 200, 8):
+    bpy.context.scene.frame_set(frame)
+    depsgraph = bpy.context.evaluated_depsgraph_get()
+    motion.append(float(np.linalg.norm(world(head, head.evaluated_get(depsgraph))[lips] - rest[lips], axis=1).max()))
+    moved = world(teeth, teeth.evaluated_get(depsgraph))
+    teeth_motion.append(float(np.linalg.norm(moved[low] - teeth_rest[low], axis=1).max()))
+result["lip_mm"], result["teeth_mm"] = max(motion) * 1000, max(teeth_motion) * 1000
+result["keys_after_generate"] = [b.name for b in key.key_blocks]
+bpy.ops.mesh.primitive_cube_add(size=0.25, location=(1.0, 0.0, 1.6))
+try:
+    bpy.ops.wav2sem.fit_face(object="Cube")
+    result["cube"] = "fitted"
+except RuntimeError as exc:
+    result["cube"] = str(exc)
+cube = bpy.data.objects["Cube"]
+result["cube_keys"] = cube.data.shape_keys is not None
+result["cube_empties"] = sorted(o["wav2sem_landmark"] for o in cube.children if "wav2sem_landmark" in o)
+print("RESULT " + json.dumps(result))
+""" % (str(REPO / "blend_examples"), str(DEMO))
+
+
+def test_headless_fit_then_generate_with_the_real_backend(cli, tmp_path):
+    script = tmp_path / "real_fit.py"
+    script.write_text(REAL)
+    result = run_script(cli, dict(cli.env, WAV2SEM_MODEL=str(DEFAULT_MODEL)), script, tmp_path / "out.blend",
+                        timeout=600)
+    assert result["fit"] == ["FINISHED"] and "jawOpen" in result["fitted"] and "mouthClose" in result["fitted"]
+    assert result["teeth_keys"] == len(result["fitted"]) + 1          # the Basis and the head's keys, driven
+    assert result["generate"] == ["FINISHED"]
+    assert result["keys_after_generate"] == ["Basis", *result["fitted"]]   # the take added no key
+    assert result["lip_mm"] > 1.0 and result["teeth_mm"] > 0.5           # the lips move; the lower teeth follow
+    assert result["cube"].startswith("Error: No face found on 'Cube': move the W2S_ empties onto the face")
+    assert result["cube_keys"] is False and len(result["cube_empties"]) == 10
 
 
 def fake_env(cli, tmp_path, mode="ok"):
@@ -75,10 +159,10 @@ print("RESULT " + json.dumps({"fitted": list(key["wav2sem_fitted"])}))
 """
 
 
-def run_script(cli, env, script, *args, blend=None):
+def run_script(cli, env, script, *args, blend=None, timeout=180):
     result = subprocess.run([BLENDER, "-b", *([str(blend)] if blend else []), "--python-exit-code", "1",
                              "--python", str(script), "--", *map(str, args)],
-                            env=env, cwd=cli.work, capture_output=True, text=True, timeout=180)
+                            env=env, cwd=cli.work, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return json.loads(next(l for l in result.stdout.splitlines() if l.startswith("RESULT "))[len("RESULT "):])
 
