@@ -11,7 +11,9 @@ from typing import Callable
 
 import numpy as np
 
-from .geometry import Surface, sample_surface, similarity
+from scipy.spatial import cKDTree
+
+from .geometry import Surface, SurfaceHit, sample_surface, similarity
 from .reference import Reference
 
 AXES = {"+X": (1, 0, 0), "-X": (-1, 0, 0), "+Y": (0, 1, 0), "-Y": (0, -1, 0), "+Z": (0, 0, 1), "-Z": (0, 0, -1)}
@@ -81,7 +83,20 @@ def head_top_and_neck(points: np.ndarray, up: np.ndarray) -> tuple[float, float 
     return top, None
 
 
-def _icp(ref_points: np.ndarray, ref_surface: Surface, user_points: np.ndarray, user_surface: Surface,
+class _Cloud:
+    """Dense surface samples standing in for a surface in the coarse search: nearest-sample
+    queries cost little even far from the surface, where the exact query is slow."""
+
+    def __init__(self, points: np.ndarray):
+        self.points = points
+        self._tree = cKDTree(points)
+
+    def closest(self, query: np.ndarray):
+        distances, index = self._tree.query(query)
+        return SurfaceHit(self.points[index], index, np.zeros((len(query), 3)), distances)
+
+
+def _icp(ref_points: np.ndarray, ref_surface: Surface | _Cloud, user_points: np.ndarray, user_surface: Surface | _Cloud,
          start: Placement, iterations: int, trim: float = 0.8) -> Placement:
     """Similarity ICP with point-to-surface pairs both ways (reference samples onto the
     user's surface, the user's samples onto the reference's), the worst (1 - trim) dropped."""
@@ -136,7 +151,8 @@ def place_reference(ref: Reference, vertices: np.ndarray, triangles: np.ndarray,
     face = ref.part_mask(("face",))
     ref_pts = np.concatenate([sample_surface(ref.vertices, ref.triangles_of(face), 1100, rng)[0],
                               sample_surface(ref.vertices, ref.triangles_of(skin), 500, rng)[0]])
-    coarse_ref = ref_pts[rng.choice(len(ref_pts), 500, replace=False)]
+    coarse_ref = ref_pts[rng.choice(len(ref_pts), 400, replace=False)]
+    ref_cloud = _Cloud(np.concatenate([ref_pts, sample_surface(ref.vertices, ref.triangles_of(skin), 4000, rng)[0]]))
     ref_top, ref_neck = head_top_and_neck(ref.vertices[skin], ref.up)
     ref_h = ref.vertices[skin] @ ref.up
     ref_height = ref_top - (ref_neck if ref_neck is not None else ref_h.min())
@@ -149,7 +165,7 @@ def place_reference(ref: Reference, vertices: np.ndarray, triangles: np.ndarray,
         used = region.mask[triangles].all(axis=1)
         if not used.any():
             continue
-        user_pts, _, _ = sample_surface(vertices, triangles[used], 1500, rng)
+        user_pts, _, _ = sample_surface(vertices, triangles[used], 6000, rng)
         user_h = user_pts @ up
         user_height = region.top - (region.neck if region.neck is not None else user_h.min())
         scale = user_height / ref_height
@@ -158,7 +174,8 @@ def place_reference(ref: Reference, vertices: np.ndarray, triangles: np.ndarray,
         t = _box_centre(vertices[region.mask]) - ref_box
         t += up * (region.top - ((scale * ref.vertices[skin] @ rotation.T + t) @ up).max())
         start = Placement(scale, rotation, t, 0.0, up_name, fwd_name)
-        tried.append((_icp(coarse_ref, ref_surface, user_pts[:500], user_surface, start, iterations=8), user_pts))
+        coarse = _icp(coarse_ref, ref_cloud, user_pts[:400], _Cloud(user_pts), start, iterations=8)
+        tried.append((coarse, user_pts[:1500]))
         if progress:
             progress(0.8 * (i + 1) / len(candidates), "Finding the face")
     tried.sort(key=lambda pair: pair[0].error * _convention_bias(pair[0]))
@@ -183,16 +200,16 @@ def refine(ref: Reference, vertices: np.ndarray, triangles: np.ndarray, user_sur
     """More points and iterations around a chosen placement."""
     rng = rng or np.random.default_rng(1)
     face = ref.part_mask(("face",))
-    ref_pts = np.concatenate([sample_surface(ref.vertices, ref.triangles_of(face), 3000, rng)[0],
-                              sample_surface(ref.vertices, ref.triangles_of(ref.skin), 1000, rng)[0]])
+    ref_pts = np.concatenate([sample_surface(ref.vertices, ref.triangles_of(face), 2000, rng)[0],
+                              sample_surface(ref.vertices, ref.triangles_of(ref.skin), 700, rng)[0]])
     # Only the user's surface near the placed head takes part.
     moved = start.apply(ref.vertices[ref.skin])
     lo, hi = moved.min(axis=0), moved.max(axis=0)
     pad = 0.15 * (hi - lo)
     inside = np.all((vertices >= lo - pad) & (vertices <= hi + pad), axis=1)
     used = inside[triangles].all(axis=1)
-    user_pts, _, _ = sample_surface(vertices, triangles[used], 6000, rng)
-    return _icp(ref_pts, ref_surface, user_pts, user_surface, start, iterations=20)
+    user_pts, _, _ = sample_surface(vertices, triangles[used], 3000, rng)
+    return _icp(ref_pts, ref_surface, user_pts, user_surface, start, iterations=10)
 
 
 def from_landmarks(ref: Reference, user_landmarks: dict[str, np.ndarray]) -> Placement:

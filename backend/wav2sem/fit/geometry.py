@@ -27,6 +27,15 @@ def triangulate(loop_totals: np.ndarray, loop_vertices: np.ndarray) -> np.ndarra
     return np.stack([loops[first], loops[first + corner + 1], loops[first + corner + 2]], axis=1)
 
 
+def boundary_vertices(n_vertices: int, triangles: np.ndarray) -> np.ndarray:
+    """(V,) bool: vertices on an edge that only one triangle uses (holes, cuts, the mouth slit)."""
+    edges = np.sort(np.concatenate([triangles[:, [0, 1]], triangles[:, [1, 2]], triangles[:, [2, 0]]]), axis=1)
+    unique, counts = np.unique(edges, axis=0, return_counts=True)
+    mask = np.zeros(n_vertices, bool)
+    mask[unique[counts == 1].ravel()] = True
+    return mask
+
+
 def vertex_normals(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
     """Area-weighted unit vertex normals ((0, 0, 0) for vertices in no triangle)."""
     v = vertices[triangles]

@@ -6,7 +6,9 @@ functions of width sigma_s at centres spread over the reference, fitted coarse t
 layer is solved in closed form (regularised least squares, its RKHS norm as the penalty) to
 the closest-point pairs of a few ICP rounds, both ways (reference samples onto the user's
 surface, the user's samples onto the warped reference), landmark pairs weighted heavily when
-the user placed them. A field rather than per-vertex offsets (Amberg's non-rigid ICP, as in
+the user placed them. Pairs whose closest point lies on a border (the eye holes, the neck's
+cut, a mouth slit) are dropped (Turk and Levoy's rule): there the nearest point is not the
+corresponding one, and many of them pulling on one border tears it. A field rather than per-vertex offsets (Amberg's non-rigid ICP, as in
 trimesh.registration.nricp_amberg) because the transfer needs the warp's Jacobian anywhere
 in the mouth, teeth and tongue included, and a field of a few hundred centres is solved in
 milliseconds whatever the user's vertex count.
@@ -18,7 +20,7 @@ from typing import Callable
 
 import numpy as np
 
-from .geometry import Surface, farthest_points, sample_surface
+from .geometry import Surface, boundary_vertices, farthest_points, sample_surface
 
 # Layers: (width as a fraction of the eye-corner distance, number of centres, penalty, rounds)
 LAYERS = ((1.2, 40, 1e-2, 3), (0.6, 120, 3e-3, 3), (0.3, 360, 1e-3, 4), (0.15, 900, 1e-3, 4))
@@ -32,8 +34,9 @@ class Layer:
     coefficients: np.ndarray  # (C, 3)
 
     def kernel(self, x: np.ndarray) -> np.ndarray:
-        d2 = ((x[:, None, :] - self.centres[None, :, :]) ** 2).sum(-1)
-        return np.exp(-d2 / (2 * self.sigma ** 2))
+        # |x - c|^2 expanded, so the (N, C) work is one matrix product.
+        d2 = (x * x).sum(1)[:, None] + (self.centres * self.centres).sum(1)[None, :] - 2.0 * x @ self.centres.T
+        return np.exp(-np.maximum(d2, 0.0) / (2 * self.sigma ** 2))
 
 
 @dataclass
@@ -56,13 +59,13 @@ class Warp:
         """(N, 3, 3) derivative of the warp at x (identity plus the field's gradient)."""
         jac = np.broadcast_to(np.eye(3) + self.affine[:, :3], (len(x), 3, 3)).copy()
         for layer in self.layers:
+            # d/dx_j exp(-|x-c|^2 / 2s^2) = -(x_j - c_j) / s^2 k, summed against the coefficients.
+            outer = (layer.coefficients[:, :, None] * layer.centres[:, None, :]).reshape(len(layer.centres), 9)
             for lo in range(0, len(x), chunk):
                 p = x[lo:lo + chunk]
                 k = layer.kernel(p)                                        # (n, C)
-                diff = p[:, None, :] - layer.centres[None, :, :]           # (n, C, 3)
-                # d/dx exp(-|x-c|^2 / 2s^2) = -(x - c) / s^2 * k
-                grad = -diff * (k / layer.sigma ** 2)[..., None]           # (n, C, 3)
-                jac[lo:lo + chunk] += np.einsum("ncj,ci->nij", grad, layer.coefficients)
+                weighted = k @ layer.coefficients                          # (n, 3)
+                jac[lo:lo + chunk] -= (weighted[:, :, None] * p[:, None, :] - (k @ outer).reshape(-1, 3, 3)) / layer.sigma ** 2
         return jac
 
 
@@ -106,13 +109,15 @@ def register(ref_vertices: np.ndarray, ref_landing_triangles: np.ndarray, ref_sk
     warp = Warp()
     samples, s_tri, s_bary = sample_surface(ref_vertices, ref_skin_triangles, 4000, rng)
     skin_vertices = np.unique(ref_skin_triangles)
+    user_border = boundary_vertices(len(user_surface.vertices), user_surface.triangles)
+    skin_border = boundary_vertices(len(ref_vertices), ref_skin_triangles)
     # Surface of the warped reference skin, rebuilt each round (indices into ref_vertices).
     rounds = AFFINE_ROUNDS + sum(layer[3] for layer in layers)
     done = 0
 
     def pairs_within(max_distance: float) -> Pairs:
         pairs = _closest_pairs(warp, samples, ref_vertices, ref_landing_triangles, ref_skin_triangles, user_surface,
-                               user_points, max_distance)
+                               user_points, max_distance, user_border, skin_border)
         if landmark_pairs is None:
             return pairs
         weight = landmark_pairs.weights * max(pairs.weights.sum(), 1.0) / 100
@@ -148,17 +153,17 @@ def register(ref_vertices: np.ndarray, ref_landing_triangles: np.ndarray, ref_sk
 
 def _closest_pairs(warp: Warp, samples: np.ndarray, ref_vertices: np.ndarray, landing_triangles: np.ndarray,
                    skin_triangles: np.ndarray, user_surface: Surface, user_points: np.ndarray,
-                   max_distance: float) -> Pairs:
+                   max_distance: float, user_border: np.ndarray, skin_border: np.ndarray) -> Pairs:
     warped_samples = warp(samples)
     fwd = user_surface.closest(warped_samples)
-    keep_f = fwd.distances < max_distance
+    keep_f = (fwd.distances < max_distance) & ~user_border[user_surface.triangles[fwd.triangles]].any(axis=1)
     warped = ref_vertices.copy()
     used = np.unique(landing_triangles)
     warped[used] = warp(ref_vertices[used])
     back = Surface(warped, landing_triangles).closest(user_points)
     corners = landing_triangles[back.triangles]
     on_skin = _rows_in(corners, skin_triangles)
-    keep_b = (back.distances < max_distance) & on_skin
+    keep_b = (back.distances < max_distance) & on_skin & ~skin_border[corners].any(axis=1)
     back_source = np.einsum("nk,nkd->nd", back.barycentrics[keep_b], ref_vertices[corners[keep_b]])
     source = np.concatenate([samples[keep_f], back_source])
     target = np.concatenate([fwd.points[keep_f], user_points[keep_b]])
