@@ -14,7 +14,8 @@ guards: the lip seam (a vertex of the upper lip may only land on the upper lip's
 of the lower lip on the jaw's side; which lip a vertex near the seam is on comes from the
 user's own edges, so touching lips never swap), and a falloff that fades to nothing away
 from the reference's surface (the rest of a body, hair, accessories). Extra objects (teeth,
-gums, tongue) land on the reference's mouth interior only.
+gums, tongue) land on the reference's mouth interior only, and so does a separate piece of
+the head's own mesh that lands there for the most part (teeth modelled inside the head).
 """
 from __future__ import annotations
 
@@ -22,11 +23,11 @@ from typing import Callable
 
 import numpy as np
 from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import dijkstra
+from scipy.sparse.csgraph import connected_components, dijkstra
 
 from .align import Placement
 from .geometry import Surface, interpolate
-from .reference import Reference
+from .reference import INTERIOR_PARTS, SKIN_PARTS, Reference
 from .warp import Warp
 
 # Falloff (in eye-corner distances from the fitted reference surface): full inside NEAR, none beyond FAR.
@@ -80,6 +81,46 @@ def seam_labels(vertices: np.ndarray, triangles: np.ndarray, provisional: np.nda
     return labels
 
 
+class _Landing:
+    """Surfaces of the fitted reference to land on, by allowed parts and lip side, made once each."""
+
+    def __init__(self, ref: Reference, fitted: np.ndarray):
+        self.ref, self.fitted = ref, fitted
+        self._cache: dict[tuple, Surface] = {}
+
+    def surface(self, parts: tuple[int, ...] | None, side: int) -> Surface:
+        key = (parts, side)
+        if key not in self._cache:
+            tris = self.ref.triangles
+            ok = np.ones(len(tris), bool)
+            if parts is not None:
+                ok &= np.isin(self.ref.part[tris], parts).all(axis=1)
+            if side:
+                ok &= ~(self.ref.seam_side[tris] == -side).any(axis=1)
+            self._cache[key] = Surface(self.fitted, tris[ok])
+        return self._cache[key]
+
+
+def _piece_parts(ref: Reference, piece: np.ndarray, hit_part: np.ndarray, extra: np.ndarray) -> dict[int, tuple | None]:
+    """Allowed reference parts per piece of the user's mesh: the part it mostly lands on for a
+    piece that lands mostly inside the mouth or on an eye (teeth on teeth, a tongue on the
+    tongue), or for any piece of an extra object (inside the mouth); everything for the rest."""
+    inner = [ref.part_names.index(n) for n in INTERIOR_PARTS]
+    skin = [ref.part_names.index(n) for n in SKIN_PARTS]
+    out: dict[int, tuple | None] = {}
+    for p in np.unique(piece):
+        members = piece == p
+        parts = hit_part[members]
+        counts = np.bincount(parts, minlength=len(ref.part_names))
+        if extra[members].any():
+            counts[[i for i in range(len(counts)) if i not in inner]] = 0
+            out[int(p)] = (int(np.argmax(counts)),) if counts.any() else tuple(inner)
+            continue
+        top = int(np.argmax(counts))
+        out[int(p)] = None if top in skin else (top,)
+    return out
+
+
 def transfer(ref: Reference, names: tuple[str, ...], place: Placement, warp: Warp, vertices: np.ndarray,
              triangles: np.ndarray, object_ids: np.ndarray, unit: float,
              progress: Callable[[float, str], None] | None = None) -> tuple[np.ndarray, dict]:
@@ -90,42 +131,51 @@ def transfer(ref: Reference, names: tuple[str, ...], place: Placement, warp: War
     out = np.zeros((len(names),) + vertices.shape, dtype=np.float32)
     lo, hi = fitted.min(axis=0), fitted.max(axis=0)
     reach = FAR * unit
-    near_head = np.all((vertices >= lo - reach) & (vertices <= hi + reach), axis=1)
-    tris = ref.triangles
+    near = np.all((vertices >= lo - reach) & (vertices <= hi + reach), axis=1)
+    idx = np.flatnonzero(near)
+    landing = _Landing(ref, fitted)
     side = ref.seam_side
-    tri_side = side[tris]
-    upper_ok = ~(tri_side == 1).any(axis=1)
-    lower_ok = ~(tri_side == -1).any(axis=1)
-    interior_tris = tris[ref.interior[tris].all(axis=1)]
-    surfaces = {"all": Surface(fitted, tris), "upper": Surface(fitted, tris[upper_ok]),
-                "lower": Surface(fitted, tris[lower_ok]), "interior": Surface(fitted, interior_tris)}
-    head = near_head & (object_ids == 0)
-    extra = near_head & (object_ids != 0)
+    tris = ref.triangles
 
-    # Head object: a first closest point, its side, then the seam's vertices by the user's edges.
-    idx = np.flatnonzero(head)
-    hit = surfaces["all"].closest(vertices[idx])
-    hit_side = np.rint((hit.barycentrics * side[tris[hit.triangles]]).sum(axis=1)).astype(np.int8)
+    # A first landing anywhere says which part and which side of the seam each vertex is near;
+    # each piece of the user's mesh (connected by edges) then keeps to its part.
+    first = landing.surface(None, 0).closest(vertices[idx])
+    hit_part = ref.part[tris[first.triangles, np.argmax(first.barycentrics, axis=1)]].astype(np.int64)
+    _, piece_all = connected_components(_edges_graph(vertices, triangles), directed=False)
+    piece = piece_all[idx]
+    allowed = _piece_parts(ref, piece, hit_part, object_ids[idx] != 0)
+    if progress:
+        progress(0.45, "Transferring the shapes")
+
+    # The seam: where a vertex is near both sides, the user's own edges decide.
     provisional = np.zeros(len(vertices), np.int8)
-    provisional[idx] = hit_side
-    mouth = idx[hit_side != 0]
-    d_up = surfaces["upper"].closest(vertices[mouth]).distances
-    d_low = surfaces["lower"].closest(vertices[mouth]).distances
     ambiguous = np.zeros(len(vertices), bool)
-    ambiguous[mouth[np.abs(d_up - d_low) < SEAM_BAND * unit]] = True
-    provisional[mouth] = np.where(d_up <= d_low, -1, 1)
+    for p, parts in allowed.items():
+        members = idx[piece == p]
+        d_up = landing.surface(parts, -1).closest(vertices[members]).distances
+        d_low = landing.surface(parts, 1).closest(vertices[members]).distances
+        near_seam = np.rint((first.barycentrics * side[tris[first.triangles]]).sum(axis=1))[piece == p] != 0
+        provisional[members[near_seam]] = np.where(d_up <= d_low, -1, 1)[near_seam]
+        ambiguous[members[near_seam & (np.abs(d_up - d_low) < SEAM_BAND * unit)]] = True
     labels = seam_labels(vertices, triangles, provisional, ambiguous)
     if progress:
         progress(0.6, "Transferring the shapes")
 
     report = {"vertices_moved": 0, "seam_vertices": int(ambiguous.sum()),
-              "upper_lip_vertices": int((labels == -1).sum()), "lower_lip_vertices": int((labels == 1).sum())}
-    for which, selector in (("all", head & (labels == 0)), ("upper", head & (labels == -1)),
-                            ("lower", head & (labels == 1)), ("interior", extra)):
-        chosen = np.flatnonzero(selector)
-        if len(chosen) == 0:
-            continue
-        surface = surfaces[which]
+              "upper_side_vertices": int((labels == -1).sum()), "lower_side_vertices": int((labels == 1).sum()),
+              "mouth_interior_vertices": 0}
+    groups: dict[tuple, list[int]] = {}
+    for p, parts in allowed.items():
+        members = idx[piece == p]
+        for s_ in (-1, 0, 1):
+            chosen = members[labels[members] == s_]
+            if len(chosen):
+                groups.setdefault((parts, s_), []).append(chosen)
+        if parts is not None and ref.interior[np.isin(ref.part, parts)].any():
+            report["mouth_interior_vertices"] += len(members)
+    for (parts, s_), chunks in groups.items():
+        chosen = np.concatenate(chunks)
+        surface = landing.surface(parts, s_)
         hits = surface.closest(vertices[chosen])
         weight = 1.0 - _smoothstep((hits.distances / unit - NEAR) / (FAR - NEAR))
         for k in range(len(names)):
