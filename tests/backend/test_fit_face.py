@@ -1,0 +1,206 @@
+"""wav2sem.fit: the reference head fitted to meshes it was not made from, measured where the
+truth is known (the ICT head re-topologised by Blender's Decimate, turned and rescaled; the
+same head stylised; the project's procedural head), refusals, the protocol op and the CLI."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import fit_heads  # noqa: E402
+
+from wav2sem.fit import FIT_LANDMARKS, NO_FACE, NoFaceError, fit_face, reference_landmarks  # noqa: E402
+from wav2sem.fit.geometry import Surface, closest_on_triangles, similarity, triangulate  # noqa: E402
+
+needs_bpy = pytest.mark.skipif(importlib.util.find_spec("bpy") is None, reason="the test heads are decimated by Blender (bpy)")
+SHAPES = ("jawOpen", "mouthClose", "mouthFunnel", "mouthPucker", "mouthRollLower", "mouthSmile_L")
+
+
+def _fit(head, **kwargs):
+    return fit_face(head.vertices, head.loop_totals, head.loop_vertices, head.object_ids, **kwargs)
+
+
+def _relative_error(head, result, name, where=None):
+    """RMS of |fitted - truth| over the vertices the shape moves (> 5 % of its peak), / RMS of |truth|."""
+    truth = head.truth_deltas((name,))[0]
+    got = result.deltas[result.names.index(name)]
+    motion = np.linalg.norm(truth, axis=1)
+    moved = motion > 0.05 * motion.max()
+    if where is not None:
+        moved &= where
+    error = np.linalg.norm(got - truth, axis=1)
+    return float(np.sqrt((error[moved] ** 2).mean() / (motion[moved] ** 2).mean()))
+
+
+@pytest.fixture(scope="module")
+def decimated():
+    head = fit_heads.ict_decimated()
+    return head, _fit(head)
+
+
+# --- geometry -------------------------------------------------------------------------------
+
+def test_polygons_of_any_size_become_fan_triangles():
+    tris = triangulate(np.array([3, 4, 6, 2]), np.array([0, 1, 2, 0, 2, 3, 4, 4, 5, 6, 7, 8, 9, 1, 2]))
+    assert tris.tolist() == [[0, 1, 2], [0, 2, 3], [0, 3, 4], [4, 5, 6], [4, 6, 7], [4, 7, 8], [4, 8, 9]]
+
+
+def test_closest_points_equal_a_brute_force_search():
+    import trimesh
+
+    rng = np.random.default_rng(3)
+    sphere = trimesh.creation.icosphere(3)
+    vertices = np.asarray(sphere.vertices) * (1 + 0.1 * rng.random((len(sphere.vertices), 1)))
+    triangles = np.asarray(sphere.faces)
+    # Points near the surface (the fit asks nothing else), inside and out.
+    points = vertices[rng.integers(0, len(vertices), 300)] * (1 + 0.05 * rng.normal(size=(300, 1)))
+    hits = Surface(vertices, triangles).closest(points)
+    a, b, c = (vertices[triangles[:, i]] for i in range(3))
+    brute = np.array([np.linalg.norm(closest_on_triangles(p[None], a, b, c)[0] - p, axis=1).min() for p in points])
+    np.testing.assert_allclose(hits.distances, brute, atol=1e-12)
+    np.testing.assert_allclose(np.linalg.norm(hits.points - points, axis=1), hits.distances, atol=1e-12)
+
+
+def test_similarity_recovers_scale_rotation_and_translation():
+    rng = np.random.default_rng(4)
+    source = rng.normal(size=(50, 3))
+    q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+    rotation = q * np.sign(np.linalg.det(q))
+    scale, r, t = similarity(source, 2.5 * source @ rotation.T + [1.0, -2.0, 3.0])
+    assert scale == pytest.approx(2.5)
+    np.testing.assert_allclose(r, rotation, atol=1e-9)
+    np.testing.assert_allclose(t, [1.0, -2.0, 3.0], atol=1e-9)
+
+
+# --- the fit ---------------------------------------------------------------------------------
+
+@needs_bpy
+@pytest.mark.slow
+def test_a_retopologised_reference_head_gets_its_own_shapes_back(decimated):
+    head, result = decimated
+    assert result.report["orientation"] == {"up": "+Z", "forward": "-Y"}
+    assert "eyeBlink_L" not in result.names and "jawOpen" in result.names
+    assert result.deltas.shape == (len(result.names), head.vertex_count, 3)
+    # Landmarks within 3 mm of the hand-placed ones.
+    for name in FIT_LANDMARKS:
+        assert head.mm(np.linalg.norm(result.landmarks[name] - head.landmarks[name])) < 3.0, name
+    for name in SHAPES:
+        assert _relative_error(head, result, name, head.lips) < 0.15, name
+        assert _relative_error(head, result, name) < 0.25, name
+    # The back of the skull stays still.
+    assert head.mm(np.linalg.norm(result.deltas[:, head.back], axis=2).max()) < 0.1
+
+
+@needs_bpy
+@pytest.mark.slow
+def test_the_lip_seam_upper_lip_stays_and_lower_lip_follows_the_jaw(decimated):
+    head, result = decimated
+    jaw = result.deltas[result.names.index("jawOpen")]
+    truth = head.truth_deltas(("jawOpen",))[0]
+    up = np.array([0.0, 0.0, 1.0])
+    lips = np.flatnonzero(head.lips)
+    true_drop, drop = -(truth[lips] @ up), -(jaw[lips] @ up)
+    peak = true_drop.max()
+    lower, upper = true_drop > 0.3 * peak, true_drop < 0.2 * peak          # the truth drops / keeps them
+    assert lower.sum() > 20 and upper.sum() > 20
+    # The classic failure, one lip taking the other's motion, is absent on both sides.
+    assert np.median(drop[lower] / true_drop[lower]) > 0.9 and (drop[lower] > 0.5 * true_drop[lower]).mean() > 0.97
+    assert (drop[upper] < 0.5 * peak).mean() > 0.97
+
+
+@needs_bpy
+@pytest.mark.slow
+def test_moved_landmarks_are_honoured_and_returned():
+    head = fit_heads.ict_stylised()
+    result = _fit(head, landmarks=head.landmarks)
+    assert result.report["orientation"] == "from landmarks"
+    for name in FIT_LANDMARKS:
+        np.testing.assert_allclose(result.landmarks[name], head.landmarks[name])
+    for name in ("jawOpen", "mouthFunnel", "mouthPucker"):
+        assert _relative_error(head, result, name, head.lips) < 0.25, name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("builder", [fit_heads.cube, fit_heads.uv_sphere])
+def test_no_face_on_a_cube_or_a_sphere_with_a_landmark_guess(builder):
+    head = builder()
+    with pytest.raises(NoFaceError) as caught:
+        _fit(head)
+    assert caught.value.code == NO_FACE
+    assert "landmarks" in caught.value.message.lower()
+    assert set(caught.value.landmarks) == set(FIT_LANDMARKS)
+    assert all(np.isfinite(p).all() for p in caught.value.landmarks.values())
+
+
+def test_bad_meshes_are_refused_in_one_sentence():
+    from wav2sem.errors import Wav2SemError
+
+    with pytest.raises(Wav2SemError, match="NaN or infinite"):
+        fit_face(np.full((4, 3), np.nan), [3], [0, 1, 2])
+    with pytest.raises(Wav2SemError, match="do not match"):
+        fit_face(np.zeros((4, 3)), [3], [0, 1, 9])
+    with pytest.raises(Wav2SemError, match="at least 4"):
+        fit_face(np.eye(4)[:, :3], [3], [0, 1, 2], landmarks={"nose_tip": [0, 0, 0]})
+    with pytest.raises(Wav2SemError, match="Unknown landmark"):
+        fit_face(np.eye(4)[:, :3], [3], [0, 1, 2], landmarks={"nose": [0, 0, 0]})
+
+
+def test_reference_landmarks_sit_where_the_kit_has_them():
+    marks = reference_landmarks()
+    assert set(marks) == set(FIT_LANDMARKS)
+    assert marks["nose_tip"][2] > marks["upper_lip_center"][2] > 0.0                     # the nose in front
+    assert marks["eye_outer_left"][0] > marks["eye_inner_left"][0] > 0 > marks["eye_inner_right"][0]
+    assert marks["upper_lip_center"][1] > marks["lower_lip_center"][1] > marks["chin"][1]
+
+
+# --- protocol and CLI ----------------------------------------------------------------------------
+
+def _write_mesh(path: Path, head) -> Path:
+    np.savez(path, vertices=head.vertices, loop_totals=head.loop_totals.astype(np.int32),
+             loop_vertices=head.loop_vertices.astype(np.int32),
+             object_ids=np.zeros(head.vertex_count, np.int32) if head.object_ids is None else head.object_ids)
+    return path
+
+
+@pytest.mark.slow
+def test_fit_face_over_the_protocol_refuses_a_cube_with_landmarks_in_the_error(tmp_path):
+    import io
+
+    from wav2sem.serve import Server
+
+    out = io.StringIO()
+    server = Server(out)
+    mesh = _write_mesh(tmp_path / "cube.npz", fit_heads.cube())
+    server.handle_line(json.dumps({"id": 1, "op": "fit_face", "params": {"mesh": str(mesh)}}))
+    server.handle_line(json.dumps({"id": 2, "op": "fit_face", "params": {"mesh": str(tmp_path / "missing.npz")}}))
+    server.stop(drain=True)
+    events = [json.loads(line) for line in out.getvalue().splitlines()]
+    errors = {e["id"]: e["error"] for e in events if e["type"] == "error"}
+    assert errors[1]["code"] == NO_FACE and set(errors[1]["landmarks"]) == set(FIT_LANDMARKS)
+    assert errors[2]["code"] == "BAD_REQUEST" and "not found" in errors[2]["message"]
+    assert any(e["type"] == "progress" and e["stage"] == "fit" for e in events if e["id"] == 1)
+    assert not list(tmp_path.glob("*.wav2sem-partial*"))
+
+
+@needs_bpy
+@pytest.mark.slow
+def test_wav2sem_fit_writes_the_keys_file(tmp_path, decimated):
+    head, _ = decimated
+    mesh = _write_mesh(tmp_path / "head.npz", head)
+    out = tmp_path / "keys.npz"
+    done = subprocess.run([sys.executable, "-m", "wav2sem", "fit", str(mesh), "-o", str(out), "--json"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["keys"] == str(out) and report["shapes"] == 39
+    with np.load(out) as keys:
+        assert keys["deltas"].shape == (39, head.vertex_count, 3) and keys["deltas"].dtype == np.float32
+        assert "mouthClose" in keys["names"].tolist()
+        assert set(keys["landmark_names"].tolist()) == set(FIT_LANDMARKS)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["head.npz", "keys.npz"]
