@@ -55,7 +55,7 @@ from fit_heads import FIT_LANDMARKS, FitHead  # noqa: E402
 
 MOVED_MM = 0.2          # a true shape moves a vertex: |truth| above this (mm)
 STILL_MM = 0.05         # ... does not move it: below this
-HEAD_ORDER = ("ict_decimated", "ict_tilted", "ict_stylised", "synthetic", "full_body", "cube", "uv_sphere")
+HEAD_ORDER = ("ict_decimated", "ict_eyes", "ict_tilted", "ict_stylised", "synthetic", "full_body", "cube", "uv_sphere")
 SHEET_HEADS = ("ict_decimated", "ict_stylised", "synthetic", "full_body")
 SHEET_POSES = (("rest", {}), ("jawOpen", {"jawOpen": 1.0}), ("jawOpen + mouthClose", {"jawOpen": 1.0, "mouthClose": 1.0}),
                ("mouthFunnel", {"mouthFunnel": 1.0}), ("mouthPucker", {"mouthPucker": 1.0}),
@@ -207,6 +207,15 @@ def kit_parts(head: FitHead) -> list[str]:
     nearest = ict_triangles()[head.ict_tri[has], np.argmax(head.ict_bary[has], axis=1)]
     out[has] = part[nearest]
     return out.tolist()
+
+
+def evaluate(head: FitHead, fit: Fit) -> dict:
+    out = {"landmarks": landmark_errors(head, fit)}
+    if head.kind == "ict":
+        out["transfer"] = transfer_errors(head, fit)
+    elif head.kind == "synthetic":
+        out["synthetic_rig"] = synthetic_comparison(head, fit)
+    return out
 
 
 def source_normals(head: FitHead, vertices: np.ndarray | None = None) -> np.ndarray:
@@ -405,8 +414,11 @@ def markdown(results: dict, meta: dict) -> str:
         poly = r["polygons"]
         polys = f"{poly['triangles']} / {poly['quads']} / {poly['ngons']}"
         if r.get("refused"):
+            g = r.get("guess_landmarks")
+            guess = f" (its guess: {_f(g['mean_mm'], 1)} / {_f(g['max_mm'], 1)})" if g else ""
             lines.append(f"| {name} | {r['vertices']} | {polys} | {_f(r['fit_seconds'])} | refused: "
-                         f"{r['refused']} | | | | | | | | | |")
+                         f"{r['refused']}{guess} | {_f(g['max_rel'], 3) if g else ''} | {g['worst'] if g else ''} "
+                         f"| | | | | | | |")
             continue
         if r.get("error"):
             lines.append(f"| {name} | {r['vertices']} | {polys} | - | {r['error']} | | | | | | | | | |")
@@ -424,7 +436,7 @@ def markdown(results: dict, meta: dict) -> str:
         else:
             cells += [str(r.get("shape_count", "-")), "-", "-", "-", "-", "-", "-"]
         lines.append("| " + " | ".join(cells) + " |")
-    hand = {n: r["hand"] for n, r in results.items() if r.get("hand")}
+    hand = {n: r["hand"] for n, r in results.items() if r.get("hand", {}).get("transfer")}
     if hand:
         lines += ["", "Fitted from the hand-placed landmarks (the transfer alone):", "",
                   "| head | fit (s) | rel. RMS median (all / speech) | worst speech shape | lip max err (mm) "
@@ -433,6 +445,8 @@ def markdown(results: dict, meta: dict) -> str:
         for name, h in hand.items():
             tr = h["transfer"]
             worst = tr["speech_worst"]
+            if results[name].get("refused"):
+                name = f"{name} (automatic: refused)"
             lines.append(f"| {name} | {_f(h['fit_seconds'])} | {_f(tr['median_rel_rms'], 3)} / {_f(tr['speech_median_rel_rms'], 3)} "
                          f"| {worst} ({_f(tr['shapes'][worst]['rel_rms'], 3)}) | {_f(tr['speech_lip_max_err_mm'], 1)} "
                          f"| {_f(tr['speech_leak_max_mm'], 1)} ({tr['speech_leak_worst']}) | {_f(tr['back_max_mm'], 2)} | {_f(tr['body_max_mm'], 2)} |")
@@ -449,19 +463,27 @@ def markdown(results: dict, meta: dict) -> str:
                 row.append(f"{_f(e['rel_rms'], 3)} / {_f(e['lip_max_err_mm'], 1)} / {_f(e['leak_mm'], 1)}"
                            + (f" ({e['leak_part']})" if e and e["leak_mm"] > 1.0 else "") if e else "-")
             lines.append("| " + " | ".join(row) + " |")
-    synth = [(n, r["synthetic_rig"]) for n, r in results.items() if r.get("synthetic_rig")]
-    for name, comp in synth:
+    for name, r in results.items():
+        fits = [("automatic", r.get("synthetic_rig")), ("hand landmarks", r.get("hand", {}).get("synthetic_rig"))]
+        fits = [(k, c) for k, c in fits if c]
+        if not fits:
+            continue
+        hl = r.get("hand", {}).get("landmarks")
         lines += ["", f"{name}: transferred shapes mixed by arkit_rig's weights vs the synthetic head's own rig "
-                      "(plausibility, not truth):", "",
-                  "| pose | rel. RMS | rig max (mm) | fit max (mm) | midline gap rest / rig / fit (mm) | weights |",
-                  "| --- | ---: | ---: | ---: | ---: | --- |"]
-        for pose, c in comp.items():
-            w = ", ".join(f"{k} {v:g}" for k, v in c["weights"].items())
-            lines.append(f"| {pose} | {_f(c['rel_rms'], 3)} | {_f(c['rig_max_mm'], 1)} | {_f(c['fit_max_mm'], 1)} "
-                         f"| {_f(c['gap_rest_mm'], 1)} / {_f(c['gap_rig_mm'], 1)} / {_f(c['gap_fit_mm'], 1)} | {w} |")
-    sheets = [(n, r["sheet"]) for n, r in results.items() if r.get("sheet")]
+                      "(plausibility, not truth)" + (f"; the fit from hand landmarks put them back within "
+                                                     f"{_f(hl['max_mm'], 1)} mm" if hl else "") + ":", "",
+                  "| fit | pose | rel. RMS | rig max (mm) | fit max (mm) | midline gap rest / rig / fit (mm) | weights |",
+                  "| --- | --- | ---: | ---: | ---: | ---: | --- |"]
+        for kind, comp in fits:
+            for pose, c in comp.items():
+                w = ", ".join(f"{k} {v:g}" for k, v in c["weights"].items())
+                lines.append(f"| {kind} | {pose} | {_f(c['rel_rms'], 3)} | {_f(c['rig_max_mm'], 1)} | {_f(c['fit_max_mm'], 1)} "
+                             f"| {_f(c['gap_rest_mm'], 1)} / {_f(c['gap_rig_mm'], 1)} / {_f(c['gap_fit_mm'], 1)} | {w} |")
+    sheets = [(n, r[k]) for n, r in results.items() for k in ("sheet", "sheet_hand") if r.get(k)]
     if sheets:
-        lines += ["", "Contact sheets: " + ", ".join(f"[{n}]({Path(s['png']).name})" for n, s in sheets)]
+        lines += ["", "Contact sheets: " + ", ".join(f"[{Path(s['png']).stem}]({Path(s['png']).name})"
+                                                     + (f" ({s['of']})" if s.get("of") else " (hand landmarks)")
+                                                     for n, s in sheets)]
     return "\n".join(lines) + "\n"
 
 
@@ -491,49 +513,58 @@ def main() -> None:
         build = time.perf_counter() - t0
         r: dict = {"description": head.description, "vertices": head.vertex_count,
                    "polygons": fit_heads.polygon_sizes(head), "build_seconds": build}
+        results[name] = r
         if head.kind == "none" and truth:
             r["error"] = "no truth mode for a non-head"
-            results[name] = r
             continue
         fit = run_fit(head, truth)
+        shown, shown_label = fit, "truth" if truth else "fit"
         if isinstance(fit, Exception):
             r["fit_seconds"] = getattr(fit, "seconds", None)
             r["refused"] = type(fit).__name__
-            print(f"{name}: refused ({type(fit).__name__}: {fit})")
-            results[name] = r
-            continue
-        r["fit_seconds"] = fit.seconds
-        r["shape_count"] = len(fit.names)
-        r["report"] = _jsonable(fit.report)
-        r["names"] = list(fit.names)
-        if head.kind == "none":
-            r["error"] = "NOT REFUSED: fit_face fitted a non-head"
-            results[name] = r
-            print(f"{name}: NOT refused")
-            continue
-        r["landmarks"] = landmark_errors(head, fit)
-        r["fit_landmarks"] = {k: v.tolist() for k, v in fit.landmarks.items()}
-        if head.kind == "ict":
-            r["transfer"] = transfer_errors(head, fit)
-            if not truth and not args.no_hand:
-                hand = run_fit(head, False, landmarks={k: v.copy() for k, v in head.landmarks.items()})
-                if isinstance(hand, Exception):
-                    r["hand"] = {"fit_seconds": None, "refused": type(hand).__name__}
-                else:
-                    r["hand"] = {"fit_seconds": hand.seconds, "transfer": transfer_errors(head, hand)}
-        elif head.kind == "synthetic":
-            r["synthetic_rig"] = synthetic_comparison(head, fit)
-        if name in sheets:
+            r["refusal"] = str(fit)
+            guess = getattr(fit, "landmarks", None)
+            if guess and head.landmarks:
+                r["guess_landmarks"] = landmark_errors(head, Fit((), np.zeros((0, 1, 3)), guess, {}, 0.0))
+            print(f"{name}: refused ({type(fit).__name__}: {fit})", flush=True)
+            if head.kind == "none":
+                continue
+            shown = None
+        else:
+            r["fit_seconds"] = fit.seconds
+            r["shape_count"] = len(fit.names)
+            r["report"] = _jsonable(fit.report)
+            r["names"] = list(fit.names)
+            if head.kind == "none":
+                r["error"] = "NOT REFUSED: fit_face fitted a non-head"
+                print(f"{name}: NOT refused", flush=True)
+                continue
+            r.update(evaluate(head, fit))
+            r["fit_landmarks"] = {k: v.tolist() for k, v in fit.landmarks.items()}
+        if not truth and not args.no_hand:
+            hand = run_fit(head, False, landmarks={k: v.copy() for k, v in head.landmarks.items()})
+            if isinstance(hand, Exception):
+                r["hand"] = {"fit_seconds": getattr(hand, "seconds", None), "refused": type(hand).__name__,
+                             "refusal": str(hand)}
+            else:
+                r["hand"] = {"fit_seconds": hand.seconds, "report": _jsonable(hand.report), **evaluate(head, hand)}
+                if shown is None:
+                    shown, shown_label = hand, "fit from hand landmarks"
+        if name in sheets and shown is not None:
             png = out / f"sheet_{name}.png"
             t1 = time.perf_counter()
-            notes = render_sheet(head, fit, png, with_truth=head.kind == "ict" and not truth,
-                                 label="truth" if truth else "fit")
+            notes = render_sheet(head, shown, png, with_truth=head.kind == "ict" and not truth, label=shown_label)
             r["sheet"] = {"png": str(png.relative_to(REPO)) if png.is_relative_to(REPO) else str(png),
-                          "notes": notes, "seconds": time.perf_counter() - t1}
-        results[name] = r
-        summary = r.get("transfer", {})
-        print(f"{name}: fit {r['fit_seconds']:.2f} s, landmarks mean {r['landmarks']['mean_mm']:.1f} mm, "
-              f"speech rel RMS median {summary.get('speech_median_rel_rms', float('nan')):.3f}", flush=True)
+                          "notes": notes, "seconds": time.perf_counter() - t1, "of": shown_label}
+            if head.kind == "synthetic" and isinstance(r.get("hand"), dict) and "synthetic_rig" in r["hand"]:
+                png = out / f"sheet_{name}_hand.png"
+                notes = render_sheet(head, hand, png, with_truth=False, label="fit from hand landmarks")
+                r["sheet_hand"] = {"png": str(png.relative_to(REPO)) if png.is_relative_to(REPO) else str(png),
+                                   "notes": notes}
+        lm = r.get("landmarks", {})
+        print(f"{name}: fit {_f(r.get('fit_seconds'))} s, landmarks mean {_f(lm.get('mean_mm'), 1)} mm, "
+              f"speech rel RMS median {_f(r.get('transfer', {}).get('speech_median_rel_rms'), 3)}, "
+              f"hand {_f(r.get('hand', {}).get('transfer', {}).get('speech_median_rel_rms'), 3)}", flush=True)
     meta = {"mode": "truth (no fit_face)" if truth else "fit_face", "machine": f"{platform.processor() or platform.machine()}, "
             f"{os.cpu_count()} CPUs", "load": os.getloadavg()[0],
             "moved_mm": MOVED_MM, "still_mm": STILL_MM}

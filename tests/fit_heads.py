@@ -13,6 +13,7 @@ Builders (each cached; treat the arrays as read-only):
                     the left half and the back, a few hexagons on the back of the head; in
                     Blender's axes (Z up, face towards -Y), centimetres, placed at standing
                     height. `ratio=1.0` keeps the kit's own quads (no Blender).
+  ict_eyes()        ict_decimated with the eyeballs (as islands).
   ict_tilted()      the same mesh, turned 20 degrees about Z and pitched 10 degrees down.
   ict_stylised()    the ICT head warped (eyes 35% bigger, mouth 25% wider, chin 1.6 cm longer,
                     the head 6% wider), decimated differently (half the vertices), at an odd
@@ -558,6 +559,13 @@ def ict_decimated(ratio: float = 0.35, include_eyes: bool = False, mix: bool = T
 
 
 @functools.lru_cache(maxsize=None)
+def ict_eyes() -> FitHead:
+    """ict_decimated with the eyeballs (islands of the same mesh, decimated alike)."""
+    head = ict_decimated(include_eyes=True)
+    return _renamed(head, "ict_eyes", head.description)
+
+
+@functools.lru_cache(maxsize=None)
 def ict_tilted(yaw_deg: float = 20.0, pitch_deg: float = 10.0) -> FitHead:
     """ict_decimated's mesh turned about Z (yaw_deg) and pitched face-down (pitch_deg)."""
     head = ict_decimated(yaw_deg=yaw_deg, pitch_deg=pitch_deg)
@@ -851,7 +859,7 @@ def uv_sphere(radius: float = 0.11, segments: int = 32, rings: int = 16) -> FitH
     return _no_head("uv_sphere", f"UV sphere r {radius:g} m, {segments} x {rings}", verts, polys)
 
 
-HEADS = {"ict_decimated": ict_decimated, "ict_tilted": ict_tilted, "ict_stylised": ict_stylised,
+HEADS = {"ict_decimated": ict_decimated, "ict_eyes": ict_eyes, "ict_tilted": ict_tilted, "ict_stylised": ict_stylised,
          "synthetic": synthetic, "full_body": full_body, "cube": cube, "uv_sphere": uv_sphere}
 
 

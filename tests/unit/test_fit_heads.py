@@ -106,7 +106,7 @@ def test_decimated_head():
 
 
 @needs_bpy
-@pytest.mark.parametrize("name", ["ict_decimated", "ict_tilted", "ict_stylised", "synthetic", "full_body"])
+@pytest.mark.parametrize("name", ["ict_decimated", "ict_eyes", "ict_tilted", "ict_stylised", "synthetic", "full_body"])
 def test_landmarks_are_on_the_surface(name):
     head = fit_heads.HEADS[name]()
     assert set(head.landmarks) == set(FIT_LANDMARKS)
