@@ -116,9 +116,10 @@ def _icp(ref_points: np.ndarray, ref_surface: Surface | _Cloud, user_points: np.
         dst = np.concatenate([hit_user[keep_f], user_points[keep_b]])
         scale, rotation, translation = similarity(src, dst)
         place = Placement(scale, rotation, translation, 0.0, place.up, place.forward)
-    _, d_fwd, _, d_back = pairs(place)
-    error = 0.5 * (np.sort(d_fwd)[: int(trim * len(d_fwd))].mean() + np.sort(d_back)[: int(trim * len(d_back))].mean())
-    place.error = float(error / place.scale)
+    # The score is how far the reference's face and head lie from the mesh; the other way
+    # round would count a body's shoulders, hair or a hat against a good fit.
+    _, d_fwd, _, _ = pairs(place)
+    place.error = float(np.sort(d_fwd)[: int(trim * len(d_fwd))].mean() / place.scale)
     return place
 
 
@@ -153,9 +154,13 @@ def place_reference(ref: Reference, vertices: np.ndarray, triangles: np.ndarray,
                               sample_surface(ref.vertices, ref.triangles_of(skin), 500, rng)[0]])
     coarse_ref = ref_pts[rng.choice(len(ref_pts), 400, replace=False)]
     ref_cloud = _Cloud(np.concatenate([ref_pts, sample_surface(ref.vertices, ref.triangles_of(skin), 4000, rng)[0]]))
-    ref_top, ref_neck = head_top_and_neck(ref.vertices[skin], ref.up)
-    ref_h = ref.vertices[skin] @ ref.up
-    ref_height = ref_top - (ref_neck if ref_neck is not None else ref_h.min())
+    # The reference's height top to neck (its narrowest slice below the chin; the kit has no
+    # shoulders, so head_top_and_neck finds none) and top to its cut.
+    heights, widths = width_profile(ref.vertices[skin], ref.up)
+    below_chin = heights < ref.vertices[ref.landmarks["chin"]] @ ref.up
+    ref_neck = heights[below_chin][np.nanargmin(widths[below_chin])]
+    ref_to_neck = heights[0] - ref_neck
+    ref_to_cut = heights[0] - (ref.vertices[skin] @ ref.up).min()
 
     tried: list[tuple[Placement, np.ndarray]] = []
     candidates = orientations()
@@ -167,8 +172,10 @@ def place_reference(ref: Reference, vertices: np.ndarray, triangles: np.ndarray,
             continue
         user_pts, _, _ = sample_surface(vertices, triangles[used], 6000, rng)
         user_h = user_pts @ up
-        user_height = region.top - (region.neck if region.neck is not None else user_h.min())
-        scale = user_height / ref_height
+        if region.neck is not None:
+            scale = (region.top - region.neck) / ref_to_neck
+        else:
+            scale = (region.top - user_h.min()) / ref_to_cut
         # Bounding-box centres together, then the tops.
         ref_box = rotation @ _box_centre(ref.vertices[skin]) * scale
         t = _box_centre(vertices[region.mask]) - ref_box
@@ -208,7 +215,11 @@ def refine(ref: Reference, vertices: np.ndarray, triangles: np.ndarray, user_sur
     pad = 0.15 * (hi - lo)
     inside = np.all((vertices >= lo - pad) & (vertices <= hi + pad), axis=1)
     used = inside[triangles].all(axis=1)
-    user_pts, _, _ = sample_surface(vertices, triangles[used], 3000, rng)
+    user_pts, _, _ = sample_surface(vertices, triangles[used], 6000, rng)
+    # Only the user's surface near the placed reference pulls on it (not a body's shoulders).
+    placed_surface = Surface(start.apply(ref_surface.vertices), ref_surface.triangles)
+    near = placed_surface.closest(user_pts).distances < 0.25 * ref.eye_corner_distance * start.scale
+    user_pts = user_pts[near][:3000]
     return _icp(ref_pts, ref_surface, user_pts, user_surface, start, iterations=10)
 
 
