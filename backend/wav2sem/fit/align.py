@@ -186,6 +186,17 @@ def place_reference(ref: Reference, vertices: np.ndarray, triangles: np.ndarray,
         if progress:
             progress(0.8 * (i + 1) / len(candidates), "Finding the face")
     tried.sort(key=lambda pair: pair[0].error * _convention_bias(pair[0]))
+    # A head turned or tilted between the axes: try turns about its own up and left-right axes
+    # around the best few.
+    centre_ref = ref.vertices[skin].mean(axis=0)
+    for place, user_pts in list(tried[:2]):
+        centre = place.apply(centre_ref[None])[0]
+        for axis_column, angle in ((1, 25), (1, -25), (1, 50), (1, -50), (0, 20), (0, -20)):
+            turn = _rotation_about(place.rotation[:, axis_column], np.radians(angle))
+            start = Placement(place.scale, turn @ place.rotation, turn @ (place.translation - centre) + centre, 0.0,
+                              place.up, place.forward)
+            tried.append((_icp(coarse_ref, ref_cloud, user_pts[:400], _Cloud(user_pts), start, iterations=8), user_pts))
+    tried.sort(key=lambda pair: pair[0].error * _convention_bias(pair[0]))
     best: Placement | None = None
     for j, (place, user_pts) in enumerate(tried[:keep]):
         place = _icp(ref_pts, ref_surface, user_pts, user_surface, place, iterations=8)
@@ -195,6 +206,12 @@ def place_reference(ref: Reference, vertices: np.ndarray, triangles: np.ndarray,
             progress(0.8 + 0.2 * (j + 1) / keep, "Finding the face")
     assert best is not None
     return best
+
+
+def _rotation_about(axis: np.ndarray, angle: float) -> np.ndarray:
+    """Rodrigues: the rotation by `angle` radians about the unit `axis`."""
+    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    return np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * k @ k
 
 
 def _convention_bias(place: Placement) -> float:
