@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import BAD_REQUEST, Wav2SemError
-from . import align, transfer, warp
+from . import align, features, transfer, warp
 from .geometry import Surface, sample_surface, triangulate
 from .reference import FIT_LANDMARKS, Reference, reference_head, reference_landmarks
 
@@ -131,14 +131,26 @@ def fit_face(vertices, loop_totals, loop_vertices, object_ids=None, landmarks: d
         names_in = [n for n in ref.landmarks if n in user_marks]
         landmark_pairs = warp.Pairs(placed[[ref.landmarks[n] for n in names_in]],
                                     np.array([user_marks[n] for n in names_in]), np.ones(len(names_in)))
-    fitted_warp = warp.register(placed, ref.triangles_of(ref.skin | ref.interior), ref.triangles_of(ref.skin), user_surface, user_points, unit,
-                                landmark_pairs, stage(0.4, 0.8), rng)
+    landing, skin_tris = ref.triangles_of(ref.skin | ref.interior), ref.triangles_of(ref.skin)
+    fitted_warp = warp.register(placed, landing, skin_tris, user_surface, user_points, unit, landmark_pairs,
+                                stage(0.4, 0.6 if user_marks is None else 0.8), rng)
+    openings: dict = {}
+    if user_marks is None:
+        # The mouth and eye openings set the corners and the lip line; fit again with them.
+        names_in = list(ref.landmarks)
+        marks = placed[[ref.landmarks[n] for n in names_in]]
+        feature, openings = features.feature_pairs(dict(zip(names_in, marks)), dict(zip(names_in, fitted_warp(marks))),
+                                                   vertices, head_tris, place.apply_vectors(ref.up) / place.scale,
+                                                   place.apply_vectors(ref.forward) / place.scale)
+        if feature is not None:
+            fitted_warp = warp.register(placed, landing, skin_tris, user_surface, user_points, unit, feature,
+                                        stage(0.6, 0.8), np.random.default_rng(3))
     out_marks = user_marks or _landmarks_on_surface(ref, place, fitted_warp, user_surface)
     deltas, transfer_report = transfer.transfer(ref, names, place, fitted_warp, vertices, triangles, ids, unit,
                                                 stage(0.8, 1.0))
     report = {"orientation": {"up": place.up, "forward": place.forward} if user_marks is None else "from landmarks",
               "scale": place.scale, "rigid_error_mm": place.error * 1000, "seconds": time.monotonic() - started,
-              "shapes": len(names), **transfer_report}
+              "shapes": len(names), "openings_found": openings, **transfer_report}
     return FitResult(names, deltas, {n: out_marks[n] for n in FIT_LANDMARKS if n in out_marks}, report)
 
 
