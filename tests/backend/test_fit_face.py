@@ -116,6 +116,24 @@ def test_the_lip_seam_upper_lip_stays_and_lower_lip_follows_the_jaw(decimated):
 
 @needs_bpy
 @pytest.mark.slow
+@pytest.mark.parametrize("turn", ["tilted", "y_up"])
+def test_the_face_is_found_whichever_way_the_head_looks(turn):
+    """Turned 20 degrees and pitched 10 (tests/fit_heads.py), or Y up facing +Z as OBJ files are."""
+    head = fit_heads.ict_tilted() if turn == "tilted" else fit_heads.ict_decimated()
+    vertices, landmarks = head.vertices, head.landmarks
+    if turn == "y_up":                                   # Blender (Z up, face -Y) -> (Y up, face +Z)
+        to_y_up = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
+        vertices = vertices @ to_y_up.T
+        landmarks = {n: p @ to_y_up.T for n, p in landmarks.items()}
+    result = fit_face(vertices, head.loop_totals, head.loop_vertices, head.object_ids)
+    if turn == "y_up":
+        assert result.report["orientation"] == {"up": "+Y", "forward": "+Z"}
+    for name in FIT_LANDMARKS:
+        assert head.mm(np.linalg.norm(result.landmarks[name] - landmarks[name])) < 4.0, name
+
+
+@needs_bpy
+@pytest.mark.slow
 def test_moved_landmarks_are_honoured_and_returned():
     head = fit_heads.ict_stylised()
     result = _fit(head, landmarks=head.landmarks)
