@@ -32,6 +32,8 @@ from .warp import Warp
 
 # Falloff (in eye-corner distances from the fitted reference surface): full inside NEAR, none beyond FAR.
 NEAR, FAR = 0.08, 0.3
+# Passes of Laplacian smoothing over the transferred deltas (see smooth_on_mesh).
+SMOOTHING = 4
 # A vertex is on the seam when its closest points on the two lips' sides are this close in distance.
 SEAM_BAND = 0.025
 
@@ -121,6 +123,34 @@ def _piece_parts(ref: Reference, piece: np.ndarray, hit_part: np.ndarray, extra:
     return out
 
 
+def smooth_on_mesh(deltas: np.ndarray, vertices: np.ndarray, triangles: np.ndarray, moving: np.ndarray,
+                   iterations: int = SMOOTHING) -> np.ndarray:
+    """Where a vertex's deltas disagree with its neighbours' mean by more than half of that
+    mean's size (it landed on another part of the reference than they did: the inside of the
+    lips, a fold), take the mean; repeated a few times. Elsewhere the deltas stay as they are,
+    so the lips keep their detail. Neighbours are the user's own edges: the mouth's slit is no
+    edge, so the lips do not blur into each other."""
+    graph = _edges_graph(vertices, triangles)
+    graph.data[:] = 1.0
+    graph = ((graph + graph.T) > 0).astype(np.float64)
+    degree = np.asarray(graph.sum(axis=1)).ravel()
+    rows = np.flatnonzero(moving & (degree > 0))
+    if len(rows) == 0:
+        return deltas
+    sub = graph[rows]
+    inv = 1.0 / degree[rows]
+    flat = deltas.transpose(1, 0, 2).reshape(len(vertices), -1).astype(np.float64)
+    for _ in range(iterations):
+        mean = (sub @ flat) * inv[:, None]
+        size = np.sqrt((mean ** 2).mean(axis=1))
+        off = np.sqrt(((flat[rows] - mean) ** 2).mean(axis=1))
+        spikes = off > 0.5 * size + 1e-12
+        if not spikes.any():
+            break
+        flat[rows[spikes]] = mean[spikes]
+    return flat.reshape(len(vertices), deltas.shape[0], 3).transpose(1, 0, 2).astype(np.float32)
+
+
 def transfer(ref: Reference, names: tuple[str, ...], place: Placement, warp: Warp, vertices: np.ndarray,
              triangles: np.ndarray, object_ids: np.ndarray, unit: float,
              progress: Callable[[float, str], None] | None = None) -> tuple[np.ndarray, dict]:
@@ -181,6 +211,7 @@ def transfer(ref: Reference, names: tuple[str, ...], place: Placement, warp: War
         for k in range(len(names)):
             out[k, chosen] = interpolate(ref_deltas[k], surface.triangles, hits.triangles, hits.barycentrics) * weight[:, None]
         report["vertices_moved"] += int((weight > 0).sum())
+    out = smooth_on_mesh(out, vertices, triangles, np.abs(out).max(axis=(0, 2)) > 0)
     if progress:
         progress(1.0, "Transferring the shapes")
     return out, report
