@@ -171,7 +171,11 @@ def transfer_errors(head: FitHead, fit: Fit) -> dict:
         per[name] = {"moved": int(moved.sum()), "rel_rms": rel,
                      "truth_max_mm": float(tn.max()),
                      "lip_max_err_mm": float(err[head.lips].max()) if head.lips.any() else float("nan"),
+                     "lip_p95_err_mm": float(np.percentile(err[head.lips], 95)) if head.lips.any() else float("nan"),
+                     "lip_max_at": _where_on_lips(head, int(np.argmax(np.where(head.lips, err, -1.0)))),
+                     "err_over_5mm": int((err[head.head] > 5.0).sum()),
                      "leak_mm": float(leak.max()),
+                     "leak_over_1mm": int((leak > 1.0).sum()),
                      "leak_part": parts[int(np.argmax(leak))] if leak.max() > 0 else None,
                      "err_max_mm": float(err[head.head].max()),
                      "err_max_part": parts[int(np.argmax(np.where(head.head, err, 0.0)))],
@@ -188,10 +192,19 @@ def transfer_errors(head: FitHead, fit: Fit) -> dict:
             "speech_median_rel_rms": float(np.nanmedian(srels)) if speech else float("nan"),
             "speech_worst": max(speech, key=lambda n: per[n]["rel_rms"]) if speech else None,
             "speech_lip_max_err_mm": float(max(per[n]["lip_max_err_mm"] for n in speech)) if speech else float("nan"),
+            "speech_lip_p95_err_mm": float(max(per[n]["lip_p95_err_mm"] for n in speech)) if speech else float("nan"),
+            "speech_leak_over_1mm": int(max(per[n]["leak_over_1mm"] for n in speech)) if speech else 0,
+            "speech_err_over_5mm": int(max(per[n]["err_over_5mm"] for n in speech)) if speech else 0,
             "speech_leak_max_mm": float(max(per[n]["leak_mm"] for n in speech)) if speech else float("nan"),
             "speech_leak_worst": (lambda n: f"{n} on {per[n]['leak_part']}")(max(speech, key=lambda n: per[n]["leak_mm"]))
             if speech else None,
             "back_max_mm": back_max, "body_max_mm": body_max if body.any() else None}
+
+
+def _where_on_lips(head: FitHead, v: int) -> str:
+    """'corner' if a lip vertex is within 4 mm of a mouth corner landmark, else 'lips'."""
+    d = min(np.linalg.norm(head.vertices[v] - head.landmarks[n]) for n in ("mouth_corner_left", "mouth_corner_right"))
+    return "corner" if head.mm(d) < 4.0 else "lips"
 
 
 def kit_parts(head: FitHead) -> list[str]:
@@ -407,7 +420,7 @@ def markdown(results: dict, meta: dict) -> str:
              f"leak: largest motion where the true shape moves < {STILL_MM} mm; mm on the source head's scale. "
              "Landmarks: automatic guess vs hand-placed; rel. = / eye-to-mouth distance.", "",
              "| head | vertices | tri / quad / ngon | fit (s) | landmarks mean / max (mm) | max rel. | worst landmark "
-             "| shapes | rel. RMS median (all / speech) | worst speech shape | lip max err (mm) | speech leak (mm) "
+             "| shapes | rel. RMS median (all / speech) | worst speech shape | lip err p95 / max (mm) | speech leak max (mm), vertices > 1 mm "
              "| back of head (mm) | body (mm) |",
              "| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |"]
     for name, r in results.items():
@@ -430,7 +443,8 @@ def markdown(results: dict, meta: dict) -> str:
             worst = tr["speech_worst"]
             cells += [str(tr["count"]), f"{_f(tr['median_rel_rms'], 3)} / {_f(tr['speech_median_rel_rms'], 3)}",
                       f"{worst} ({_f(tr['shapes'][worst]['rel_rms'], 3)})" if worst else "-",
-                      _f(tr["speech_lip_max_err_mm"], 1), f"{_f(tr['speech_leak_max_mm'], 1)} ({tr['speech_leak_worst']})",
+                      f"{_f(tr['speech_lip_p95_err_mm'], 1)} / {_f(tr['speech_lip_max_err_mm'], 1)}",
+                      f"{_f(tr['speech_leak_max_mm'], 1)} ({tr['speech_leak_worst']}), {tr['speech_leak_over_1mm']}",
                       _f(tr["back_max_mm"], 2),
                       _f(tr["body_max_mm"], 2)]
         else:
@@ -439,8 +453,8 @@ def markdown(results: dict, meta: dict) -> str:
     hand = {n: r["hand"] for n, r in results.items() if r.get("hand", {}).get("transfer")}
     if hand:
         lines += ["", "Fitted from the hand-placed landmarks (the transfer alone):", "",
-                  "| head | fit (s) | rel. RMS median (all / speech) | worst speech shape | lip max err (mm) "
-                  "| speech leak (mm) | back of head (mm) | body (mm) |",
+                  "| head | fit (s) | rel. RMS median (all / speech) | worst speech shape | lip err p95 / max (mm) "
+                  "| speech leak max (mm), vertices > 1 mm | back of head (mm) | body (mm) |",
                   "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |"]
         for name, h in hand.items():
             tr = h["transfer"]
@@ -448,30 +462,37 @@ def markdown(results: dict, meta: dict) -> str:
             if results[name].get("refused"):
                 name = f"{name} (automatic: refused)"
             lines.append(f"| {name} | {_f(h['fit_seconds'])} | {_f(tr['median_rel_rms'], 3)} / {_f(tr['speech_median_rel_rms'], 3)} "
-                         f"| {worst} ({_f(tr['shapes'][worst]['rel_rms'], 3)}) | {_f(tr['speech_lip_max_err_mm'], 1)} "
-                         f"| {_f(tr['speech_leak_max_mm'], 1)} ({tr['speech_leak_worst']}) | {_f(tr['back_max_mm'], 2)} | {_f(tr['body_max_mm'], 2)} |")
+                         f"| {worst} ({_f(tr['shapes'][worst]['rel_rms'], 3)}) | {_f(tr['speech_lip_p95_err_mm'], 1)} / {_f(tr['speech_lip_max_err_mm'], 1)} "
+                         f"| {_f(tr['speech_leak_max_mm'], 1)} ({tr['speech_leak_worst']}), {tr['speech_leak_over_1mm']} "
+                         f"| {_f(tr['back_max_mm'], 2)} | {_f(tr['body_max_mm'], 2)} |")
     from wav2sem.heads import SPEECH_CHANNELS
 
-    ict = [n for n, r in results.items() if r.get("transfer")]
+    ict = [n for n, r in results.items() if r.get("transfer") or r.get("hand", {}).get("transfer")]
     if ict:
-        lines += ["", "Per speech shape (automatic landmarks): rel. RMS / lip max error (mm) / leak (mm, on which ICT part)", "",
+        lines += ["", "Per speech shape (automatic landmarks; a refused head: from hand landmarks): rel. RMS / "
+                      "lip error p95, max (mm; c = the max is at a mouth corner) / leak max (mm, on which ICT part), "
+                      "vertices > 1 mm", "",
                   "| shape | " + " | ".join(ict) + " |", "| --- |" + " ---: |" * len(ict)]
         for s in SPEECH_CHANNELS:
             row = [s]
             for n in ict:
-                e = results[n]["transfer"]["shapes"].get(s)
-                row.append(f"{_f(e['rel_rms'], 3)} / {_f(e['lip_max_err_mm'], 1)} / {_f(e['leak_mm'], 1)}"
-                           + (f" ({e['leak_part']})" if e and e["leak_mm"] > 1.0 else "") if e else "-")
+                tr = results[n].get("transfer") or results[n]["hand"]["transfer"]
+                e = tr["shapes"].get(s)
+                if not e:
+                    row.append("-")
+                    continue
+                corner = " c" if e["lip_max_at"] == "corner" else ""
+                leak = f" ({e['leak_part']}), {e['leak_over_1mm']}" if e["leak_mm"] > 1.0 else ""
+                row.append(f"{_f(e['rel_rms'], 3)} / {_f(e['lip_p95_err_mm'], 1)}, {_f(e['lip_max_err_mm'], 1)}{corner}"
+                           f" / {_f(e['leak_mm'], 1)}{leak}")
             lines.append("| " + " | ".join(row) + " |")
     for name, r in results.items():
         fits = [("automatic", r.get("synthetic_rig")), ("hand landmarks", r.get("hand", {}).get("synthetic_rig"))]
         fits = [(k, c) for k, c in fits if c]
         if not fits:
             continue
-        hl = r.get("hand", {}).get("landmarks")
         lines += ["", f"{name}: transferred shapes mixed by arkit_rig's weights vs the synthetic head's own rig "
-                      "(plausibility, not truth)" + (f"; the fit from hand landmarks put them back within "
-                                                     f"{_f(hl['max_mm'], 1)} mm" if hl else "") + ":", "",
+                      "(plausibility, not truth):", "",
                   "| fit | pose | rel. RMS | rig max (mm) | fit max (mm) | midline gap rest / rig / fit (mm) | weights |",
                   "| --- | --- | ---: | ---: | ---: | ---: | --- |"]
         for kind, comp in fits:
