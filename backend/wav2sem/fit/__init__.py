@@ -134,7 +134,7 @@ def fit_face(vertices, loop_totals, loop_vertices, object_ids=None, landmarks: d
     landing, skin_tris = ref.triangles_of(ref.skin | ref.interior), ref.triangles_of(ref.skin)
     fitted_warp = warp.register(placed, landing, skin_tris, user_surface, user_points, unit, landmark_pairs,
                                 stage(0.4, 0.6 if user_marks is None else 0.8), rng)
-    openings: dict = {}
+    openings = None
     if user_marks is None:
         # The mouth and eye openings set the corners and the lip line; fit again with them.
         names_in = list(ref.landmarks)
@@ -147,10 +147,10 @@ def fit_face(vertices, loop_totals, loop_vertices, object_ids=None, landmarks: d
                                         stage(0.6, 0.8), np.random.default_rng(3))
     out_marks = user_marks or _landmarks_on_surface(ref, place, fitted_warp, user_surface)
     deltas, transfer_report = transfer.transfer(ref, names, place, fitted_warp, vertices, triangles, ids, unit,
-                                                stage(0.8, 1.0))
+                                                stage(0.8, 1.0), openings)
     report = {"orientation": {"up": place.up, "forward": place.forward} if user_marks is None else "from landmarks",
               "scale": place.scale, "rigid_error_mm": place.error * 1000, "seconds": time.monotonic() - started,
-              "shapes": len(names), "openings_found": openings, **transfer_report}
+              "shapes": len(names), "openings_found": openings.found if openings else {}, **transfer_report}
     return FitResult(names, deltas, {n: out_marks[n] for n in FIT_LANDMARKS if n in out_marks}, report)
 
 

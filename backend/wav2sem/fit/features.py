@@ -5,9 +5,12 @@ After a first warp the reference's mouth and eyes lie near the user's; a border 
 right size around each is taken as that opening. Its extreme points along the face's
 left-right axis are the corners, its points on the mid-plane the lip centres. They pair with
 the reference's landmarks in the face's plane only (sideways and up-down, not in depth),
-because where a mesh's lips end inside the mouth differs from head to head.
+because where a mesh's lips end inside the mouth differs from head to head. The mouth's
+border also says which lip each of its vertices is on, which settles the lip seam.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.sparse import coo_matrix
@@ -42,13 +45,35 @@ def _opening(loops: list[np.ndarray], vertices: np.ndarray, centre: np.ndarray, 
     return best
 
 
+@dataclass
+class Openings:
+    found: dict[str, bool]
+    upper_lip_edge: np.ndarray     # vertices of the mouth's border on the upper lip ([] if none)
+    lower_lip_edge: np.ndarray
+
+
+def _split_lips(loop: np.ndarray, vertices: np.ndarray, across: np.ndarray, up: np.ndarray, width: float
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """The mouth's border loop -> its upper and lower lip edges: each vertex against the mean
+    height of the border at about its place across the mouth."""
+    along = vertices[loop] @ across
+    height = vertices[loop] @ up
+    near = np.abs(along[:, None] - along[None, :]) < 0.06 * width
+    mean = (near * height[None, :]).sum(axis=1) / near.sum(axis=1)
+    ends = (along <= along.min() + 0.03 * width) | (along >= along.max() - 0.03 * width)
+    upper = loop[(height > mean) & ~ends]
+    lower = loop[(height < mean) & ~ends]
+    return upper, lower
+
+
 def feature_pairs(ref_points: dict[str, np.ndarray], fitted_points: dict[str, np.ndarray], vertices: np.ndarray,
-                  triangles: np.ndarray, up: np.ndarray, forward: np.ndarray) -> tuple[Pairs | None, dict]:
+                  triangles: np.ndarray, up: np.ndarray, forward: np.ndarray) -> tuple[Pairs | None, Openings]:
     """Pairs (placed reference landmark -> where the user's opening puts it, in-plane) for the
     mouth corners and lip centres and the eye corners; and which openings were found.
     `ref_points` are the placed (unwarped) landmarks, `fitted_points` the same after the warp."""
     loops = border_loops(len(vertices), triangles)
     found = {"mouth": False, "eye_left": False, "eye_right": False}
+    edges = (np.zeros(0, np.int64), np.zeros(0, np.int64))
     sources, targets = [], []
 
     def pair(name: str, target: np.ndarray) -> None:
@@ -65,6 +90,7 @@ def feature_pairs(ref_points: dict[str, np.ndarray], fitted_points: dict[str, np
     mouth = _opening(loops, vertices, centre, across, width)
     if mouth is not None:
         found["mouth"] = True
+        edges = _split_lips(mouth, vertices, across, up, width)
         points = vertices[mouth]
         along = points @ across
         pair("mouth_corner_left", points[np.argmax(along)])
@@ -84,6 +110,7 @@ def feature_pairs(ref_points: dict[str, np.ndarray], fitted_points: dict[str, np
             along = vertices[eye] @ direction
             pair(f"eye_outer_{side}", vertices[eye][np.argmax(along)])
             pair(f"eye_inner_{side}", vertices[eye][np.argmin(along)])
+    openings = Openings(found, *edges)
     if not sources:
-        return None, found
-    return Pairs(np.array(sources), np.array(targets), np.full(len(sources), 0.5)), found
+        return None, openings
+    return Pairs(np.array(sources), np.array(targets), np.full(len(sources), 1.0)), openings

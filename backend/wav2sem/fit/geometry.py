@@ -171,7 +171,12 @@ class Surface:
         fan[flat[order][keep], rank[keep]] = (order // 3)[keep]
         self._fan = fan
 
-    def closest(self, points: np.ndarray, chunk: int = 20000) -> SurfaceHit:
+    def closest(self, points: np.ndarray, chunk: int = 20000, normals: np.ndarray | None = None,
+                facing: float = 0.0) -> SurfaceHit:
+        """Closest points; with `normals` (unit, per query point) each candidate also costs
+        `facing` * (1 - |cos|) of the angle between its triangle and the query's normal, so a
+        point lands on a surface that faces the way it does (the outside of a lip, not its
+        inside) when both are about as near. The hit's `distances` stay true distances."""
         points = np.asarray(points, dtype=np.float64)
         n = len(points)
         out = SurfaceHit(np.zeros((n, 3)), np.zeros(n, np.int64), np.zeros((n, 3)), np.zeros(n))
@@ -189,7 +194,13 @@ class Surface:
             closest, bary = closest_on_triangles(p[:, None, :], a, b, c)
             dist = np.linalg.norm(closest - p[:, None, :], axis=-1)
             dist = np.where(valid, dist, np.inf)
-            best = np.argmin(dist, axis=1)
+            cost = dist
+            if normals is not None and facing > 0:
+                tri_n = np.cross(b - a, c - a)
+                tri_n /= np.maximum(np.linalg.norm(tri_n, axis=-1, keepdims=True), 1e-30)
+                cos = np.abs((tri_n * normals[lo:hi, None, :]).sum(-1))
+                cost = dist + facing * (1.0 - cos)
+            best = np.argmin(cost, axis=1)
             rows = np.arange(len(p))
             out.points[lo:hi] = closest[rows, best]
             out.triangles[lo:hi] = cand_safe[rows, best]

@@ -22,18 +22,25 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
-from scipy.sparse import coo_matrix
+from scipy.sparse import coo_matrix, diags
+from scipy.sparse.linalg import splu
 from scipy.sparse.csgraph import connected_components, dijkstra
 
 from .align import Placement
-from .geometry import Surface, interpolate
+from .features import Openings
+from .geometry import Surface, interpolate, vertex_normals
 from .reference import INTERIOR_PARTS, SKIN_PARTS, Reference
 from .warp import Warp
 
 # Falloff (in eye-corner distances from the fitted reference surface): full inside NEAR, none beyond FAR.
 NEAR, FAR = 0.08, 0.3
-# Passes of Laplacian smoothing over the transferred deltas (see smooth_on_mesh).
-SMOOTHING = 4
+# Cost of landing on a surface turned away from the vertex's own (in eye-corner distances, at
+# right angles): keeps the outside of a thin lip off the inside of the reference's full one.
+FACING = 0.1
+# The most the warp may stretch or squash a shape, per direction.
+STRETCH = 1.5
+# Weight of the edges' smoothness against the landed deltas (see smooth_on_mesh).
+SMOOTHNESS = 0.1
 # A vertex is on the seam when its closest points on the two lips' sides are this close in distance.
 SEAM_BAND = 0.025
 
@@ -43,10 +50,18 @@ def transferred_reference_deltas(ref: Reference, names: tuple[str, ...], place: 
     """(fitted reference vertices (V, 3), deltas (K, V, 3) in the user's space)."""
     placed = place.apply(ref.vertices)
     fitted = warp(placed)
-    jac = warp.jacobian(placed) * place.scale @ place.rotation                     # (V, 3, 3)
+    jac = _bounded(warp.jacobian(placed)) * place.scale @ place.rotation         # (V, 3, 3)
     index = [ref.names.index(n) for n in names]
     deltas = np.einsum("vij,kvj->kvi", jac, ref.deltas[index].astype(np.float64))
     return fitted, deltas.astype(np.float32)
+
+
+def _bounded(jac: np.ndarray, low: float = 1 / STRETCH, high: float = STRETCH) -> np.ndarray:
+    """The warp's Jacobians with their stretches (singular values) held within [low, high]: a
+    face wider or longer than the reference scales its shapes with it, but where the warp
+    folds or stretches sharply (a thin lip pulled over a full one) the shapes do not explode."""
+    u, sigma, vt = np.linalg.svd(jac)
+    return u @ (np.clip(sigma, low, high)[..., None] * vt)
 
 
 def _smoothstep(x: np.ndarray) -> np.ndarray:
@@ -124,37 +139,40 @@ def _piece_parts(ref: Reference, piece: np.ndarray, hit_part: np.ndarray, extra:
 
 
 def smooth_on_mesh(deltas: np.ndarray, vertices: np.ndarray, triangles: np.ndarray, moving: np.ndarray,
-                   iterations: int = SMOOTHING) -> np.ndarray:
-    """Where a vertex's deltas disagree with its neighbours' mean by more than half of that
-    mean's size (it landed on another part of the reference than they did: the inside of the
-    lips, a fold), take the mean; repeated a few times. Elsewhere the deltas stay as they are,
-    so the lips keep their detail. Neighbours are the user's own edges: the mouth's slit is no
-    edge, so the lips do not blur into each other."""
-    graph = _edges_graph(vertices, triangles)
-    graph.data[:] = 1.0
-    graph = ((graph + graph.T) > 0).astype(np.float64)
-    degree = np.asarray(graph.sum(axis=1)).ravel()
-    rows = np.flatnonzero(moving & (degree > 0))
+                   confidence: np.ndarray, smoothness: float = SMOOTHNESS, rounds: int = 2) -> np.ndarray:
+    """The landed deltas refitted as smooth fields on the user's mesh: least squares of
+    confidence * |d - landed|^2 + smoothness * sum over the mesh's edges |d_i - d_j|^2, solved
+    once per round for all shapes (one sparse factorisation), the confidence of vertices far
+    from the fit of the first round lowered (spikes where neighbours landed on different parts
+    of the reference: the inside of its lips, a fold). Edges are the user's own: the mouth's
+    slit is none, so the lips are not blurred into each other."""
+    rows = np.flatnonzero(moving)
     if len(rows) == 0:
         return deltas
-    sub = graph[rows]
-    inv = 1.0 / degree[rows]
-    flat = deltas.transpose(1, 0, 2).reshape(len(vertices), -1).astype(np.float64)
-    for _ in range(iterations):
-        mean = (sub @ flat) * inv[:, None]
-        size = np.sqrt((mean ** 2).mean(axis=1))
-        off = np.sqrt(((flat[rows] - mean) ** 2).mean(axis=1))
-        spikes = off > 0.5 * size + 1e-12
-        if not spikes.any():
-            break
-        flat[rows[spikes]] = mean[spikes]
-    return flat.reshape(len(vertices), deltas.shape[0], 3).transpose(1, 0, 2).astype(np.float32)
+    graph = _edges_graph(vertices, triangles)
+    graph = ((graph + graph.T) > 0).astype(np.float64).tocsr()[rows][:, rows]
+    laplacian = diags(np.asarray(graph.sum(axis=1)).ravel()) - graph
+    landed = deltas[:, rows].transpose(1, 0, 2).reshape(len(rows), -1).astype(np.float64)
+    weight = confidence[rows].astype(np.float64)
+    fitted = landed
+    for _ in range(rounds):
+        solver = splu((diags(weight) + smoothness * laplacian).tocsc())
+        fitted = solver.solve(weight[:, None] * landed)
+        size = np.sqrt((fitted ** 2).mean(axis=1)) + 1e-12
+        residual = np.sqrt(((fitted - landed) ** 2).mean(axis=1))
+        weight = confidence[rows] / (1.0 + (residual / (0.3 * size)) ** 2)
+    out = deltas.copy()
+    out[:, rows] = fitted.reshape(len(rows), deltas.shape[0], 3).transpose(1, 0, 2)
+    return out
 
 
 def transfer(ref: Reference, names: tuple[str, ...], place: Placement, warp: Warp, vertices: np.ndarray,
              triangles: np.ndarray, object_ids: np.ndarray, unit: float,
-             progress: Callable[[float, str], None] | None = None) -> tuple[np.ndarray, dict]:
-    """Deltas (K, V, 3) float32 for the user's vertices, and figures for the report."""
+             progress: Callable[[float, str], None] | None = None, openings: Openings | None = None
+             ) -> tuple[np.ndarray, dict]:
+    """Deltas (K, V, 3) float32 for the user's vertices, and figures for the report. With the
+    mouth's border known (`openings`), every vertex near the seam takes the side of the lip edge
+    it is nearer along the mesh's edges."""
     fitted, ref_deltas = transferred_reference_deltas(ref, names, place, warp)
     if progress:
         progress(0.3, "Transferring the shapes")
@@ -169,7 +187,8 @@ def transfer(ref: Reference, names: tuple[str, ...], place: Placement, warp: War
 
     # A first landing anywhere says which part and which side of the seam each vertex is near;
     # each piece of the user's mesh (connected by edges) then keeps to its part.
-    first = landing.surface(None, 0).closest(vertices[idx])
+    normals = vertex_normals(vertices, triangles)
+    first = landing.surface(None, 0).closest(vertices[idx], normals=normals[idx], facing=FACING * unit)
     hit_part = ref.part[tris[first.triangles, np.argmax(first.barycentrics, axis=1)]].astype(np.int64)
     _, piece_all = connected_components(_edges_graph(vertices, triangles), directed=False)
     piece = piece_all[idx]
@@ -187,6 +206,14 @@ def transfer(ref: Reference, names: tuple[str, ...], place: Placement, warp: War
         near_seam = np.rint((first.barycentrics * side[tris[first.triangles]]).sum(axis=1))[piece == p] != 0
         provisional[members[near_seam]] = np.where(d_up <= d_low, -1, 1)[near_seam]
         ambiguous[members[near_seam & (np.abs(d_up - d_low) < SEAM_BAND * unit)]] = True
+    if openings is not None and len(openings.upper_lip_edge) and len(openings.lower_lip_edge):
+        ambiguous |= provisional != 0
+        ambiguous[openings.upper_lip_edge] = ambiguous[openings.lower_lip_edge] = False
+        provisional[openings.upper_lip_edge], provisional[openings.lower_lip_edge] = -1, 1
+        far = np.zeros(len(vertices), bool)
+        far[idx] = True
+        provisional[far & ~ambiguous & ~np.isin(np.arange(len(vertices)),
+                                                 np.concatenate([openings.upper_lip_edge, openings.lower_lip_edge]))] = 0
     labels = seam_labels(vertices, triangles, provisional, ambiguous)
     if progress:
         progress(0.6, "Transferring the shapes")
@@ -194,6 +221,7 @@ def transfer(ref: Reference, names: tuple[str, ...], place: Placement, warp: War
     report = {"vertices_moved": 0, "seam_vertices": int(ambiguous.sum()),
               "upper_side_vertices": int((labels == -1).sum()), "lower_side_vertices": int((labels == 1).sum()),
               "mouth_interior_vertices": 0}
+    confidence = np.zeros(len(vertices))
     groups: dict[tuple, list[int]] = {}
     for p, parts in allowed.items():
         members = idx[piece == p]
@@ -206,12 +234,14 @@ def transfer(ref: Reference, names: tuple[str, ...], place: Placement, warp: War
     for (parts, s_), chunks in groups.items():
         chosen = np.concatenate(chunks)
         surface = landing.surface(parts, s_)
-        hits = surface.closest(vertices[chosen])
+        hits = surface.closest(vertices[chosen], normals=normals[chosen], facing=FACING * unit)
         weight = 1.0 - _smoothstep((hits.distances / unit - NEAR) / (FAR - NEAR))
+        confidence[chosen] = np.exp(-(hits.distances / (0.03 * unit)) ** 2) + 0.05
         for k in range(len(names)):
             out[k, chosen] = interpolate(ref_deltas[k], surface.triangles, hits.triangles, hits.barycentrics) * weight[:, None]
         report["vertices_moved"] += int((weight > 0).sum())
-    out = smooth_on_mesh(out, vertices, triangles, np.abs(out).max(axis=(0, 2)) > 0)
+    confidence[ambiguous] *= 0.3
+    out = smooth_on_mesh(out, vertices, triangles, np.abs(out).max(axis=(0, 2)) > 0, confidence)
     if progress:
         progress(1.0, "Transferring the shapes")
     return out, report
