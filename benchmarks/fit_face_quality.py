@@ -415,7 +415,8 @@ def _f(x, digits=2):
 
 def markdown(results: dict, meta: dict) -> str:
     lines = [f"# Fit Face quality ({meta['mode']})", "",
-             f"Machine: {meta['machine']}, load average {meta['load']:.1f} at the end. "
+             f"Commit {meta['commit']}. Machine: {meta['machine']}, load average {meta['load']:.1f} at the end "
+             "(shared: fit times vary by 2x). "
              f"Transfer: rel. RMS over the vertices the true shape moves (|truth| > {MOVED_MM} mm); "
              f"leak: largest motion where the true shape moves < {STILL_MM} mm; mm on the source head's scale. "
              "Landmarks: automatic guess vs hand-placed; rel. = / eye-to-mouth distance.", "",
@@ -588,12 +589,22 @@ def main() -> None:
               f"hand {_f(r.get('hand', {}).get('transfer', {}).get('speech_median_rel_rms'), 3)}", flush=True)
     meta = {"mode": "truth (no fit_face)" if truth else "fit_face", "machine": f"{platform.processor() or platform.machine()}, "
             f"{os.cpu_count()} CPUs", "load": os.getloadavg()[0],
-            "moved_mm": MOVED_MM, "still_mm": STILL_MM}
+            "moved_mm": MOVED_MM, "still_mm": STILL_MM, "commit": _commit()}
     text = markdown(results, meta)
     print(text)
     out.mkdir(parents=True, exist_ok=True)
     (out / "quality.md").write_text(text)
     (out / "quality.json").write_text(json.dumps({"meta": meta, "heads": _jsonable(results)}, indent=1))
+
+
+def _commit() -> str:
+    """HEAD, and '+ local changes' when wav2sem.fit differs from it."""
+    def git(*a):
+        return subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True).stdout.strip()
+
+    head = git("rev-parse", "--short", "HEAD")
+    dirty = git("status", "--porcelain", "--", "backend/wav2sem/fit")
+    return head + (" + local changes to wav2sem.fit" if dirty else "")
 
 
 def _jsonable(x):
