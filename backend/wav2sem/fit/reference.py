@@ -10,6 +10,7 @@ from functools import lru_cache
 import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import dijkstra
+from scipy.spatial import cKDTree
 
 from ..heads import ICT_LANDMARKS, ICT_LOWER_CONTACT, ICT_UNIT_M, ICT_UPPER_CONTACT, ict_arrays, ict_triangles
 
@@ -39,6 +40,7 @@ class Reference:
     part_names: tuple[str, ...]
     landmarks: dict[str, int]     # FIT_LANDMARKS -> vertex
     seam_side: np.ndarray         # (V,) -1 upper lip / skull side, +1 lower lip / jaw side, 0 neither
+    seam_distance: np.ndarray     # (V,) metres to the nearest vertex of the lips' contact edges
     up: np.ndarray                # (3,) unit vectors in the reference's frame
     forward: np.ndarray
 
@@ -110,8 +112,10 @@ def reference_head() -> Reference:
     carried = jaw / jaw[interior].max()
     side[interior & (carried > 0.3)] = 1
     side[interior & (carried < 0.1)] = -1
+    contact = vertices[list(ICT_UPPER_CONTACT) + list(ICT_LOWER_CONTACT)]
+    seam_distance = cKDTree(contact).query(vertices)[0]
     return Reference(vertices, triangles, names, deltas, part, part_names, dict(REFERENCE_LANDMARKS), side,
-                     np.array([0.0, 1.0, 0.0]), np.array([0.0, 0.0, 1.0]))
+                     seam_distance, np.array([0.0, 1.0, 0.0]), np.array([0.0, 0.0, 1.0]))
 
 
 def reference_landmarks() -> dict[str, np.ndarray]:

@@ -43,6 +43,8 @@ STRETCH = 1.5
 SMOOTHNESS = 0.1
 # A vertex is on the seam when its closest points on the two lips' sides are this close in distance.
 SEAM_BAND = 0.025
+# ... or when it lands this close to the reference's contact edges (eye-corner distances).
+SEAM_ZONE = 0.15
 
 
 def transferred_reference_deltas(ref: Reference, names: tuple[str, ...], place: Placement, warp: Warp
@@ -205,16 +207,27 @@ def transfer(ref: Reference, names: tuple[str, ...], place: Placement, warp: War
         d_low = landing.surface(parts, 1).closest(vertices[members]).distances
         near_seam = np.rint((first.barycentrics * side[tris[first.triangles]]).sum(axis=1))[piece == p] != 0
         provisional[members[near_seam]] = np.where(d_up <= d_low, -1, 1)[near_seam]
-        ambiguous[members[near_seam & (np.abs(d_up - d_low) < SEAM_BAND * unit)]] = True
+        # Near the contact edges the landing itself may be on the wrong lip (a mouth wider or
+        # lower than the reference's): there the user's edges decide, from vertices further away.
+        seam = (first.barycentrics * ref.seam_distance[tris[first.triangles]]).sum(axis=1)[piece == p]
+        ambiguous[members[near_seam & ((np.abs(d_up - d_low) < SEAM_BAND * unit)
+                                       | (seam < SEAM_ZONE * ref.eye_corner_distance))]] = True
     if openings is not None and len(openings.upper_lip_edge) and len(openings.lower_lip_edge):
+        # The mouth's border is known: every vertex near the seam takes the side of the lip edge
+        # it is nearer along the mesh's edges.
         ambiguous |= provisional != 0
-        ambiguous[openings.upper_lip_edge] = ambiguous[openings.lower_lip_edge] = False
+        provisional[:] = 0
         provisional[openings.upper_lip_edge], provisional[openings.lower_lip_edge] = -1, 1
-        far = np.zeros(len(vertices), bool)
-        far[idx] = True
-        provisional[far & ~ambiguous & ~np.isin(np.arange(len(vertices)),
-                                                 np.concatenate([openings.upper_lip_edge, openings.lower_lip_edge]))] = 0
+        ambiguous[openings.upper_lip_edge] = ambiguous[openings.lower_lip_edge] = False
     labels = seam_labels(vertices, triangles, provisional, ambiguous)
+    # A piece of the mouth interior that mostly takes one side moves as one (a row of teeth).
+    for p, parts in allowed.items():
+        members = idx[piece == p]
+        if parts is None or not len(members):
+            continue
+        for one_side in (-1, 1):
+            if (labels[members] == one_side).mean() > 0.8:
+                labels[members] = one_side
     if progress:
         progress(0.6, "Transferring the shapes")
 
