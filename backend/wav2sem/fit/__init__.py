@@ -73,6 +73,19 @@ def _landmarks_on_surface(ref: Reference, place: align.Placement, fitted_warp: w
     return {n: hits.points[i] for i, n in enumerate(names)}
 
 
+def _conventional_placement(ref: Reference, points: np.ndarray) -> align.Placement:
+    """The reference standing in the mesh's bounding box as Blender expects a character
+    (Z up, facing -Y): a starting layout for landmarks the user will move when no face is found."""
+    rotation = next(r for u, f, r in align.orientations() if (u, f) == ("+Z", "-Y"))
+    lo, hi = points.min(axis=0), points.max(axis=0)
+    skin = ref.vertices[ref.skin] @ rotation.T
+    scale = float((hi - lo)[2] / np.ptp(skin[:, 2]))
+    centre = 0.5 * (skin.min(axis=0) + skin.max(axis=0)) * scale
+    translation = 0.5 * (lo + hi) - centre
+    translation[1] = lo[1] - scale * skin[:, 1].min()           # the face at the front
+    return align.Placement(scale, rotation, translation, 0.0, "+Z", "-Y")
+
+
 def _user_landmarks(landmarks: dict) -> dict[str, np.ndarray]:
     out = {}
     for name, value in landmarks.items():
@@ -116,7 +129,8 @@ def fit_face(vertices, loop_totals, loop_vertices, object_ids=None, landmarks: d
                 f"a head fits within {NO_FACE_MM:.0f}). Place the landmarks on the face (nose tip, lip centres, mouth "
                 "corners, chin, eye corners): in Blender move the W2S_ empties and fit again with Use Existing "
                 "Landmarks; on the command line give them with --landmarks FILE.",
-                _landmarks_on_surface(ref, place, None, user_surface))
+                _landmarks_on_surface(ref, _conventional_placement(ref, vertices[np.unique(head_tris)]), None,
+                                      user_surface))
     else:
         place = align.from_landmarks(ref, user_marks)
         place = align.refine(ref, vertices, head_tris, user_surface, ref_surface, place, rng)
