@@ -10,10 +10,14 @@ For each head: the time of fit_face (automatic landmarks), the error of its land
 the hand-placed ones (mm on the source head's scale, and relative to the eye-to-mouth
 distance), and for ICT-derived heads, per transferred shape: rel. RMS = RMS over the vertices
 the true shape moves (|truth| > MOVED_MM) of |transferred - truth| / RMS of |truth| there;
-the largest error on a lip vertex (mm); `leak`: the largest motion (mm) of a head vertex the
-true shape does not move (|truth| < STILL_MM); and the largest motion of the back of the head
-and (full_body) of the body over all shapes. ICT heads are also fitted from the hand-placed
-landmarks (`hand`), which separates the transfer from the landmark guess.
+the error on the lip vertices (95th percentile and largest, mm; whether the largest is at a
+mouth corner, where the truth itself changes fastest); `leak`: the largest motion (mm) of a
+head vertex the true shape does not move (|truth| < STILL_MM), on which ICT part, and how
+many such vertices move more than 1 mm; and the largest motion of the back of the head
+(behind the ears, where no ICT shape moves) and (full_body) of the body over all shapes.
+Every head is also fitted from the hand-placed landmarks (`hand`), which separates the
+transfer from the landmark guess; a head fit_face refuses is measured on that fit (the
+user's way out of NO_FACE), and its NO_FACE guess against the hand landmarks.
 
 The synthetic head has no ARKit truth: its own rig (wav2sem.synth.rig) moves it for an
 articulator pose, and arkit_rig gives the ARKit weights of the same pose on the ICT head; the
@@ -403,6 +407,9 @@ def _sheet(tiles, out_png: Path, columns: int, suptitle: str, tile_in: float = 2
     out_png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_png, dpi=90)
     plt.close(fig)
+    from PIL import Image                   # 256 colours: a third of the size, no visible banding
+
+    Image.open(out_png).convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT).save(out_png, optimize=True)
 
 
 # --- report -----------------------------------------------------------------------------
@@ -528,6 +535,7 @@ def main() -> None:
             print("wav2sem.fit.fit_face is not available: using the truth as the fit")
             truth = True
     sheets = set() if args.no_sheets else set(filter(None, args.sheets.split(",")))
+    commit = _commit()                      # the code the fits run (it may change during a run)
     results = {}
     for name in args.heads.split(","):
         t0 = time.perf_counter()
@@ -589,7 +597,7 @@ def main() -> None:
               f"hand {_f(r.get('hand', {}).get('transfer', {}).get('speech_median_rel_rms'), 3)}", flush=True)
     meta = {"mode": "truth (no fit_face)" if truth else "fit_face", "machine": f"{platform.processor() or platform.machine()}, "
             f"{os.cpu_count()} CPUs", "load": os.getloadavg()[0],
-            "moved_mm": MOVED_MM, "still_mm": STILL_MM, "commit": _commit()}
+            "moved_mm": MOVED_MM, "still_mm": STILL_MM, "commit": commit}
     text = markdown(results, meta)
     print(text)
     out.mkdir(parents=True, exist_ok=True)
