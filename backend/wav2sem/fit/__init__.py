@@ -145,7 +145,7 @@ def fit_face(vertices, loop_totals, loop_vertices, object_ids=None, landmarks: d
         names_in = [n for n in ref.landmarks if n in user_marks]
         landmark_pairs = warp.Pairs(placed[[ref.landmarks[n] for n in names_in]],
                                     np.array([user_marks[n] for n in names_in]), np.ones(len(names_in)))
-    landing, skin_tris = ref.triangles_of(ref.skin | ref.interior), ref.triangles_of(ref.skin)
+    landing, skin_tris = ref.triangles, ref.triangles_of(ref.skin)
     fitted_warp = warp.register(placed, landing, skin_tris, user_surface, user_points, unit, landmark_pairs,
                                 stage(0.4, 0.6 if user_marks is None else 0.8), rng)
     openings = None
