@@ -55,6 +55,7 @@ bench: setup
 	$(BIN)/python benchmarks/default_models.py
 	$(BIN)/python benchmarks/blender_write.py
 	$(BIN)/python benchmarks/reliability_matrix.py
+	$(BIN)/python benchmarks/fit_face_quality.py
 
 clean:
 	rm -rf dist build .pytest_cache .mypy_cache
