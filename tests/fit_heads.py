@@ -688,7 +688,6 @@ def synthetic_rig_motion(head: FitHead, poses: np.ndarray) -> np.ndarray:
     """Articulator poses (P, len(rig.ARTICULATORS)) -> the synthetic rig's vertex offsets from
     rest (P, V, 3) in the mesh's space (for a head built by synthetic())."""
     from wav2sem.synth.head import build_head
-    from wav2sem.synth.rig import Rig
 
     hm = build_head()
     rig = _synth_rig()
