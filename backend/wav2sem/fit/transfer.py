@@ -141,17 +141,23 @@ def _piece_parts(ref: Reference, piece: np.ndarray, hit_part: np.ndarray, extra:
 
 
 def smooth_on_mesh(deltas: np.ndarray, vertices: np.ndarray, triangles: np.ndarray, moving: np.ndarray,
-                   confidence: np.ndarray, smoothness: float = SMOOTHNESS, rounds: int = 2) -> np.ndarray:
+                   confidence: np.ndarray, sides: np.ndarray, smoothness: float = SMOOTHNESS, rounds: int = 2
+                   ) -> np.ndarray:
     """The landed deltas refitted as smooth fields on the user's mesh: least squares of
     confidence * |d - landed|^2 + smoothness * sum over the mesh's edges |d_i - d_j|^2, solved
     once per round for all shapes (one sparse factorisation), the confidence of vertices far
     from the fit of the first round lowered (spikes where neighbours landed on different parts
     of the reference: the inside of its lips, a fold). Edges are the user's own: the mouth's
-    slit is none, so the lips are not blurred into each other."""
+    slit is none, and edges between the two sides of the seam (`sides` -1 and +1: the lips,
+    the upper gums and the tongue) are left out, so what the jaw carries does not bleed into
+    what stays."""
     rows = np.flatnonzero(moving)
     if len(rows) == 0:
         return deltas
-    graph = _edges_graph(vertices, triangles)
+    edges = np.concatenate([triangles[:, [0, 1]], triangles[:, [1, 2]], triangles[:, [2, 0]]])
+    edges = edges[sides[edges[:, 0]].astype(int) * sides[edges[:, 1]] >= 0]
+    n = len(vertices)
+    graph = coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(n, n)).tocsr()
     graph = ((graph + graph.T) > 0).astype(np.float64).tocsr()[rows][:, rows]
     laplacian = diags(np.asarray(graph.sum(axis=1)).ravel()) - graph
     landed = deltas[:, rows].transpose(1, 0, 2).reshape(len(rows), -1).astype(np.float64)
@@ -254,7 +260,14 @@ def transfer(ref: Reference, names: tuple[str, ...], place: Placement, warp: War
             out[k, chosen] = interpolate(ref_deltas[k], surface.triangles, hits.triangles, hits.barycentrics) * weight[:, None]
         report["vertices_moved"] += int((weight > 0).sum())
     confidence[ambiguous] *= 0.3
-    out = smooth_on_mesh(out, vertices, triangles, np.abs(out).max(axis=(0, 2)) > 0, confidence)
+    # Inside the mouth the sides part the smoothing (upper gums and tongue); on the skin the
+    # slit already does, and the lips' corners need their edges.
+    inside = np.zeros(len(vertices), bool)
+    for p, parts in allowed.items():
+        if parts is not None:
+            inside[idx[piece == p]] = True
+    out = smooth_on_mesh(out, vertices, triangles, np.abs(out).max(axis=(0, 2)) > 0, confidence,
+                         np.where(inside, labels, 0))
     if progress:
         progress(1.0, "Transferring the shapes")
     return out, report
