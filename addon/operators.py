@@ -8,21 +8,20 @@ drains the backend's queue on the main thread; Esc cancels); in background mode
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import bpy
 from bpy.props import EnumProperty, FloatProperty, StringProperty
 
 from . import apply, audio_source, client, preferences, properties
-from .lipsync_run import LipSyncRun, Outcome, failure, find_mesh, gather
-from .ui import Status, UserError, redraw_sidebars, user_message
+from .lipsync_run import LipSyncRun, find_mesh, gather
+from .modal_run import ModalRun
+from .ui import Status, UserError, user_message
 
 log = logging.getLogger(__name__)
-TIMER_INTERVAL_S = 0.1
 _ACTIVE: list[LipSyncRun] = []   # at most one; a list so operators can see and cancel it
 
 
-class WAV2SEM_OT_generate_lipsync(bpy.types.Operator):
+class WAV2SEM_OT_generate_lipsync(ModalRun, bpy.types.Operator):
     """Animate the mesh's mouth from speech (shape keys, one undo step)"""
     bl_idname = "wav2sem.generate_lipsync"
     bl_label = "Generate Lip Sync"
@@ -40,8 +39,8 @@ class WAV2SEM_OT_generate_lipsync(bpy.types.Operator):
     intensity: FloatProperty(name="Intensity", default=1.0, min=0.0, max=5.0)  # type: ignore[valid-type]
     output_mode: EnumProperty(name="Output", items=properties.OUTPUT_MODES, default="COMPACT")  # type: ignore[valid-type]
 
-    _run: LipSyncRun | None = None
-    _timer: Any = None
+    _active = _ACTIVE
+    status_label = "Lip sync"
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
@@ -51,60 +50,6 @@ class WAV2SEM_OT_generate_lipsync(bpy.types.Operator):
         if reason:
             cls.poll_message_set(reason)
         return not reason
-
-    def execute(self, context: bpy.types.Context) -> Status:
-        """Synchronous: background mode and scripts."""
-        try:
-            run = self._start(context)
-        except Exception as exc:
-            return self._end(failure(exc))
-        try:
-            try:
-                run.job.wait()
-            except KeyboardInterrupt:   # Ctrl+C in a terminal: cancel like Esc
-                run.cancel_requested = True
-                run.job.cancel()
-                run.job.wait()
-            return self._end(run.finish(context))
-        finally:
-            self._cleanup(context)
-
-    def invoke(self, context: bpy.types.Context, event: Any) -> Status:
-        if bpy.app.background:
-            return self.execute(context)
-        try:
-            self._start(context)
-        except Exception as exc:
-            return self._end(failure(exc))
-        wm = context.window_manager
-        self._timer = wm.event_timer_add(TIMER_INTERVAL_S, window=context.window)
-        wm.modal_handler_add(self)
-        wm.progress_begin(0, 100)
-        return {"RUNNING_MODAL"}
-
-    def modal(self, context: bpy.types.Context, event: Any) -> Status:
-        run = self._run
-        assert run is not None
-        if event.type == "ESC" and event.value == "PRESS":
-            run.cancel_requested = True
-        if run.cancel_requested:
-            run.job.cancel()
-        if event.type != "TIMER":
-            return {"RUNNING_MODAL"} if event.type == "ESC" else {"PASS_THROUGH"}
-        run.job.poll()
-        self._show_progress(context, run.job.fraction, run.job.message)
-        if not run.job.finished:
-            return {"RUNNING_MODAL"}
-        try:
-            return self._end(run.finish(context))
-        finally:
-            self._cleanup(context)
-
-    def cancel(self, context: bpy.types.Context) -> None:
-        """Blender ends the modal operator itself (a file is loaded, the window closes)."""
-        if self._run is not None:
-            self._run.job.cancel()
-        self._cleanup(context)
 
     # steps
     def _start(self, context: bpy.types.Context) -> LipSyncRun:
@@ -117,44 +62,17 @@ class WAV2SEM_OT_generate_lipsync(bpy.types.Operator):
         settings.running, settings.progress, settings.status = True, 0.0, "Starting the backend"
         return run
 
-    def _end(self, outcome: Outcome) -> Status:
-        for level, message in outcome.reports:
-            self.report({level}, message)   # in background mode Blender prints each report once
-        return outcome.status
+    def _finish(self, context: bpy.types.Context, run: LipSyncRun) -> Status:
+        return self._end(run.finish(context))
 
-    def _show_progress(self, context: bpy.types.Context, fraction: float, message: str) -> None:
+    def _progress_shown(self, context: bpy.types.Context, fraction: float, message: str) -> None:
         settings = properties.settings(context)
         settings.progress, settings.status = fraction, message
-        context.window_manager.progress_update(int(fraction * 100))
-        if context.workspace is not None:
-            context.workspace.status_text_set(f"Lip sync: {message} ({fraction:.0%}) - Esc to cancel")
-        redraw_sidebars(context)
 
-    def _cleanup(self, context: bpy.types.Context) -> None:
-        """Whatever fails while closing, no run stays active and the UI stops showing one."""
-        run, self._run = self._run, None
-        try:
-            if run is not None:
-                run.close()
-        finally:
-            if run in _ACTIVE:
-                _ACTIVE.remove(run)
-            self._reset_ui(context)
-
-    def _reset_ui(self, context: bpy.types.Context) -> None:
-        timer, self._timer = self._timer, None
-        try:
-            if timer is not None:
-                context.window_manager.event_timer_remove(timer)
-                context.window_manager.progress_end()
-                if context.workspace is not None:
-                    context.workspace.status_text_set(None)
-            if context.scene is not None:
-                settings = properties.settings(context)
-                settings.running, settings.progress, settings.status = False, 0.0, ""
-            redraw_sidebars(context)
-        except (ReferenceError, RuntimeError, AttributeError):   # window or file already gone
-            log.debug("UI cleanup skipped", exc_info=True)
+    def _ui_reset(self, context: bpy.types.Context) -> None:
+        if context.scene is not None:
+            settings = properties.settings(context)
+            settings.running, settings.progress, settings.status = False, 0.0, ""
 
 
 def why_cannot_generate(context: bpy.types.Context) -> str:

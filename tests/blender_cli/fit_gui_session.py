@@ -107,9 +107,9 @@ def setup():
     operator = addon("fit_face_operator").WAV2SEM_OT_fit_face
     show = operator._show_progress
 
-    def recording(self, context, run):
-        report["shown"].append(round(run.job.fraction, 3))
-        show(self, context, run)
+    def recording(self, context, fraction, message):
+        report["shown"].append(round(fraction, 3))
+        show(self, context, fraction, message)
     operator._show_progress = recording
     with bpy.context.temp_override(**view3d()):
         bpy.ops.ed.undo_push(message="set-up")
