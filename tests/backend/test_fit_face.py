@@ -116,6 +116,25 @@ def test_the_lip_seam_upper_lip_stays_and_lower_lip_follows_the_jaw(decimated):
 
 @needs_bpy
 @pytest.mark.slow
+def test_an_open_mouthed_rest_pose_keeps_each_lip_with_its_side():
+    """The re-topologised head modelled with its mouth a third open (jawOpen 0.35 baked into
+    the rest): the upper lip still stays and the lower lip still follows the jaw."""
+    head = fit_heads.ict_decimated()
+    truth = head.truth_deltas(("jawOpen",))[0]
+    rest = head.vertices + 0.35 * truth
+    result = fit_face(rest, head.loop_totals, head.loop_vertices, head.object_ids)
+    jaw = result.deltas[result.names.index("jawOpen")]
+    up = np.array([0.0, 0.0, 1.0])
+    lips = np.flatnonzero(head.lips)
+    true_drop, drop = -(truth[lips] @ up), -(jaw[lips] @ up)
+    peak = true_drop.max()
+    lower, upper = true_drop > 0.3 * peak, true_drop < 0.2 * peak
+    assert (drop[lower] > 0.5 * true_drop[lower]).mean() > 0.95
+    assert (drop[upper] < 0.5 * peak).mean() > 0.95
+
+
+@needs_bpy
+@pytest.mark.slow
 def test_a_stylised_head_opens_on_jaw_open_and_seals_with_mouth_close():
     """Mouth 25 % wider, chin longer, eyes bigger than the reference; no landmarks given. The
     lip centres (hand-placed) part on jawOpen and meet again with mouthClose, as the truth."""

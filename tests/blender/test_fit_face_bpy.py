@@ -173,3 +173,56 @@ def test_a_cube_has_no_face_and_gets_landmarks_to_move_but_no_keys(scene, addon)
         bpy.ops.wav2sem.fit_face(object=cube.name)
     assert cube.data.shape_keys is None
     assert sorted(module("fit_landmarks").find(cube)) == sorted(module("protocol").FIT_LANDMARKS)
+
+
+def test_a_stylised_retopologised_head_nobody_prepared_speaks_after_two_clicks(scene, addon, monkeypatch):
+    """tests/fit_heads.py's stylised ICT head (another topology: triangles, quads and n-gons; a
+    mouth 25 % wider, a longer chin; 7.5 units per metre), as a user would bring it: no keys, no
+    landmarks. Fit Face, then Generate Lip Sync: the lips part and close in time with the
+    speech's loudness, and the back of the skull stays still."""
+    import soundfile
+
+    sys.path.insert(0, str(REPO / "tests"))
+    import fit_heads
+
+    made = fit_heads.ict_stylised()
+    starts = np.concatenate([[0], np.cumsum(made.loop_totals)[:-1]])
+    polygons = [made.loop_vertices[s:s + n].tolist() for s, n in zip(starts, made.loop_totals)]
+    mesh = bpy.data.meshes.new("Stylised")
+    mesh.from_pydata(made.vertices.tolist(), [], polygons)
+    head = bpy.data.objects.new("Stylised", mesh)
+    bpy.context.scene.collection.objects.link(head)
+    bpy.context.view_layer.objects.active = head
+    prefs = bpy.context.preferences.addons[PACKAGE].preferences
+    previous, prefs.model = prefs.model, ""
+    monkeypatch.delenv("WAV2SEM_MODEL", raising=False)
+    try:
+        assert bpy.ops.wav2sem.fit_face(object=head.name) == {"FINISHED"}
+        assert bpy.ops.wav2sem.generate_lipsync(object=head.name, audio_path=str(DEMO)) == {"FINISHED"}
+    finally:
+        prefs.model = previous
+
+    up = np.array([0.0, 0.0, 1.0])
+    normals = np.array([v.normal[:] for v in mesh.vertices])
+
+    def on_lip(name: str, facing: float) -> int:     # the upper lip's contact faces down, the lower's up
+        distance = np.linalg.norm(made.vertices - made.landmarks[name], axis=1)
+        distance[facing * (normals @ up) < 0.3] = np.inf
+        return int(np.argmin(distance))
+
+    upper, lower = on_lip("upper_lip_center", -1.0), on_lip("lower_lip_center", 1.0)
+    back = np.nonzero(made.back)[0]
+    fps = scene.render.fps / scene.render.fps_base
+    audio, rate = soundfile.read(DEMO, dtype="float32", always_2d=True)
+    frames = np.arange(1, int(len(audio) / rate * fps) - 2, 2)
+    gap, back_motion = [], []
+    for frame in frames:
+        co = evaluated_coords(head, int(frame))
+        gap.append(made.mm((co[upper] - co[lower]) @ up))
+        back_motion.append(made.mm(np.linalg.norm(co[back] - made.vertices[back], axis=1).max()))
+    loudness = np.array([np.sqrt(np.mean(audio[int((f - 1) / fps * rate):int((f + 1) / fps * rate), 0] ** 2) + 1e-12)
+                         for f in frames])
+    gap = np.array(gap)
+    assert gap.max() > 5.0 and gap.min() < 2.0                         # opens on vowels, closes
+    assert np.corrcoef(gap, loudness)[0, 1] > 0.3                      # in time with the speech
+    assert max(back_motion) < STILL_MM
