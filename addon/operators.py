@@ -55,6 +55,8 @@ class WAV2SEM_OT_generate_lipsync(ModalRun, bpy.types.Operator):
     def _start(self, context: bpy.types.Context) -> LipSyncRun:
         if _ACTIVE:
             raise UserError("A lip sync is already running; wait for it or cancel it.")
+        if _fitting():
+            raise UserError("Fit Face is running; wait for it or press Esc, then generate.")
         run = LipSyncRun(gather(context, self))
         self._run = run
         _ACTIVE.append(run)
@@ -75,10 +77,18 @@ class WAV2SEM_OT_generate_lipsync(ModalRun, bpy.types.Operator):
             settings.running, settings.progress, settings.status = False, 0.0, ""
 
 
+def _fitting() -> bool:
+    from . import fit_face_operator      # here: that module imports this one
+
+    return fit_face_operator.running() is not None
+
+
 def why_cannot_generate(context: bpy.types.Context) -> str:
     """The reason the Generate button is disabled, or '' (panel state; main thread)."""
     if _ACTIVE:
         return "A lip sync is running."
+    if _fitting():
+        return "Fit Face is running."
     settings = properties.settings(context)
     assert context.scene is not None
     try:

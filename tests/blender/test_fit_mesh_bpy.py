@@ -408,3 +408,18 @@ def test_undo_takes_back_the_whole_fit(scene, addon, fake_fit):
     assert not [o.name for o in bpy.data.objects if o.name.startswith("W2S_")]
     bpy.ops.ed.redo()
     assert "jawOpen" in bpy.data.objects["Head"].data.shape_keys.key_blocks
+
+
+def test_generate_waits_while_a_fit_runs(scene, addon):
+    """A lip sync started mid-fit would plan a head that has no keys yet: it is refused, as a
+    fit is while a lip sync runs."""
+    head = grid_head()
+    fitting = module("fit_face_operator")._ACTIVE
+    fitting.append(object())                       # a fit in progress (the list the panel reads)
+    try:
+        with pytest.raises(RuntimeError, match="Fit Face is running; wait for it or press Esc"):
+            bpy.ops.wav2sem.generate_lipsync(object=head.name, audio_path=str(REPO / "blend_examples" / "demo.wav"))
+        assert module("operators").why_cannot_generate(bpy.context) == "Fit Face is running."
+    finally:
+        fitting.clear()
+    assert head.data.shape_keys is None
