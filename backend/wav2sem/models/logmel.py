@@ -4,13 +4,16 @@ Used by the embedded default model because no pretrained wav2vec 2.0 can be had 
 here. It offers the same interface the inference code uses for transformers encoders
 (`config.hidden_size`, `feature_count`, `feature_rate`, `encode_aligned`, and a forward
 returning `.last_hidden_state`), so bundles, windows and Wav2Sem fusion work unchanged.
-The mel filterbank comes from transformers.audio_utils; the STFT is torch's.
+The STFT is torch's; the mel filterbank is computed here (`slaney_mel_filters`, equal to
+transformers.audio_utils.mel_filter_bank with Slaney's scale and norm) because importing
+transformers only for it cost about a second of every cold start.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from types import SimpleNamespace
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -51,6 +54,32 @@ def _relative_to_loudest(log_values: torch.Tensor) -> torch.Tensor:
     return (torch.maximum(log_values, loudest - DYNAMIC_RANGE) - loudest) / (DYNAMIC_RANGE / 2) + 1
 
 
+def _hz_to_slaney_mel(hz: np.ndarray) -> np.ndarray:
+    """Slaney's mel scale: linear below 1 kHz (3 mels per 200 Hz), logarithmic above."""
+    hz = np.asarray(hz, dtype=np.float64)
+    log_step = np.log(6.4) / 27.0
+    return np.where(hz >= 1000.0, 15.0 + np.log(np.maximum(hz, 1e-10) / 1000.0) / log_step, 3.0 * hz / 200.0)
+
+
+def _slaney_mel_to_hz(mels: np.ndarray) -> np.ndarray:
+    mels = np.asarray(mels, dtype=np.float64)
+    log_step = np.log(6.4) / 27.0
+    return np.where(mels >= 15.0, 1000.0 * np.exp(log_step * (mels - 15.0)), 200.0 * mels / 3.0)
+
+
+def slaney_mel_filters(n_freqs: int, n_mels: int, f_min: float, f_max: float, sample_rate: int) -> np.ndarray:
+    """(n_freqs, n_mels) triangular filters on Slaney's mel scale, each scaled to unit area
+    (Slaney's norm: 2 / bandwidth), over the STFT's bin frequencies 0 .. sample_rate / 2."""
+    edges = _slaney_mel_to_hz(np.linspace(_hz_to_slaney_mel(f_min), _hz_to_slaney_mel(f_max), n_mels + 2))
+    bins = np.linspace(0.0, sample_rate / 2, n_freqs)
+    slopes = edges[None, :] - bins[:, None]                         # (n_freqs, n_mels + 2)
+    width = np.diff(edges)
+    rising = -slopes[:, :-2] / width[:-1]
+    falling = slopes[:, 2:] / width[1:]
+    filters = np.maximum(0.0, np.minimum(rising, falling))
+    return filters * (2.0 / (edges[2:] - edges[:-2]))[None, :]
+
+
 class LogMelEncoder(nn.Module):
     feature_rate = SAMPLE_RATE / HOP  # Hz
     # the front end (STFT window, mel filters, input normalisation) stays float32 in a
@@ -59,12 +88,8 @@ class LogMelEncoder(nn.Module):
 
     def __init__(self, config: LogMelConfig):
         super().__init__()
-        from transformers.audio_utils import mel_filter_bank
-
         self.config = config
-        filters = mel_filter_bank(num_frequency_bins=N_FFT // 2 + 1, num_mel_filters=config.n_mels,
-                                  min_frequency=50.0, max_frequency=7600.0, sampling_rate=SAMPLE_RATE,
-                                  norm="slaney", mel_scale="slaney")                    # (freq, mels)
+        filters = slaney_mel_filters(N_FFT // 2 + 1, config.n_mels, 50.0, 7600.0, SAMPLE_RATE)   # (freq, mels)
         self.register_buffer("mel_filters", torch.tensor(filters, dtype=torch.float32).T, persistent=False)
         self.register_buffer("window", torch.hann_window(N_FFT), persistent=False)
         c = config.conv_channels
