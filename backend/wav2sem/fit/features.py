@@ -16,13 +16,14 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from .geometry import border_edges
 from .warp import Pairs
 
 
 def border_loops(n_vertices: int, triangles: np.ndarray) -> list[np.ndarray]:
     """Vertex sets of the mesh's borders, one per connected border (unordered)."""
-    border = border_edges(triangles)
+    edges = np.sort(np.concatenate([triangles[:, [0, 1]], triangles[:, [1, 2]], triangles[:, [2, 0]]]), axis=1)
+    unique, counts = np.unique(edges, axis=0, return_counts=True)
+    border = unique[counts == 1]
     if len(border) == 0:
         return []
     graph = coo_matrix((np.ones(len(border)), (border[:, 0], border[:, 1])), shape=(n_vertices, n_vertices))

@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.sparse import coo_matrix, csr_matrix
 from scipy.spatial import cKDTree
 
 
@@ -28,26 +27,13 @@ def triangulate(loop_totals: np.ndarray, loop_vertices: np.ndarray) -> np.ndarra
     return np.stack([loops[first], loops[first + corner + 1], loops[first + corner + 2]], axis=1)
 
 
-def border_edges(triangles: np.ndarray) -> np.ndarray:
-    """(E, 2) edges that only one triangle uses (holes, cuts, the mouth slit), sorted pairs."""
+def boundary_vertices(n_vertices: int, triangles: np.ndarray) -> np.ndarray:
+    """(V,) bool: vertices on an edge that only one triangle uses (holes, cuts, the mouth slit)."""
     edges = np.sort(np.concatenate([triangles[:, [0, 1]], triangles[:, [1, 2]], triangles[:, [2, 0]]]), axis=1)
     unique, counts = np.unique(edges, axis=0, return_counts=True)
-    return unique[counts == 1]
-
-
-def boundary_vertices(n_vertices: int, triangles: np.ndarray) -> np.ndarray:
-    """(V,) bool: vertices on a border edge."""
     mask = np.zeros(n_vertices, bool)
-    mask[border_edges(triangles).ravel()] = True
+    mask[unique[counts == 1].ravel()] = True
     return mask
-
-
-def edge_graph(vertices: np.ndarray, triangles: np.ndarray) -> csr_matrix:
-    """The mesh's edges as a sparse (V, V) graph weighted by length (for Dijkstra and pieces)."""
-    edges = np.concatenate([triangles[:, [0, 1]], triangles[:, [1, 2]], triangles[:, [2, 0]]])
-    length = np.linalg.norm(vertices[edges[:, 0]] - vertices[edges[:, 1]], axis=1) + 1e-12
-    n = len(vertices)
-    return coo_matrix((length, (edges[:, 0], edges[:, 1])), shape=(n, n)).tocsr()
 
 
 def vertex_normals(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import dijkstra
 from scipy.spatial import cKDTree
 
 from ..heads import ICT_LANDMARKS, ICT_LOWER_CONTACT, ICT_UNIT_M, ICT_UPPER_CONTACT, ict_arrays, ict_triangles
-from .geometry import edge_graph
 
 # Landmarks the fit places and the user may move (left = the character's own left).
 FIT_LANDMARKS = (
@@ -75,8 +75,10 @@ class Reference:
 def _seam_side(vertices: np.ndarray, triangles: np.ndarray, lower_moves: np.ndarray) -> np.ndarray:
     """Which lip a face vertex near the mouth belongs to: graph distance over the skin's
     edges to the upper and to the lower contact loop decides (they meet only at the corners)."""
-    graph = edge_graph(vertices, triangles)
+    edges = np.concatenate([triangles[:, [0, 1]], triangles[:, [1, 2]], triangles[:, [2, 0]]])
+    length = np.linalg.norm(vertices[edges[:, 0]] - vertices[edges[:, 1]], axis=1)
     n = len(vertices)
+    graph = coo_matrix((length, (edges[:, 0], edges[:, 1])), shape=(n, n)).tocsr()
     to_upper = dijkstra(graph, directed=False, indices=list(ICT_UPPER_CONTACT), min_only=True, limit=0.04)
     to_lower = dijkstra(graph, directed=False, indices=list(ICT_LOWER_CONTACT), min_only=True, limit=0.04)
     side = np.zeros(n, dtype=np.int8)

@@ -28,7 +28,7 @@ from scipy.sparse.csgraph import connected_components, dijkstra
 
 from .align import Placement
 from .features import Openings
-from .geometry import Surface, edge_graph, interpolate, vertex_normals
+from .geometry import Surface, interpolate, vertex_normals
 from .reference import INTERIOR_PARTS, SKIN_PARTS, Reference
 from .warp import Warp
 
@@ -71,7 +71,14 @@ def _smoothstep(x: np.ndarray) -> np.ndarray:
     return x * x * (3 - 2 * x)
 
 
-def seam_labels(graph, provisional: np.ndarray, ambiguous: np.ndarray
+def _edges_graph(vertices: np.ndarray, triangles: np.ndarray):
+    edges = np.concatenate([triangles[:, [0, 1]], triangles[:, [1, 2]], triangles[:, [2, 0]]])
+    length = np.linalg.norm(vertices[edges[:, 0]] - vertices[edges[:, 1]], axis=1) + 1e-12
+    n = len(vertices)
+    return coo_matrix((length, (edges[:, 0], edges[:, 1])), shape=(n, n)).tocsr()
+
+
+def seam_labels(vertices: np.ndarray, triangles: np.ndarray, provisional: np.ndarray, ambiguous: np.ndarray
                 ) -> np.ndarray:
     """Side of the lip seam (-1 upper, +1 lower, 0 neither) for every vertex: certain vertices
     keep their provisional side, ambiguous ones take the side of the nearer certain vertex
@@ -79,6 +86,7 @@ def seam_labels(graph, provisional: np.ndarray, ambiguous: np.ndarray
     labels = provisional.copy()
     if not ambiguous.any():
         return labels
+    graph = _edges_graph(vertices, triangles)
     certain = ~ambiguous
     upper = np.flatnonzero(certain & (provisional == -1))
     lower = np.flatnonzero(certain & (provisional == 1))
@@ -190,8 +198,7 @@ def transfer(ref: Reference, names: tuple[str, ...], place: Placement, warp: War
     normals = vertex_normals(vertices, triangles)
     first = landing.surface(None, 0).closest(vertices[idx], normals=normals[idx], facing=FACING * unit)
     hit_part = ref.part[tris[first.triangles, np.argmax(first.barycentrics, axis=1)]].astype(np.int64)
-    graph = edge_graph(vertices, triangles)
-    _, piece_all = connected_components(graph, directed=False)
+    _, piece_all = connected_components(_edges_graph(vertices, triangles), directed=False)
     piece = piece_all[idx]
     allowed = _piece_parts(ref, piece, hit_part, object_ids[idx] != 0)
     if progress:
@@ -218,7 +225,7 @@ def transfer(ref: Reference, names: tuple[str, ...], place: Placement, warp: War
         provisional[:] = 0
         provisional[openings.upper_lip_edge], provisional[openings.lower_lip_edge] = -1, 1
         ambiguous[openings.upper_lip_edge] = ambiguous[openings.lower_lip_edge] = False
-    labels = seam_labels(graph, provisional, ambiguous)
+    labels = seam_labels(vertices, triangles, provisional, ambiguous)
     # A piece of the mouth interior that mostly takes one side moves as one (a row of teeth).
     for p, parts in allowed.items():
         members = idx[piece == p]

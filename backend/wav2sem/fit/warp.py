@@ -111,14 +111,12 @@ def register(ref_vertices: np.ndarray, ref_landing_triangles: np.ndarray, ref_sk
     skin_vertices = np.unique(ref_skin_triangles)
     user_border = boundary_vertices(len(user_surface.vertices), user_surface.triangles)
     skin_border = boundary_vertices(len(ref_vertices), ref_skin_triangles)
-    skin = np.zeros(len(ref_vertices), bool)
-    skin[skin_vertices] = True
     # Surface of the warped reference skin, rebuilt each round (indices into ref_vertices).
     rounds = AFFINE_ROUNDS + sum(layer[3] for layer in layers)
     done = 0
 
     def pairs_within(max_distance: float) -> Pairs:
-        pairs = _closest_pairs(warp, samples, ref_vertices, ref_landing_triangles, skin, user_surface,
+        pairs = _closest_pairs(warp, samples, ref_vertices, ref_landing_triangles, ref_skin_triangles, user_surface,
                                user_points, max_distance, user_border, skin_border)
         if landmark_pairs is None:
             return pairs
@@ -154,7 +152,7 @@ def register(ref_vertices: np.ndarray, ref_landing_triangles: np.ndarray, ref_sk
 
 
 def _closest_pairs(warp: Warp, samples: np.ndarray, ref_vertices: np.ndarray, landing_triangles: np.ndarray,
-                   skin: np.ndarray, user_surface: Surface, user_points: np.ndarray,
+                   skin_triangles: np.ndarray, user_surface: Surface, user_points: np.ndarray,
                    max_distance: float, user_border: np.ndarray, skin_border: np.ndarray) -> Pairs:
     warped_samples = warp(samples)
     fwd = user_surface.closest(warped_samples)
@@ -164,9 +162,15 @@ def _closest_pairs(warp: Warp, samples: np.ndarray, ref_vertices: np.ndarray, la
     warped[used] = warp(ref_vertices[used])
     back = Surface(warped, landing_triangles).closest(user_points)
     corners = landing_triangles[back.triangles]
-    on_skin = skin[corners].all(axis=1)       # landing triangles are the reference's: all-skin = a skin triangle
+    on_skin = _rows_in(corners, skin_triangles)
     keep_b = (back.distances < max_distance) & on_skin & ~skin_border[corners].any(axis=1)
     back_source = np.einsum("nk,nkd->nd", back.barycentrics[keep_b], ref_vertices[corners[keep_b]])
     source = np.concatenate([samples[keep_f], back_source])
     target = np.concatenate([fwd.points[keep_f], user_points[keep_b]])
     return Pairs(source, target, np.ones(len(source)))
+
+
+def _rows_in(rows: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """Which of `rows` (N, 3) are rows of `table` (M, 3)."""
+    view = lambda a: np.ascontiguousarray(a).view([("", a.dtype)] * a.shape[1]).ravel()  # noqa: E731
+    return np.isin(view(rows), view(table))
