@@ -225,7 +225,7 @@ def train_animation(config: dict, corpus: str | Path, out: str | Path, semantic_
         float(recipe.get("closure_weight", 1.0)), blendshapes, target_std, float(recipe.get("weight_loss", 0.0)),
         float(recipe.get("closure_mm", metrics.CLOSED_MM)))
     if recipe.get("init_weights"):
-        load_init_weights(net, recipe["init_weights"])
+        load_init_weights(net, recipe["init_weights"], subjects)
     model = distributed.wrap(objective, ctx)
     params = [p for p in objective.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=recipe["lr"], weight_decay=recipe["weight_decay"])
@@ -240,6 +240,8 @@ def train_animation(config: dict, corpus: str | Path, out: str | Path, semantic_
         rng.permutation(len(train))
     eye = torch.eye(len(subjects), device=ctx.device)
     best_path = out / "animation_best.pt"
+    if ctx.is_main:
+        subjects_file(best_path).write_text(json.dumps(subjects) + "\n", encoding="utf-8")
     for epoch in range(start, recipe["epochs"]):
         t0 = time.perf_counter()
         for group in optimizer.param_groups:
@@ -324,11 +326,14 @@ def motion_scales(examples, template) -> tuple[float, float]:
     return offset_std, float(np.std(weights))
 
 
-def load_init_weights(net: SpeechToFace, path: str | Path) -> None:
+def load_init_weights(net: SpeechToFace, path: str | Path, subjects: list[str] | None = None) -> None:
     """Start from an earlier run's weights (fine-tuning); the semantic encoder keeps the frozen
-    weights already loaded."""
+    weights already loaded. With more or other training subjects than the earlier run (a mix
+    adds recorded speakers), the style embedding is re-indexed by subject name (from the
+    `.subjects.json` beside the weights) and new subjects start at the earlier styles' mean."""
     state = torch.load(path, map_location="cpu", weights_only=True)
     state = {k: v for k, v in state.items() if not k.startswith("semantic_encoder.")}
+    _map_styles(state, net, Path(path), subjects)
     try:
         missing, unexpected = net.load_state_dict(state, strict=False)
     except RuntimeError as exc:                                   # same names, other shapes
@@ -339,6 +344,29 @@ def load_init_weights(net: SpeechToFace, path: str | Path) -> None:
                                           f"(missing {missing[:3]}, unexpected {unexpected[:3]}); use the same "
                                           "encoder and decoder settings as the run it came from.")
     log.info("animation weights initialised from %s", path)
+
+
+def subjects_file(weights: Path) -> Path:
+    """The subject order of a style embedding, kept beside the weights (e.g. animation_best.pt)."""
+    return weights.with_suffix(".subjects.json")
+
+
+def _map_styles(state: dict, net: SpeechToFace, path: Path, subjects: list[str] | None) -> None:
+    key = "obj_vector.weight"
+    old, new = state.get(key), net.state_dict().get(key)
+    if old is None or new is None or (old.shape == new.shape and subjects is None):
+        return
+    names_path = subjects_file(path)
+    old_names = json.loads(names_path.read_text(encoding="utf-8")) if names_path.is_file() else None
+    if old_names == subjects and old.shape == new.shape:
+        return
+    if old.shape[0] != new.shape[0] or subjects is None or len(subjects) != new.shape[1]:
+        return                                      # load_state_dict reports the mismatch
+    column = {n: i for i, n in enumerate(old_names or [])}
+    mean = old.mean(dim=1)
+    state[key] = torch.stack([old[:, column[n]] if n in column else mean for n in subjects], dim=1)
+    log.info("style embedding: %d of %d subjects carried over from %s, the others start at the mean",
+             sum(n in column for n in subjects), len(subjects), path.name)
 
 
 def learning_rate(recipe: dict, epoch: int) -> float:

@@ -18,7 +18,9 @@ log = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("stage", choices=["semantic", "animation", "default"])
-    parser.add_argument("--corpus", required=True, help="corpus folder (wav2sem synth, VOCASET or BIWI layout)")
+    parser.add_argument("--corpus", required=True, action="append",
+                        help="corpus folder (wav2sem synth, wav2sem corpus real, VOCASET or BIWI layout); give it "
+                             "again to train on a mix of corpora made on the same head")
     parser.add_argument("--out", required=True, help="run folder: config, log, checkpoints, metrics, bundle")
     parser.add_argument("--config", help="recipe JSON (default: the shipped default_config.json)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..audio import SAMPLE_RATE
 from ..dataset import open_dataset
+from ..errors import BAD_REQUEST, Wav2SemError
 from ..template import Template
 
 log = logging.getLogger(__name__)
@@ -37,13 +38,34 @@ class Example:
         return self.weights if self.weights is not None else self.offsets
 
 
-def load_template(corpus: str | Path) -> Template:
-    return open_dataset(corpus).template
+def corpus_list(corpus) -> list[Path]:
+    """One corpus folder or several (a mix, e.g. synthetic and recorded voices)."""
+    return [Path(c) for c in (corpus if isinstance(corpus, (list, tuple)) else [corpus])]
 
 
-def load_examples(corpus: str | Path, split: str, with_motion: bool, max_seconds: float,
+def load_template(corpus) -> Template:
+    """The template of a corpus, or of a mix: every corpus must be made on the same head
+    (same vertex count and, for blendshape corpora, the same channels in the same order)."""
+    folders = corpus_list(corpus)
+    template = open_dataset(folders[0]).template
+    for other in folders[1:]:
+        t = open_dataset(other).template
+        if t.vertex_count != template.vertex_count or tuple(t.blendshape_names) != tuple(template.blendshape_names):
+            raise Wav2SemError(BAD_REQUEST, f"The corpora {folders[0]} and {other} are made on different heads "
+                                            f"({template.vertex_count} vs {t.vertex_count} vertices, or other channels); "
+                                            "a mix needs corpora of one head (wav2sem synth and wav2sem corpus real both "
+                                            "use the ICT head by default).")
+    return template
+
+
+def load_examples(corpus, split: str, with_motion: bool, max_seconds: float,
                   template: Template | None = None) -> list[Example]:
-    """All items of a split; clips longer than `max_seconds` are cut (audio and motion)."""
+    """All items of a split (of every corpus of a mix); clips longer than `max_seconds` are cut
+    (audio and motion)."""
+    folders = corpus_list(corpus)
+    if len(folders) > 1:
+        return [e for folder in folders for e in load_examples(folder, split, with_motion, max_seconds, template)]
+    corpus = folders[0]
     ds = open_dataset(corpus, split=split)
     out = []
     for item in ds:
