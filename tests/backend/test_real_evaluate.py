@@ -102,3 +102,19 @@ def test_style_embedding_is_carried_over_by_subject_name(tmp_path):
     mapped = state["obj_vector.weight"]
     assert torch.equal(mapped[:, 0], old[:, 2]) and torch.equal(mapped[:, 2], old[:, 0])
     assert torch.allclose(mapped[:, 1], old.mean(dim=1))             # a new speaker starts at the mean style
+
+
+def test_babble_augmentation_mixes_other_clips_and_leaves_older_recipes_alone():
+    from wav2sem.train.augmentation import babble, perturber
+
+    rng = np.random.default_rng(3)
+    pool = [rng.standard_normal(4000).astype(np.float32) for _ in range(5)]
+    mix = babble(pool, 10000, 4, rng)
+    assert mix.shape == (10000,) and np.sqrt(np.mean(mix ** 2)) == pytest.approx(1.0, rel=1e-3)
+    clip = np.sin(np.arange(8000) / 10.0).astype(np.float32)
+    old = perturber({"noise_prob": 0.5, "tilt_prob": 0.5}, np.random.default_rng(9))
+    same = perturber({"noise_prob": 0.5, "tilt_prob": 0.5, "babble_prob": 0.0}, np.random.default_rng(9), pool)
+    assert all(np.array_equal(old(clip), same(clip)) for _ in range(6))
+    loud = perturber({"babble_prob": 1.0, "babble_snr_db": [0, 0]}, np.random.default_rng(9), pool)
+    noisy = loud(clip)
+    assert np.sqrt(np.mean((noisy - clip) ** 2)) == pytest.approx(np.sqrt(np.mean(clip ** 2)), rel=0.05)

@@ -239,6 +239,7 @@ def train_animation(config: dict, corpus: str | Path, out: str | Path, semantic_
     for _ in range(start):
         rng.permutation(len(train))
     eye = torch.eye(len(subjects), device=ctx.device)
+    babble_pool = [train[int(i)].audio for i in np.random.default_rng([config["seed"], 0xBAB]).permutation(len(train))[:64]]
     best_path = out / "animation_best.pt"
     if ctx.is_main:
         subjects_file(best_path).write_text(json.dumps(subjects) + "\n", encoding="utf-8")
@@ -252,7 +253,7 @@ def train_animation(config: dict, corpus: str | Path, out: str | Path, semantic_
         order = rng.permutation(len(train))
         # a stream per (seed, rank, epoch): resuming gives the same noise as an unbroken run, and
         # switching perturbation on or off leaves the batch order unchanged
-        perturb = perturber(recipe.get("augment"), np.random.default_rng([config["seed"], ctx.rank, epoch]))
+        perturb = perturber(recipe.get("augment"), np.random.default_rng([config["seed"], ctx.rank, epoch]), babble_pool)
         losses = []
         for batch in batches(ctx.shard([train[i] for i in order]), recipe.get("batch_seconds", 40.0)):
             wav, offsets, frames = cropped_batch(batch, objective.fps, ctx.device, perturb)

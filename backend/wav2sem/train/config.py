@@ -17,7 +17,7 @@ OPTIONAL_KEYS = {
     "semantic_training": {"batch_seconds"},
     "animation_training": {"batch_seconds", "val_items", "init_weights", "lr_schedule", "lr_min_ratio", "lip_weight",
                            "closure_weight", "closure_mm", "gap_weight", "augment", "use_semantic", "weight_loss"},
-    "animation_training.augment": {"noise_prob", "snr_db", "tilt_prob"},
+    "animation_training.augment": {"noise_prob", "snr_db", "tilt_prob", "babble_prob", "babble_snr_db"},
 }
 ENCODER_SPECS = ("encoder", "semantic_encoder")
 
