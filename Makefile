@@ -11,7 +11,28 @@ APT_STAMP := $(VENV)/.apt-stamp
 APT_PACKAGES := blender python3-numpy festival festvox-kallpc16k festvox-kdlpc16k \
                 festvox-us-slt-hts espeak-ng libespeak-ng1 sox xvfb xauth ktuberling-data
 
-.PHONY: setup system-deps addon demo test test-fast bench corpus clean
+# Recorded speech (docs/real_voices.md): Debian packages fetched with `apt-get download` and
+# unpacked with `dpkg -x` (no root; installing them all together conflicts). Never committed.
+REAL_PACKAGES := tuxpaint-stamps-default asterisk-core-sounds-fr asterisk-core-sounds-fr-g722 \
+                 asterisk-core-sounds-it asterisk-core-sounds-it-g722 asterisk-core-sounds-ru \
+                 asterisk-core-sounds-ru-g722 asterisk-core-sounds-es asterisk-prompt-fr-armelle \
+                 asterisk-prompt-it-menardi-wav asterisk-prompt-es-co
+# The tests' slice: the 1 MB es-co prompts and the 22 kB es transcripts they borrow.
+TEST_REAL_PACKAGES := asterisk-prompt-es-co asterisk-core-sounds-es
+PACKAGES_DIR := corpus/packages
+
+# $(call fetch_debs,PACKAGES): download each .deb once, unpack it once (idempotent).
+define fetch_debs
+	@mkdir -p $(PACKAGES_DIR)/debs
+	@for p in $(1); do \
+	  [ -d $(PACKAGES_DIR)/$$p/usr ] && continue; \
+	  ls $(PACKAGES_DIR)/debs/$${p}_*.deb >/dev/null 2>&1 || (cd $(PACKAGES_DIR)/debs && apt-get download -q $$p) || exit 1; \
+	  rm -rf $(PACKAGES_DIR)/$$p.tmp; \
+	  dpkg -x "$$(ls $(PACKAGES_DIR)/debs/$${p}_*.deb | head -1)" $(PACKAGES_DIR)/$$p.tmp && mv $(PACKAGES_DIR)/$$p.tmp $(PACKAGES_DIR)/$$p || exit 1; \
+	done
+endef
+
+.PHONY: setup system-deps addon demo test test-fast bench corpus clean real-packages test-packages corpus-real
 
 setup: $(STAMP)
 
@@ -40,15 +61,26 @@ addon: $(STAMP)
 demo: setup system-deps addon
 	$(BIN)/python blend_examples/run_demo.py
 
-test: setup system-deps addon
+test: setup system-deps addon test-packages
 	$(BIN)/python -m pytest -q -ra
 	$(BIN)/python -m mypy --config-file addon/mypy.ini addon
 
-test-fast: setup
+test-fast: setup test-packages
 	$(BIN)/python -m pytest -q -ra tests/unit tests/backend
 
 corpus: setup system-deps
 	$(BIN)/wav2sem synth --out corpus/ict-1h --hours 1
+
+real-packages:
+	$(call fetch_debs,$(REAL_PACKAGES))
+
+# Best effort: without the package (no network) the recorded-speech tests skip, saying why.
+test-packages:
+	@$(MAKE) --no-print-directory real-packages REAL_PACKAGES="$(TEST_REAL_PACKAGES)" || \
+	  echo "make: could not fetch $(TEST_REAL_PACKAGES); tests/backend/test_real_corpus.py will skip"
+
+corpus-real: setup system-deps real-packages
+	$(BIN)/wav2sem corpus real --packages $(PACKAGES_DIR) --out corpus/real
 
 bench: setup
 	$(BIN)/python benchmarks/inference.py

