@@ -1,7 +1,7 @@
 """Speech encoders: transformers audio models built offline from a config or a local folder,
 and their frame-rate alignment to the motion frame rate as FaceFormer does it.
 
-An encoder "spec" is what a bundle's config.json stores: {"type": "wav2vec2"|"hubert"|"wavlm",
+An encoder "spec" is what a bundle's config.json stores: {"type": "wav2vec2"|"hubert"|"wavlm"|"whisper",
 "config": <the transformers config as a dict>}. Weights come from the bundle's safetensors.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from ..errors import MODEL_INVALID, MODEL_NOT_FOUND, Wav2SemError
 
 CONV_FEATURE_RATE = 50  # Hz: wav2vec 2.0 / HuBERT / WavLM conv features at 16 kHz (stride 320)
 TRANSFORMERS_TYPES = ("wav2vec2", "hubert", "wavlm")
-ENCODER_TYPES = (*TRANSFORMERS_TYPES, "logmel")       # what a spec's "type" may be
+ENCODER_TYPES = (*TRANSFORMERS_TYPES, "logmel", "whisper")       # what a spec's "type" may be
 
 
 def _classes(kind: str):
@@ -41,6 +41,10 @@ def build_encoder(spec: dict) -> nn.Module:
         from .logmel import LogMelConfig, LogMelEncoder
 
         return LogMelEncoder(LogMelConfig(**spec["config"])).eval()
+    if spec["type"] == "whisper":   # our own module (models/whisper.py): no transformers import
+        from .whisper import build_whisper_encoder
+
+        return build_whisper_encoder(spec["config"])
     config_cls, model_cls = _classes(spec["type"])
     config = config_cls(**spec["config"])
     model = model_cls(config)
@@ -55,8 +59,12 @@ def encoder_spec_from_directory(directory: str | Path) -> dict:
         raise Wav2SemError(MODEL_NOT_FOUND, f"No config.json in speech-encoder folder {directory}; give a local Hugging Face-format folder.")
     config = json.loads(config_path.read_text())
     kind = config.get("model_type", "")
+    if kind == "whisper":
+        from .whisper import whisper_encoder_spec
+
+        return whisper_encoder_spec(config)
     if kind not in TRANSFORMERS_TYPES:
-        raise Wav2SemError(MODEL_INVALID, f"{config_path} describes a {config.get('model_type')!r} model; wav2vec2, hubert or wavlm is needed.")
+        raise Wav2SemError(MODEL_INVALID, f"{config_path} describes a {config.get('model_type')!r} model; wav2vec2, hubert, wavlm or whisper is needed.")
     config_cls, _ = _classes(kind)
     return {"type": kind, "config": _config_to_dict(config_cls.from_pretrained(directory, local_files_only=True))}
 
@@ -64,6 +72,10 @@ def encoder_spec_from_directory(directory: str | Path) -> dict:
 def load_pretrained_encoder(directory: str | Path) -> tuple[nn.Module, dict]:
     """Load encoder weights from a local Hugging Face folder (never the network)."""
     spec = encoder_spec_from_directory(directory)
+    if spec["type"] == "whisper":
+        from .whisper import load_whisper_encoder
+
+        return load_whisper_encoder(directory)
     _, model_cls = _classes(spec["type"])
     try:
         model = model_cls.from_pretrained(directory, local_files_only=True)
