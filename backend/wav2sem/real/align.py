@@ -28,17 +28,21 @@ MIN_DURATION_S = 0.1
 SILENCE_DBFS = -50.0
 TRANSCRIPT_MISMATCH = "TRANSCRIPT_MISMATCH"
 
-# Mismatch criterion. pocketsphinx scores each frame relative to the best-scoring senone of
-# that frame, so the forced alignment's acoustic score per speech frame (0 = every frame is
-# on the senone that free recognition would pick, in logmath units of base 1.0001 shifted
-# by 10 bits, as AlignmentEntry.score reports) measures how much the transcript forces the
-# path away from what the audio says. Calibrated with benchmarks/alignment_accuracy.py
-# (--calibrate) on espeak-ng clips, 2 shared CPU cores:
-#   matching transcripts: en (40 clips) median -27, worst -41; fr/it/es/ru/el/nl (36) median
-#   -33, worst -52 (cross-language, so a little worse);
-#   mismatched (another sentence's transcript): en median -83, best -60; other languages
-#   median -90, best -64; and alignment often fails outright (no path through the grammar).
-# The threshold sits between the worst match and the best mismatch.
+# Mismatch criterion: (1) no alignment path through the transcript fits the audio (the
+# align search or the phone pass fails), or (2) the forced alignment's acoustic score per
+# speech frame is below MISMATCH_SCORE_PER_FRAME. pocketsphinx scores each frame relative
+# to that frame's best senone (AlignmentEntry.score), so 0 means the transcript costs
+# nothing against free recognition. Measured by benchmarks/alignment_accuracy.py (2 shared
+# cores; results/real_voices/alignment.md), per speech frame:
+#   own transcript: espeak en (32 clips) median -32, worst -53, and 4 fast clips (190-215
+#   wpm) with no path; festival en (12) median -14, worst -19; espeak fr/it/es/ru/el/nl (24)
+#   median -38, worst -63;
+#   another sentence's transcript: no path for 26/32, 4/12, 24/24; those that aligned scored
+#   -34..-62 (espeak en), -49..-63 (festival);
+#   half the words swapped: no path for 15/32, 0/12, 8/24; aligned ones -24..-60.
+# The score ranges of matching and mismatched transcripts overlap across voices, so the
+# threshold sits just below the worst matching clip (-63) and only catches gross
+# mismatches; (1) does most of the work: 55/68 other-sentence mismatches, 23/68 half-swapped.
 MISMATCH_SCORE_PER_FRAME = -65.0
 # bestpath off: its lattice rescoring can hand the phone aligner a word boundary that leaves
 # a phone one frame (pocketsphinx: "impossible duration ... consider disabling bestpath
