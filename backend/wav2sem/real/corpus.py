@@ -115,9 +115,14 @@ def render_item(item: RealItem, path: str, style: Style, out: str, seed: int) ->
         audio = sources.load_recording(Path(path))
         segments = align_transcript(audio, item.text, item.language, SAMPLE_RATE)
     except AlignmentError as exc:
-        return "rejected", 0.0, 0, reason(exc)
+        return "rejected", 0.0, 0, reason(exc, limit=400)
     except Wav2SemError as exc:            # unreadable or undecodable audio
         return "rejected", 0.0, 0, reason(exc)
+    except RuntimeError as exc:
+        # pocketsphinx fails on the odd clip ("Failed to stop utterance processing"); one clip
+        # must not end a build of thousands, so it is rejected with the error and counted.
+        log.warning("%s: the aligner failed: %s", item.id, exc)
+        return "rejected", 0.0, 0, f"aligner error: {reason(exc)}"
     rng = _unit_rng(seed, "motion", item.id)                                     # the brow curve's noise
     track = articulator_track(segments, audio, SAMPLE_RATE, style, rng)         # (T, A)
     target = arkit_weights(track, SPEECH_CHANNELS)                               # (T, K)
@@ -333,5 +338,6 @@ def finalise(out: Path, items: list[RealItem], speakers: dict[str, RealSpeaker],
 def _reason_class(text: str) -> str:
     """A rejection reason without the clip's particulars (numbers, quoted words), for counting."""
     import re
-    text = re.sub(r"'[^']*'|\"[^\"]*\"|«[^»]*»", "…", text)
-    return re.sub(r"\d+(\.\d+)?", "N", text)
+    text = text.split(";")[0]                        # the advice after ";" is the same for all
+    text = re.sub(r"'.*'|\".*\"", "…", text)       # the quoted transcript (may hold apostrophes)
+    return re.sub(r"\d+(\.\d+)?", "N", text).strip()
