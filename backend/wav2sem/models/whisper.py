@@ -302,6 +302,10 @@ class WhisperEncoderConfig:
     encoder_ffn_dim: int = 2048
     max_source_positions: int = 1500
     window_overlap_s: float = 5.0   # cross-faded overlap of the 30 s windows of longer audio
+    # False: run a short clip (or last window) on its own length, with the first N positional
+    # embeddings: 2x faster for 5 s, but the features differ from the padded ones
+    # (results/real_voices/whisper_encoder.md). True: zero-pad every window to 30 s.
+    pad_windows: bool = False
 
     @property
     def hidden_size(self) -> int:
@@ -426,30 +430,40 @@ class WhisperSpeechEncoder(nn.Module):
             x = layer(x)
         return self.layer_norm(x)
 
-    def hidden_from_mel(self, mel: torch.Tensor) -> torch.Tensor:
-        """Any length: one window, or 30 s windows whose positions are cross-faded linearly
-        over `window_overlap_s` (windows start on even mel frames, so positions line up)."""
-        total = mel.shape[-1]
+    def _starts(self, n_frames: int) -> list[int]:
+        """Mel-frame starts of the windows: one, or windows starting on even frames (so
+        positions line up) every window - overlap frames."""
         size = self.window_frames
-        if total <= size:
-            return self.encode_mel(mel)
-        overlap = 2 * int(round(self.config.window_overlap_s * FEATURE_RATE))   # mel frames, even
-        hop = size - overlap
-        starts = list(range(0, total - overlap, hop))
-        n = self.positions(total)
+        if n_frames <= size:
+            return [0]
+        return list(range(0, n_frames - self._overlap(), size - self._overlap()))
+
+    def _overlap(self) -> int:
+        return 2 * int(round(self.config.window_overlap_s * FEATURE_RATE))           # mel frames, even
+
+    def hidden_from_mel(self, mel: torch.Tensor, n_frames: int | None = None) -> torch.Tensor:
+        """Any length: one window, or 30 s windows whose positions are cross-faded linearly
+        over `window_overlap_s`. `n_frames`: the clip's frames when `mel` runs on past them
+        (zero-padded audio); the output has positions(n_frames) positions."""
+        n_frames = mel.shape[-1] if n_frames is None else n_frames
+        starts = self._starts(n_frames)
+        n = self.positions(n_frames)
+        if len(starts) == 1:
+            return self.encode_mel(mel[..., : self.window_frames])[:, :n]
         out = torch.zeros(mel.shape[0], n, self.config.d_model, dtype=torch.float32, device=mel.device)
         weight = torch.zeros(n, dtype=torch.float32, device=mel.device)
-        fade = overlap // 2                                                      # positions
+        fade = self._overlap() // 2                                                  # positions
         ramp = torch.linspace(0, 1, fade + 2, device=mel.device)[1:-1]
         for i, start in enumerate(starts):
-            h = self.encode_mel(mel[..., start:start + size]).float()
-            first, m = start // 2, h.shape[1]
+            h = self.encode_mel(mel[..., start:start + self.window_frames]).float()
+            first = start // 2
+            m = min(h.shape[1], n - first)
             w = torch.ones(m, device=mel.device)
             if i > 0:                       # fade in over the overlap (later windows have m > fade)
                 w[:fade] = ramp
             if i < len(starts) - 1:         # fade out; the two ramps sum to 1 position by position
                 w[m - fade:] = torch.minimum(w[m - fade:], ramp.flip(0))
-            out[:, first:first + m] += h * w[:, None]
+            out[:, first:first + m] += h[:, :m] * w[:, None]
             weight[first:first + m] += w
         return (out / weight[:, None]).to(self.conv1.weight.dtype)
 
@@ -460,7 +474,14 @@ class WhisperSpeechEncoder(nn.Module):
         return self.positions(n_samples // HOP)
 
     def forward(self, waveform: torch.Tensor) -> SimpleNamespace:
-        return SimpleNamespace(last_hidden_state=self.hidden_from_mel(self.log_mel(waveform)))
+        """(B, S) -> .last_hidden_state (B, feature_count(S), d). With `pad_windows` every
+        window runs on a full 30 s of input (the audio zero-padded), as Whisper was trained."""
+        n_frames = waveform.shape[1] // HOP
+        if not self.config.pad_windows:
+            return SimpleNamespace(last_hidden_state=self.hidden_from_mel(self.log_mel(waveform)))
+        padded_frames = self._starts(n_frames)[-1] + self.window_frames
+        mel = self.log_mel(waveform, pad_to=padded_frames * HOP)
+        return SimpleNamespace(last_hidden_state=self.hidden_from_mel(mel, n_frames))
 
     def memory_frame_count(self, n_samples: int, fps: float, alignment: str) -> int:
         """M = int(N50 / 50 * rate), rate = fps (or 2 * fps, even, for 'pair' alignment)."""
