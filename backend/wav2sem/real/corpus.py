@@ -338,6 +338,6 @@ def finalise(out: Path, items: list[RealItem], speakers: dict[str, RealSpeaker],
 def _reason_class(text: str) -> str:
     """A rejection reason without the clip's particulars (numbers, quoted words), for counting."""
     import re
+    text = re.sub(r"'.*'(?= does| has| is)|\".*\"(?= does| has| is)", "…", text)   # the quoted transcript
     text = text.split(";")[0]                        # the advice after ";" is the same for all
-    text = re.sub(r"'.*'|\".*\"", "…", text)       # the quoted transcript (may hold apostrophes)
     return re.sub(r"\d+(\.\d+)?", "N", text).strip()
