@@ -83,8 +83,10 @@ def expand_roots(roots: list[Path]) -> list[Path]:
             out.append(root)
         if root.is_dir() and root != Path("/"):
             out.extend(sorted(p for p in root.iterdir() if p.is_dir() and (p / "usr").is_dir()))
-    seen: set[Path] = set()
-    return [r for r in out if not (r.resolve() in seen or seen.add(r.resolve()))]
+    unique: dict[Path, Path] = {}
+    for r in out:
+        unique.setdefault(r.resolve(), r)
+    return list(unique.values())
 
 
 def find_package(roots: list[Path], package: str) -> Path | None:
@@ -98,7 +100,7 @@ def find_package(roots: list[Path], package: str) -> Path | None:
 def _files(folder: Path, suffix: str) -> Iterator[Path]:
     """Files with `suffix` under `folder`, sorted, not following symlinked folders (the
     prompt packages link digits/fr -> fr/digits)."""
-    found = []
+    found: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames.sort()
         found.extend(Path(dirpath) / f for f in filenames if f.endswith(suffix))
