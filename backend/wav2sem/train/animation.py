@@ -383,6 +383,14 @@ def learning_rate(recipe: dict, epoch: int) -> float:
     return float(float(recipe["lr"]) * (low + (1 - low) * 0.5 * (1 + np.cos(np.pi * progress))))
 
 
+def spread(examples: list, limit: int) -> list:
+    """At most `limit` examples evenly spaced over the list (every corpus of a mix and every
+    speaker gets its share; the first `limit` would all be the first corpus's)."""
+    if len(examples) <= limit:
+        return list(examples)
+    return [examples[int(i)] for i in np.linspace(0, len(examples) - 1, limit).round()]
+
+
 def validate(net: SpeechToFace, examples, template, bundle_config, vectors, device, limit: int) -> dict:
     """Decoding on held-out clips as inference does (autoregressive for FaceFormer): LVE, MVE and
     the median smallest lip gap on m/b/p (where the corpus has phone timings). A blendshape
@@ -393,7 +401,7 @@ def validate(net: SpeechToFace, examples, template, bundle_config, vectors, devi
     closure = ClosureStats(template)
     deltas = template.blendshape_deltas if bundle_config.predicts_weights else None
     with torch.inference_mode():
-        for e in examples[:limit]:
+        for e in spread(examples, limit):
             wav, target, frames = cropped_batch([e], bundle_config.fps, device)
             hidden = encode_aligned(net.audio_encoder, wav, bundle_config.fps, net.config.alignment, n_frames=frames)
             semantic = torch.from_numpy(vectors[e.name]).to(device)[None] if vectors is not None else None
