@@ -118,3 +118,17 @@ def test_babble_augmentation_mixes_other_clips_and_leaves_older_recipes_alone():
     loud = perturber({"babble_prob": 1.0, "babble_snr_db": [0, 0]}, np.random.default_rng(9), pool)
     noisy = loud(clip)
     assert np.sqrt(np.mean((noisy - clip) ** 2)) == pytest.approx(np.sqrt(np.mean(clip ** 2)), rel=0.05)
+
+
+def test_a_frozen_encoder_gets_no_gradient_and_stays_in_eval_mode():
+    from wav2sem.heads import SPEECH_CHANNELS, ict_head
+    from wav2sem.train.animation import build_network, encoder_trains
+    from wav2sem.train.config import load_config
+
+    template = ict_head(SPEECH_CHANNELS)
+    config = load_config(overrides={"encoder.freeze": True})
+    _, net = build_network(config, template, ["a", "b"], use_semantic=False)
+    assert not encoder_trains(net)
+    assert all(p.requires_grad for p in net.obj_vector.parameters())
+    _, trainable = build_network(load_config(), template, ["a", "b"], use_semantic=False)
+    assert encoder_trains(trainable)

@@ -117,12 +117,17 @@ class AnimationObjective(torch.nn.Module):
 
     def forward(self, wav, target, frames, subjects, semantic_vectors):
         net = self.net
-        hidden = encode_aligned(net.audio_encoder, wav, self.fps, net.config.alignment, n_frames=frames)   # (B, T, H)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and encoder_trains(net)):
+            hidden = encode_aligned(net.audio_encoder, wav, self.fps, net.config.alignment, n_frames=frames)  # (B, T, H)
         memory = net.memory(hidden, semantic_vectors)
         style = net.obj_vector(subjects).unsqueeze(1)                                             # (B, 1, d)
         noisy = target + torch.randn_like(target) * self.target_std * self.input_noise
         predicted = net.decode_teacher_forced(memory, style, noisy)
         return self.reconstruction_loss(predicted, target)
+
+
+def encoder_trains(net: SpeechToFace) -> bool:
+    return any(p.requires_grad for p in net.audio_encoder.parameters())
 
 
 def blendshape_gram(blendshapes: torch.Tensor, coordinate_weights: torch.Tensor) -> torch.Tensor:
@@ -141,11 +146,12 @@ def blendshape_gram(blendshapes: torch.Tensor, coordinate_weights: torch.Tensor)
 
 def build_network(config: dict, template, subjects: list[str], use_semantic: bool) -> tuple[BundleConfig, SpeechToFace]:
     """The network of a recipe. `"encoder": {"pretrained": DIR}` starts the speech encoder from
-    a local Hugging Face folder (wav2vec 2.0 / HuBERT / WavLM; offline) with its conv
-    feature extractor frozen, as FaceFormer trains. A template with blendshapes (a blendshape
+    a local Hugging Face folder (wav2vec 2.0 / HuBERT / WavLM / Whisper; offline) with its conv
+    feature extractor frozen, as FaceFormer trains; `"freeze": true` freezes all of it. A template with blendshapes (a blendshape
     corpus) makes a blendshape model: one output per channel, in the template's order."""
     dec = config["decoder"]
     pretrained = None
+    freeze = bool(config["encoder"].get("freeze", False))
     if "pretrained" in config["encoder"]:
         from ..models.encoders import load_pretrained_encoder
 
@@ -166,6 +172,8 @@ def build_network(config: dict, template, subjects: list[str], use_semantic: boo
     if pretrained is not None:
         net.audio_encoder.load_state_dict(pretrained.state_dict())
         net.audio_encoder.feature_extractor.requires_grad_(False)
+    if freeze:                       # "freeze": true keeps the whole pretrained encoder as it is
+        net.audio_encoder.requires_grad_(False)
     return bundle_config, net
 
 
@@ -248,6 +256,8 @@ def train_animation(config: dict, corpus: str | Path, out: str | Path, semantic_
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(recipe, epoch)
         objective.train()
+        if not encoder_trains(net):
+            net.audio_encoder.eval()
         if use_semantic:
             net.semantic_encoder.eval()
         order = rng.permutation(len(train))

@@ -13,7 +13,7 @@ DEFAULT_CONFIG = Path(__file__).with_name("default_config.json")
 # Keys the trainers read with a default, so a recipe may leave them out.
 OPTIONAL_KEYS = {
     "": {"name", "description", "output"},
-    "encoder": {"pretrained"},
+    "encoder": {"pretrained", "freeze"},
     "semantic_training": {"batch_seconds"},
     "animation_training": {"batch_seconds", "val_items", "init_weights", "lr_schedule", "lr_min_ratio", "lip_weight",
                            "closure_weight", "closure_mm", "gap_weight", "augment", "use_semantic", "weight_loss"},
