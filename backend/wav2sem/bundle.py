@@ -210,9 +210,12 @@ def _swap_into_place(staging: Path, directory: Path) -> None:
 
 
 def save_bundle(directory: str | Path, config: BundleConfig, model: torch.nn.Module, template: Template,
-                preprocessor_config: dict | None = None) -> Path:
+                preprocessor_config: dict | None = None, half_prefixes: tuple[str, ...] = ()) -> Path:
     """Write a bundle atomically: into a hidden sibling folder, then renamed into place. Never
-    removes anything but an earlier bundle (see check_bundle_target)."""
+    removes anything but an earlier bundle (see check_bundle_target). Floating-point weights
+    whose names start with one of `half_prefixes` are stored as float16 (a frozen pretrained
+    encoder whose source weights are float16, e.g. whisper-base from its CTranslate2 package:
+    half the size, nothing lost); loading casts them to the model's dtype."""
     from safetensors.torch import save_file
 
     directory = check_bundle_target(directory)
@@ -225,6 +228,9 @@ def save_bundle(directory: str | Path, config: BundleConfig, model: torch.nn.Mod
         staging = _sibling(directory, "new")
         (staging / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        for k, v in state.items():
+            if k.startswith(half_prefixes) and v.is_floating_point():
+                state[k] = v.half()
         save_file(state, str(staging / WEIGHTS_FILE), metadata={"format": BUNDLE_FORMAT})
         # safetensors writes 0600; give the weights the normal mode config.json got from open()
         os.chmod(staging / WEIGHTS_FILE, stat.S_IMODE((staging / CONFIG_FILE).stat().st_mode))

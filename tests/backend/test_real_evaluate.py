@@ -132,3 +132,28 @@ def test_a_frozen_encoder_gets_no_gradient_and_stays_in_eval_mode():
     assert all(p.requires_grad for p in net.obj_vector.parameters())
     _, trainable = build_network(load_config(), template, ["a", "b"], use_semantic=False)
     assert encoder_trains(trainable)
+
+
+def test_a_bundle_can_store_its_frozen_encoder_in_half_precision(tmp_path):
+    from safetensors import safe_open
+
+    from wav2sem.bundle import save_bundle
+    from wav2sem.heads import SPEECH_CHANNELS, ict_head
+    from wav2sem.inference import generate, load_model
+    from wav2sem.train.animation import build_network
+    from wav2sem.train.config import load_config
+
+    template = ict_head(SPEECH_CHANNELS)
+    config, net = build_network(load_config(), template, ["a"], use_semantic=False)
+    save_bundle(tmp_path / "b", config, net.eval(), template, half_prefixes=("audio_encoder.",))
+    with safe_open(str(tmp_path / "b" / "model.safetensors"), "pt") as f:
+        dtypes = {k: f.get_tensor(k).dtype for k in f.keys()}
+    assert {d for k, d in dtypes.items() if k.startswith("audio_encoder.")} == {torch.float16}
+    assert {d for k, d in dtypes.items() if not k.startswith("audio_encoder.")} == {torch.float32}
+    model = load_model(tmp_path / "b", device="cpu")
+    loaded = dict(model.net.audio_encoder.named_parameters())
+    for name, p in net.audio_encoder.named_parameters():
+        assert loaded[name].dtype == torch.float32
+        assert torch.equal(loaded[name], p.detach().half().float())
+    audio = np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1
+    assert generate(model, audio, offsets=False).weights.shape[1] == len(SPEECH_CHANNELS)
