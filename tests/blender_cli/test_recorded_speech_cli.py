@@ -22,9 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from recorded_words import CLOSED_MM, REST_MM, WIDE_MM, medial_dip, padded_wav  # noqa: E402
 
 pytestmark = pytest.mark.blender_cli
-# "salami": open vowels around a medial m. Measured with the committed wav2sem-default-0.3
-# (Blender 3.4, 24 fps, this padding; the same figures as bpy 5.0): widest 11.9 mm, 0.75 mm on
-# the m, 0.45-0.72 mm in the silence.
+# "salami": open vowels around a medial m. Measured with the committed wav2sem-default-0.4 in
+# bpy 5.0 (24 fps, this padding; Blender 3.4 runs the same backend): widest 7.2 mm, 0.42 mm on
+# the m, 0.0-0.64 mm in the silence.
 WORD = "pizzeria_salami"
 STRIP_FRAME = 10
 
