@@ -1,5 +1,5 @@
 """Benchmark: the packaged whisper-base encoder (models/whisper.py) against the log-mel encoder
-of the shipped default model, on the CPU.
+of default model 0.3 (results/default_model/model_0.3; 0.4, the shipped one, uses whisper-base), on the CPU.
 
 Measures: import time (fresh interpreters, after torch), load time (converted folder fp32 and
 fp16, straight from the package, and the default bundle as wav2sem.inference loads it),
@@ -35,9 +35,9 @@ OUT = REPO / "results" / "real_voices"
 LENGTHS_S = (5, 10, 30, 60)
 THREADS = (1, 2)
 ROUNDS = 3
+LOGMEL_BUNDLE = REPO / "results" / "default_model" / "model_0.3"   # the last log-mel default model
 
 from wav2sem.audio import SAMPLE_RATE, load_audio  # noqa: E402
-from wav2sem.bundle import DEFAULT_BUNDLE_DIR  # noqa: E402
 from wav2sem.inference import load_model  # noqa: E402
 from wav2sem.models.encoders import encode_aligned  # noqa: E402
 from wav2sem.models.whisper import (convert_whisper, load_whisper_encoder, resolve_source,  # noqa: E402
@@ -103,7 +103,7 @@ def main() -> int:
         loaders = {"whisper from fp32 folder": lambda: load_whisper_encoder(folders["fp32 encoder only"]),
                    "whisper from fp16 folder": lambda: load_whisper_encoder(folders["fp16 encoder only"]),
                    "whisper from the packages (no conversion)": lambda: whisper_encoder_from_ct2("base"),
-                   "default bundle (log-mel), load_model": lambda: load_model(DEFAULT_BUNDLE_DIR, "cpu")}
+                   "bundle 0.3 (log-mel), load_model": lambda: load_model(LOGMEL_BUNDLE, "cpu")}
         samples = {k: [] for k in loaders}
         for _ in range(ROUNDS):
             for k, f in loaders.items():
@@ -111,12 +111,12 @@ def main() -> int:
         results["load_s"] = {k: statistics.median(v) for k, v in samples.items()}
 
         whisper, _ = load_whisper_encoder(folders["fp32 encoder only"])
-        default = load_model(DEFAULT_BUNDLE_DIR, "cpu")
+        default = load_model(LOGMEL_BUNDLE, "cpu")
         fps, alignment = default.fps, default.net.config.alignment
         padded_whisper, _ = load_whisper_encoder(folders["fp32 encoder only"])
         padded_whisper.config.pad_windows = True
         encoders = {"whisper-base (own length)": whisper, "whisper-base (pad_windows: 30 s)": padded_whisper,
-                    "log-mel (default model)": default.net.audio_encoder}
+                    "log-mel (model 0.3)": default.net.audio_encoder}
         results["fps"], results["alignment"] = fps, alignment
 
         # own length against padded to 30 s, 5 s clip
@@ -160,7 +160,7 @@ def main() -> int:
 
 def render(r: dict) -> str:
     mb = lambda n: f"{n / 1e6:.1f} MB"  # noqa: E731
-    lines = ["# Whisper-base encoder against the default model's log-mel encoder", "",
+    lines = ["# Whisper-base encoder against model 0.3's log-mel encoder", "",
              f"Machine: {r['machine']['cores']} CPU cores ({r['machine']['note']}), {r['machine']['cpu']}, "
              f"torch {r['machine']['torch']}. Audio: {r['audio']}, repeated to length. Medians of {ROUNDS} "
              f"alternating rounds. Motion rate {r['fps']} fps ({r['alignment']} alignment).", "",
