@@ -157,3 +157,20 @@ def test_a_bundle_can_store_its_frozen_encoder_in_half_precision(tmp_path):
         assert torch.equal(loaded[name], p.detach().half().float())
     audio = np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1
     assert generate(model, audio, offsets=False).weights.shape[1] == len(SPEECH_CHANNELS)
+
+
+def test_the_study_report_adds_the_recorded_speech_table(tmp_path):
+    from wav2sem.train import ablation_report
+
+    for variant, auc in (("sem", 0.9), ("nosem", 0.8)):
+        for seed in range(2):
+            (tmp_path / f"{variant}-{seed}.json").write_text(json.dumps(
+                {"lve": 1e-5, "minimal_pair_lve": 2e-5, "fdd": 1e-7, "mve": 4e-4}))
+            scores = {"auc": auc + 0.01 * seed, "closure_mm": 0.2, "opening_mm": 9.0, "pause_mm": 1.0}
+            (tmp_path / f"real_{variant}-{seed}.json").write_text(json.dumps(
+                {"results": {"target": {"clean": {"all": {**scores, "auc": 1.0}}},
+                             f"{variant}-{seed}": {"clean": {"all": scores}}}}))
+    assert ablation_report.main([str(tmp_path)]) == 0
+    summary = (tmp_path / "summary.md").read_text()
+    assert "| with Wav2Sem (recorded test speakers)" not in summary
+    assert "| with Wav2Sem | 2 | 0.905 ± 0.005 |" in summary and "| without Wav2Sem | 2 | 0.805 ± 0.005 |" in summary

@@ -1,5 +1,7 @@
 """Summarise a with/without-Wav2Sem study: `wav2sem eval -o` results named
-`sem-<seed>.json` and `nosem-<seed>.json` in one folder -> table (Markdown) and plot.
+`sem-<seed>.json` and `nosem-<seed>.json` in one folder -> table (Markdown) and plot; where
+`python -m wav2sem.real.evaluate -o real_<variant>-<seed>` results sit beside them (recorded
+test speakers), a second table of their lip-gap measures.
 
     python -m wav2sem.train.ablation_report results/default_model/ablation
 """
@@ -30,6 +32,28 @@ def table(results: dict[str, list[dict]]) -> str:
             values = np.array([r[metric] for r in runs], float)
             cells.append(f"{values.mean():.3e} ± {values.std():.1e}" if len(values) else "-")
         lines.append(f"| {label} | {len(runs)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+REAL_METRICS = (("auc", "AUC open vs m/b/p", "{:.3f}"), ("closure_mm", "m/b/p closure (mm)", "{:.2f}"),
+                ("opening_mm", "open vowels (mm)", "{:.1f}"), ("pause_mm", "pauses (mm)", "{:.2f}"))
+
+
+def real_table(folder: Path) -> str | None:
+    """Mean ± std over seeds of the recorded-speech measures (clean audio, all speakers)."""
+    runs = {key: [json.loads(p.read_text()) for p in sorted(folder.glob(f"real_{key}-[0-9]*.json"))] for key, _ in VARIANTS}
+    if not any(runs.values()):
+        return None
+    lines = ["| variant (recorded test speakers) | seeds | " + " | ".join(label for _, label, _ in REAL_METRICS) + " |",
+             "| --- | ---: | " + " | ".join("---:" for _ in REAL_METRICS) + " |"]
+    for key, label in VARIANTS:
+        scores = [next(iter(r["results"][name]["clean"]["all"] for name in r["results"] if name != "target"))
+                  for r in runs[key]]
+        cells = []
+        for metric, _, fmt in REAL_METRICS:
+            values = np.array([s[metric] for s in scores], float)
+            cells.append(f"{fmt.format(values.mean())} ± {fmt.format(values.std())}" if len(values) else "-")
+        lines.append(f"| {label} | {len(scores)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -72,6 +96,9 @@ def main(argv: list[str]) -> int:
     folder = Path(argv[0] if argv else "results/default_model/ablation")
     results = load(folder)
     text = table(results)
+    real = real_table(folder)
+    if real:
+        text += "\n\n" + real
     if (folder / "coupling.json").is_file():
         text += "\n\n" + coupling_table(json.loads((folder / "coupling.json").read_text()))
     print(text)
