@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..cli_progress import clip_progress
 from ..errors import BAD_REQUEST, Wav2SemError
 
 
@@ -36,24 +37,10 @@ def run(args: argparse.Namespace) -> int:
         raise Wav2SemError(BAD_REQUEST, "Say where the packages are: --packages DIR (from `make real-packages`) "
                                         "and/or --system.")
     languages = [x.strip() for x in args.languages.split(",") if x.strip()] if args.languages else None
-    bar = None
-    if not args.no_progress:
-        from tqdm import tqdm
-        bar = tqdm(total=0, unit="clip", file=sys.stderr, dynamic_ncols=True, desc="corpus real")
-
-    def progress(done: int, total: int) -> None:
-        if bar is not None:
-            bar.total = total
-            bar.n = done
-            bar.refresh()
-
     start = time.perf_counter()
-    try:
+    with clip_progress("corpus real", enabled=not args.no_progress) as progress:
         info = build_real_corpus(roots, Path(args.out), languages, args.max_items, args.seed, args.workers,
                                  progress, retry_rejected=args.retry_rejected)
-    finally:
-        if bar is not None:
-            bar.close()
     elapsed = time.perf_counter() - start
     print(summary(info, args.out, elapsed), file=sys.stderr)
     return 0

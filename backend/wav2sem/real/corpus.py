@@ -9,7 +9,6 @@ An item is done when its .npy exists (written last, atomically).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -26,7 +25,7 @@ from ..errors import BAD_REQUEST, OUTPUT_UNWRITABLE, Wav2SemError, reason
 from ..synth.coarticulation import Style
 from ..synth.corpus import FORMAT, FORMAT_VERSION
 from ..synth.motion import FPS, SAMPLE_RATE
-from ..synth.speakers import SPLITS
+from ..synth.speakers import SPLITS, speaker_style, unit_rng
 from . import sources
 from .sources import Recording
 
@@ -64,23 +63,13 @@ class RealSpeaker:
     lip_gain: float
     anticipation: float
 
-    @property
-    def style(self) -> Style:
-        return Style(self.jaw_gain, self.lip_gain, self.anticipation)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def _unit_rng(*parts: object) -> np.random.Generator:
-    """A generator seeded from text (stable across runs, processes and machines)."""
-    digest = hashlib.sha256("/".join(str(p) for p in parts).encode()).digest()
-    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+    style = property(lambda self: speaker_style(self))
+    to_dict = asdict
 
 
 def make_speaker(speaker: str, package: str, language: str, seed: int) -> RealSpeaker:
     """A recorded speaker with its articulation style drawn from the seed and its id."""
-    r = _unit_rng(seed, "recorded", speaker)
+    r = unit_rng(seed, "recorded", speaker)
     return RealSpeaker(speaker, KIND, package, language, sources.split_of(speaker),
                        float(r.uniform(*JAW_GAIN)), float(r.uniform(*LIP_GAIN)), float(r.uniform(*ANTICIPATION)))
 
@@ -95,7 +84,7 @@ def plan_items(recordings: list[Recording], max_items: int | None, seed: int) ->
     for speaker, recs in sorted(by_speaker.items()):
         order = list(range(len(recs)))
         if max_items is not None and max_items < len(recs):
-            order = sorted(_unit_rng(seed, "slice", speaker).permutation(len(recs))[:max_items].tolist())
+            order = sorted(unit_rng(seed, "slice", speaker).permutation(len(recs))[:max_items].tolist())
         items += [RealItem(f"{speaker}_{n:05d}", speaker, recs[n].id, recs[n].language, recs[n].text) for n in order]
     return items
 
@@ -123,7 +112,7 @@ def render_item(item: RealItem, path: str, style: Style, out: str, seed: int) ->
         # must not end a build of thousands, so it is rejected with the error and counted.
         log.warning("%s: the aligner failed: %s", item.id, exc)
         return "rejected", 0.0, 0, f"aligner error: {reason(exc)}"
-    rng = _unit_rng(seed, "motion", item.id)                                     # the brow curve's noise
+    rng = unit_rng(seed, "motion", item.id)                                     # the brow curve's noise
     track = articulator_track(segments, audio, SAMPLE_RATE, style, rng)         # (T, A)
     target = arkit_weights(track, SPEECH_CHANNELS)                               # (T, K)
     pcm = np.clip(audio, -1.0, 32767 / 32768)         # PCM-16 range; the recordings stay as they are

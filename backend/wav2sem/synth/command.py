@@ -6,6 +6,7 @@ import os
 import sys
 import time
 
+from ..cli_progress import clip_progress
 from ..errors import BAD_REQUEST, Wav2SemError
 
 
@@ -30,23 +31,9 @@ def run(args: argparse.Namespace) -> int:
         raise Wav2SemError(BAD_REQUEST, "--hours must be a positive number of hours, e.g. --hours 1.")
     engines = tuple(e.strip() for e in args.engines.split(",") if e.strip())
     check_engines(engines)      # fail before any output, naming the Debian package to install
-    bar = None
-    if not args.no_progress:
-        from tqdm import tqdm
-        bar = tqdm(total=0, unit="clip", file=sys.stderr, dynamic_ncols=True, desc="synth")
-
-    def progress(done: int, total: int) -> None:
-        if bar is not None:
-            bar.total = total
-            bar.n = done
-            bar.refresh()
-
     start = time.perf_counter()
-    try:
+    with clip_progress("synth", enabled=not args.no_progress) as progress:
         info = generate(args.out, args.hours, args.seed, args.workers, engines, progress, head=args.head)
-    finally:
-        if bar is not None:
-            bar.close()
     elapsed = time.perf_counter() - start
     print(f"{args.out}: {info['items']} clips, {info['hours'] * 60:.1f} min of speech, "
           f"splits {info['splits']}, {elapsed:.0f} s", file=sys.stderr)

@@ -41,21 +41,23 @@ class Speaker:
     lip_gain: float
     anticipation: float
 
-    @property
-    def style(self) -> Style:
-        return Style(self.jaw_gain, self.lip_gain, self.anticipation)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+    style = property(lambda self: speaker_style(self))
+    to_dict = asdict
 
 
 def _safe(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
-def _unit_rng(*parts: str) -> np.random.Generator:
-    """A generator seeded from text (stable across runs and machines)."""
-    digest = hashlib.sha256("/".join(parts).encode()).digest()
+def speaker_style(speaker) -> Style:
+    """The articulation style of a speaker record with jaw_gain, lip_gain and anticipation
+    (synthetic and recorded speakers alike)."""
+    return Style(speaker.jaw_gain, speaker.lip_gain, speaker.anticipation)
+
+
+def unit_rng(*parts: object) -> np.random.Generator:
+    """A generator seeded from text (stable across runs, processes and machines)."""
+    digest = hashlib.sha256("/".join(str(p) for p in parts).encode()).digest()
     return np.random.default_rng(int.from_bytes(digest[:8], "little"))
 
 
@@ -77,7 +79,7 @@ def make_speakers(seed: int, engines: tuple[str, ...] = ("espeak", "festival")) 
             choices = [pool[i] for i in rng.choice(len(pool), size=VARIANTS_PER_VOICE, replace=False)]
         for variant in choices:
             name = f"{engine}-{voice}" + (f"-{variant}" if variant else "")
-            r = _unit_rng(str(seed), name)
+            r = unit_rng(seed, name)
             speakers.append(Speaker(
                 id=_safe(name), engine=engine, voice=voice, variant=variant, split=split,
                 rate_wpm=float(r.uniform(140, 195)), pitch=float(r.uniform(35, 65)),
