@@ -13,7 +13,7 @@ if shutil.which("espeak-ng") is None:
 
 from wav2sem.real.align import AlignmentError, align_transcript, boundary_errors  # noqa: E402
 from wav2sem.real.phone_baseline import recognize_phones  # noqa: E402
-from wav2sem.real.phonemize import LANGUAGES, phonemize, words_of  # noqa: E402
+from wav2sem.real.phonemize import LANGUAGES, ipa_to_arpabet, phonemize, words_of  # noqa: E402
 from wav2sem.synth.phonemes import PHONEMES, VOWELS  # noqa: E402
 from wav2sem.synth.timing import PhoneSegment  # noqa: E402
 
@@ -128,6 +128,13 @@ def test_phonemize_gives_rig_symbols_only(language, words):
 def test_phonemize_english_uses_the_cmu_dictionary():
     assert phonemize(["hello", "zyxwv"], "en")[0] == ["HH", "AH", "L", "OW"]
     assert phonemize(["zyxwv"], "en")[0]                  # not in the dictionary: espeak-ng
+
+
+def test_espeak_markers_are_not_phones(caplog):
+    """espeak-ng's '^' and '"' in its IPA output are skipped silently, not warned about per word."""
+    with caplog.at_level("WARNING"):
+        assert [a for _, a in ipa_to_arpabet('^ba"m')] == ["B", "AA", "M"]
+    assert not caplog.records
 
 
 def test_recognize_phones_gives_vowels_and_covers_the_clip(english):

@@ -88,8 +88,8 @@ _LANGUAGE_OVERRIDES: dict[str, dict[str, tuple[str, ...]]] = {"en": {"ɾ": ("D",
 # Marks with no lip or jaw consequence for the rig: stress, length, tone, syllabicity,
 # non-syllabic, tie bars, dental/laminal/apical, voicing, aspiration, palatalisation,
 # velarisation, labialisation, nasalisation, centralisation, raising/lowering, espeak's
-# "-" (unstressed word joined to the next).
-_DROPPED = set("ˈˌːˑ‿͜͡-ʰʲʷˠˤ̩̯̪̻̺̥̤̞̝̟̠̘̙̹̜̊̃̈̆̍ʼ'") | {"\u0303", "\u0329", "\u032f", "\u0361"}
+# "-" (unstressed word joined to the next), and its "^" and "\"" markers, which are not phones.
+_DROPPED = set("ˈˌːˑ‿͜͡-ʰʲʷˠˤ̩̯̪̻̺̥̤̞̝̟̠̘̙̹̜̊̃̈̆̍ʼ'^\"") | {"\u0303", "\u0329", "\u032f", "\u0361"}
 _MAX_KEY = max(len(k) for k in IPA_TO_ARPABET)
 _LANGUAGE_SWITCH = re.compile(r"\([a-z]{2,3}(?:-[a-z0-9-]+)?\)")   # espeak's "(en)…(ru)"
 _BRACKETED = re.compile(r"\[[^\]]*\]|\([^)]*\)|\{[^}]*\}|<[^>]*>|\*[^*]*\*")
