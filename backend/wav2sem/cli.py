@@ -27,6 +27,30 @@ SUBCOMMANDS = {
 }
 
 
+MAX_THREADS = 256
+
+
+def threads_arg(text: str) -> int | None:
+    """`--threads auto|N` for `serve` and `infer`: None (auto) or a thread count 1..MAX_THREADS
+    (argparse type; a bad value is one clear sentence, before torch is imported)."""
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_THREADS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a thread count: give 'auto' or a whole number from 1 "
+                                         f"to {MAX_THREADS}")
+    return value
+
+
+def add_threads_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=threads_arg, default=None, metavar="auto|N",
+                        help="torch intra-op threads (default auto: one, and more only for a long clip's speech "
+                             "encoder pass when cores are idle; docs/DESIGN.md 'Threads and processes')")
+
+
 def _load(name: str):
     module_name = SUBCOMMANDS[name][0]
     try:

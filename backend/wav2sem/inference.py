@@ -15,8 +15,10 @@ key/value cache, so memory stays bounded and there is no length limit.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +43,17 @@ CancelFn = Callable[[], bool]                        # True -> stop as soon as p
 
 ENCODER_WINDOW_S = 20     # s, longest audio the speech encoder sees at once (bounded memory)
 ENCODER_OVERLAP_S = 2     # s, cross-faded overlap between consecutive windows
+
+# Threads (`wav2sem serve/infer --threads auto|N`; results/startup.md). Measured with the
+# default model on the 2-core CPU while other work kept it busy: one intra-op thread beat
+# two in every phase (speech encoder 0.41 vs 1.30 s on 10 s of speech, 2.5 vs 5.9 s on 60 s;
+# Wav2Sem's GRU and the decoder 3-40x), and loading the model too. So "auto" runs one
+# thread, and gives a long clip's speech-encoder pass (large matrix products, the only part
+# that can gain) up to AUTO_MAX_THREADS threads only when that many cores are idle by the
+# load average. Library callers that never call configure_threads keep torch's setting.
+AUTO_ENCODER_MIN_S = 20.0  # s of audio from which the encoder pass may get more threads
+AUTO_MAX_THREADS = 4
+_THREADS: tuple[str, int] | None = None    # None: not configured; ("auto", 1) or ("fixed", N)
 
 
 @dataclass
@@ -112,6 +125,49 @@ def resolve_device(device: str | None) -> torch.device:
     if device == "cpu":
         return torch.device("cpu")
     raise Wav2SemError(BAD_REQUEST, f"Unknown device {device!r}; use 'auto', 'cpu' or 'cuda'.")
+
+
+def configure_threads(threads: int | None) -> None:
+    """The process's thread policy (serve and infer call it once, before loading a model):
+    a fixed intra-op thread count, or None = auto (one thread; see AUTO_*)."""
+    global _THREADS
+    _THREADS = ("auto", 1) if threads is None else ("fixed", int(threads))
+    torch.set_num_threads(_THREADS[1])
+
+
+def idle_cores() -> float:
+    """Cores this process may use minus the 1-minute load average (a guess of half the cores
+    where the platform has no load average)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    try:
+        return cores - os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return cores / 2
+
+
+def encoder_threads(seconds: float) -> int | None:
+    """Threads for the speech-encoder pass over `seconds` of audio under the configured
+    policy; None = leave torch's setting as it is."""
+    if _THREADS is None or _THREADS[0] != "auto" or seconds < AUTO_ENCODER_MIN_S:
+        return None
+    idle = int(idle_cores())
+    return min(AUTO_MAX_THREADS, idle) if idle >= 2 else None
+
+
+@contextlib.contextmanager
+def _thread_count(n: int | None):
+    if n is None or n == torch.get_num_threads():
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 PRECISIONS = (torch.float32, torch.float16, torch.bfloat16)
@@ -231,7 +287,8 @@ def generate(
             normalized = audio_io.normalize(waveform, model.feature_extractor)
             wav = torch.from_numpy(normalized).to(model.device).unsqueeze(0)           # (1, S) float32
             split = 0.8 if use_semantic else 1.0
-            hidden = _encode_windows(net, wav, cfg.fps, alignment, n_memory, report, cancelled, 0.0, split)  # (1, M, H)
+            with _thread_count(encoder_threads(waveform.shape[0] / audio_io.SAMPLE_RATE)):   # (1, M, H):
+                hidden = _encode_windows(net, wav, cfg.fps, alignment, n_memory, report, cancelled, 0.0, split)
             check_cancel()
             semantic_vectors = (_semantic_per_frame(net, wav, n_memory, report, cancelled, split, 1.0)
                                 if use_semantic else None)

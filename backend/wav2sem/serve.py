@@ -32,6 +32,7 @@ from typing import IO, Any
 import numpy as np
 
 from . import PROTOCOL_VERSION, __version__
+from .cli import add_threads_argument
 from .errors import BAD_REQUEST, INTERNAL, Cancelled, Wav2SemError
 from .serve_workdir import make_workdir
 
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 PROGRESS_MIN_INTERVAL_S = 0.2   # at most ~5 progress events a second per request...
 PROGRESS_MIN_STEP = 0.05        # ...unless the fraction moved this much or the stage changed
 WORKER_OPS = ("model_info", "generate", "fit_face")
+KEEP_THREADS = "keep"
 
 
 class Terminated(BaseException):
@@ -57,10 +59,14 @@ class Job:
 class Server:
     """Handles parsed requests; `out` receives protocol lines. Thread-safe writes."""
 
-    def __init__(self, out: IO[str], default_model: str | None = None, default_device: str = "auto"):
+    def __init__(self, out: IO[str], default_model: str | None = None, default_device: str = "auto",
+                 threads: int | str | None = KEEP_THREADS):
         self.out = out
         self.default_model = default_model
         self.default_device = default_device
+        # --threads: None = auto (inference.configure_threads); KEEP_THREADS (in-process
+        # servers, tests) leaves the process's torch setting alone
+        self.threads = threads
         self.workdir = make_workdir()
         self._output_numbers = itertools.count(1)
         self._write_lock = threading.Lock()
@@ -68,6 +74,8 @@ class Server:
         self._pending: dict[Any, Job] = {}
         self._pending_lock = threading.Lock()
         self._models: dict[tuple, Any] = {}
+        self._prepare_lock = threading.Lock()
+        self._prepared = False
         self._worker = threading.Thread(target=self._work, name="wav2sem-worker", daemon=True)
         self._worker.start()
 
@@ -167,7 +175,25 @@ class Server:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
     # ----- worker thread --------------------------------------------------------------
+    def _prepare(self) -> None:
+        """Import torch and the inference code (most of a cold start) and set the thread
+        policy, once, before any torch work: the worker does it at once, while the main
+        thread waits for the first line; hello waits for it."""
+        with self._prepare_lock:
+            if self._prepared:
+                return
+            self._prepared = True
+            from . import audio, outputs  # noqa: F401
+            from .inference import configure_threads
+
+            if self.threads != KEEP_THREADS:
+                configure_threads(self.threads)   # type: ignore[arg-type]
+
     def _work(self) -> None:
+        try:
+            self._prepare()
+        except Exception:   # a broken torch: each request reports it
+            log.exception("preparing the backend failed")
         while (job := self._jobs.get()) is not None:
             self._run(job)
 
@@ -210,8 +236,11 @@ class Server:
 
         from .inference import available_devices
 
+        self._prepare()
+        threads = "auto" if self.threads is None else torch.get_num_threads() if self.threads == KEEP_THREADS \
+            else self.threads
         return {"protocol": PROTOCOL_VERSION, "version": __version__, "torch": torch.__version__,
-                "devices": available_devices(), "python": sys.version.split()[0]}
+                "devices": available_devices(), "python": sys.version.split()[0], "threads": threads}
 
     def _op_model_info(self, job: Job) -> dict:
         model = self._model(job)
@@ -380,6 +409,7 @@ def _terminate(signum, frame) -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="default model bundle folder (else $WAV2SEM_MODEL, else the embedded default)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default device")
+    add_threads_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -389,7 +419,7 @@ def run(args: argparse.Namespace) -> int:
     sys.stdout = sys.stderr
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate)
-    server = Server(protocol_out, args.model, args.device)
+    server = Server(protocol_out, args.model, args.device, getattr(args, "threads", None))
     log.info("wav2sem %s serving on stdin/stdout (protocol %d)", __version__, PROTOCOL_VERSION)
     drain = False
     try:

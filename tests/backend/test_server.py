@@ -53,6 +53,22 @@ def test_hello(server):
     assert data["version"] == __version__
     assert data["torch"] == torch.__version__
     assert isinstance(data["devices"], list) and data["devices"][0] == "cpu"
+    assert data["threads"] == "auto"                   # no --threads: the automatic choice
+
+
+def test_serve_with_one_thread_answers_hello_and_generate(tiny_bundle, speech_wav):
+    srv = ServerProcess("--model", tiny_bundle, "--device", "cpu", "--threads", "1")
+    try:
+        hello = srv.result("hello", timeout=60)
+        assert hello["protocol"] == 1 and hello["threads"] == 1
+        events, final = srv.request("generate", {"audio": str(speech_wav)}, timeout=120)
+        assert final["type"] == "result", final
+        offsets = np.load(final["data"]["offsets"], allow_pickle=False)
+        assert offsets.shape == (final["data"]["frames"], 300, 3) and np.isfinite(offsets).all()
+        check_progress(events)
+    finally:
+        srv.close()
+    assert srv.proc.returncode == 0 and srv.bad_lines == []
 
 
 def test_model_info(server, tiny_bundle):

@@ -10,6 +10,7 @@ import logging
 import sys
 from pathlib import Path
 
+from ..cli import add_threads_argument
 from ..errors import BAD_REQUEST, Wav2SemError
 
 log = logging.getLogger(__name__)
@@ -23,6 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="speaking style: a subject name or index, or a blend like 'A:0.7,B:0.3'")
     parser.add_argument("--no-semantic", action="store_true", help="switch the Wav2Sem module off (ablation)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    add_threads_argument(parser)
     parser.add_argument("--weights-out", metavar="PATH.npy",
                         help="blendshape models: where the weights (frames, channels) float32 go (default: "
                              "OUTPUT.weights.npy, or AUDIO_STEM.weights.npy with --no-offsets); the channel "
@@ -82,7 +84,7 @@ class _StderrProgress:
 
 def run(args: argparse.Namespace) -> int:
     from ..audio import load_audio
-    from ..inference import generate, load_model
+    from ..inference import configure_threads, generate, load_model
     from ..outputs import check_output_path, save_json_atomic, save_npy_atomic
 
     if not args.output and not args.no_offsets:
@@ -92,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
     if write_offsets:
         check_output_path(args.output)           # before any slow work
     waveform = load_audio(args.audio)
+    configure_threads(getattr(args, "threads", None))      # before the model load, which runs faster on one
     model = load_model(args.model, args.device)
     weights_out = None
     if model.predicts_weights:
