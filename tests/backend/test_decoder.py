@@ -172,25 +172,91 @@ def test_alignment_masks():
 
 def test_cached_decode_bias_in_half_precision_is_the_float32_bias_past_frame_2048(monkeypatch):
     """fp16 cannot count past 2048 exactly: the cached decoder's self-attention bias at
-    t = 3000 must still be the float32 temporal_bias row (cast to fp16 only at the end)."""
-    import torch.nn.functional as F
-
+    t = 3000 must still be the float32 temporal_bias row (cast to fp16 only at the end).
+    The cached decoder adds the bias in torch.baddbmm (scores = bias + q k^T / sqrt(hd))."""
     model = make_model(ALIGN_INTERPOLATE, 30, 1).half()
     frames = 3001
     memory, style = memory_and_style(model, frames)
     masks = {}
-    real_attention = F.scaled_dot_product_attention
+    real_baddbmm = torch.baddbmm
 
-    def spy(q, k, v, attn_mask=None, **kwargs):
-        if attn_mask is not None:
-            masks[k.shape[2] - 1] = attn_mask
-        return real_attention(q, k, v, attn_mask=attn_mask, **kwargs)
+    def spy(bias, q, k, **kwargs):
+        masks[k.shape[-1] - 1] = bias
+        return real_baddbmm(bias, q, k, **kwargs)
 
-    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
+    monkeypatch.setattr(torch, "baddbmm", spy)
     with torch.inference_mode():
         out = model.decode(memory.half(), style.half(), frames)
     assert torch.isfinite(out).all()
+    assert sorted(masks) == list(range(frames))          # one self-attention per frame
     used = masks[3000]
     assert used.dtype == torch.float16
     expected = temporal_bias(4, 30, torch.tensor([3000]), 3001)          # float32, (H, 1, 3001)
     assert torch.equal(used.reshape(4, 3001), expected.reshape(4, 3001).half())
+    assert torch.equal(masks[5].reshape(4, 6), temporal_bias(4, 30, torch.tensor([5]), 6).reshape(4, 6).half())
+
+
+@pytest.mark.parametrize("alignment", [ALIGN_INTERPOLATE, ALIGN_PAIR])
+def test_cached_decode_base_size_equals_reference_loop(alignment):
+    """The base-size VOCASET decoder (d 64, 4 heads, 1 layer, ff 128, 5023 vertices): the
+    fused feedback matrix (vertice_map @ vertice_map_r, a sum over 15,069 products) keeps
+    every frame within 1e-4 of the reference loop."""
+    torch.manual_seed(7)
+    config = DecoderConfig(vertex_count=5023, n_subjects=8, feature_dim=64, period=30, n_heads=4, n_layers=1,
+                           alignment=alignment)
+    model = FaceFormer(config, tiny_encoder_spec()).eval()
+    torch.nn.init.normal_(model.vertice_map_r.weight, std=0.02)
+    torch.nn.init.normal_(model.vertice_map_r.bias, std=0.002)
+    frames = 40
+    g = torch.Generator().manual_seed(8)
+    memory = torch.randn(1, frames * (2 if alignment == ALIGN_PAIR else 1), 64, generator=g)
+    style = model.style_embedding(torch.eye(8)[2])
+    with torch.inference_mode():
+        fast = model.decode(memory, style, frames)
+        slow = model.decode_reference(memory, style, frames)
+    assert fast.shape == slow.shape == (1, frames, 5023 * 3)
+    assert fast.abs().mean() > 0.02 and (fast[0, 1:] - fast[0, :-1]).abs().max() > 1e-3
+    per_frame = (fast - slow).abs().amax(dim=2)[0]
+    assert float(per_frame.max()) < 1e-4, f"worst frame {int(per_frame.argmax())}: {float(per_frame.max())}"
+
+
+@pytest.mark.parametrize("alignment", [ALIGN_INTERPOLATE, ALIGN_PAIR])
+def test_cached_decode_in_half_precision_is_as_close_as_the_reference_loop_in_half(alignment):
+    """fp16 (as on CUDA; the fused feedback matrix is formed in float32, then cast): the cached
+    decoder's distance to the float32 reference is of the size of the fp16 reference loop's own."""
+    model = make_model(alignment, 25 if alignment == ALIGN_PAIR else 30, 1, feature_dim=16, seed=9)
+    frames = 50
+    memory, style = memory_and_style(model, frames, seed=10)
+    with torch.inference_mode():
+        full = model.decode_reference(memory, style, frames)
+        full_cached = model.decode(memory, style, frames)
+        model.to_precision(torch.float16)
+        half_cached = model.decode(memory.half(), style.half(), frames)
+        half_reference = model.decode_reference(memory.half(), style.half(), frames)
+    assert half_cached.dtype == torch.float16 and torch.isfinite(half_cached).all()
+    assert float((full_cached - full).abs().max()) < 1e-4
+    scale = float(full.abs().max())
+    cached_error = float((half_cached.float() - full).abs().max()) / scale
+    reference_error = float((half_reference.float() - full).abs().max()) / scale
+    assert cached_error < 0.01, cached_error
+    assert cached_error < 3 * reference_error + 1e-3, (cached_error, reference_error)
+
+
+def test_decode_refuses_a_memory_too_short_for_the_frames():
+    model = make_model(ALIGN_PAIR, 25, 1)
+    memory, style = memory_and_style(model, 10)
+    with pytest.raises(ValueError, match="memory positions"), torch.inference_mode():
+        model.decode(memory[:, :19], style, 10)
+    with torch.inference_mode():             # longer memory: the extra positions are not used
+        longer = model.decode(torch.cat([memory, memory[:, :3]], 1), style, 10)
+        assert torch.equal(longer, model.decode(memory, style, 10))
+        assert model.decode(memory, style, 0).shape == (1, 0, VERTICES * 3)
+
+
+def test_decode_keeps_autograd_off_and_the_model_unchanged():
+    model = make_model(ALIGN_INTERPOLATE, 30, 1)
+    memory, style = memory_and_style(model, 12)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    out = model.decode(memory, style, 12)                 # called without no_grad / inference_mode
+    assert not out.requires_grad
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

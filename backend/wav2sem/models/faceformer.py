@@ -8,6 +8,8 @@ calls `bert_feature_map`).
 
 Two autoregressive decoders live here:
 - `decode` (used for inference): keys/values cached per layer, O(T) work per frame, any length;
+  the feedback through the output layer fused into one d x d map, the output layer run once
+  on all frames at the end;
 - `decode_reference`: the reference's full-prefix loop, kept only as the test oracle.
 Because the decoder is causal and post-LN, both give the same frames.
 """
@@ -49,13 +51,6 @@ def temporal_bias(n_heads: int, period: int, query_positions: torch.Tensor, key_
     distance = torch.floor((i - j) / period)                               # (Q, K)
     bias = -distance.unsqueeze(0) * slopes.view(-1, 1, 1)                  # (H, Q, K)
     return bias.masked_fill((j > i).unsqueeze(0), float("-inf"))
-
-
-def aligned_memory_indices(frame: int, alignment: str) -> list[int]:
-    """Audio-memory positions motion frame `frame` may attend to."""
-    if alignment == ALIGN_PAIR:
-        return [2 * frame, 2 * frame + 1]
-    return [frame]
 
 
 def alignment_mask(n_frames: int, n_memory: int, alignment: str, device=None) -> torch.Tensor:
@@ -121,56 +116,113 @@ class FaceFormer(SpeechToFace):
         Returns offsets from the template, (1, T, V*3) (or weights (1, T, K) for a blendshape
         model, `config.output_channels` = K). `on_frame(t)` is called after each
         frame (progress, cancellation: it may raise).
+
+        Equal to `decode_reference` up to rounding (tests: 1e-4 on every frame). Per frame only
+        the decoder layers run, on (1, d) rows:
+        - the feedback vertice_map(vertice_map_r(x)) + style is one d x d affine map (fused
+          once, in float32); the big output map vertice_map_r runs once, on all T frames;
+        - positional rows, ALiBi bias rows (slices of one (H, T) table) and the cross-attention
+          memory of every frame are prepared before the loop. With 'interpolate' alignment a
+          frame attends to one memory position, so its cross-attention output is exactly that
+          position's projected value: the whole cross-attention is precomputed;
+        - keys are cached transposed (H, hd, T), values (H, T, hd), so attention is two
+          batched products on cache slices.
         """
+        if torch.is_grad_enabled() and not torch.is_inference_mode_enabled():
+            with torch.no_grad():
+                return self._decode_cached(memory, style, n_frames, on_frame)
+        return self._decode_cached(memory, style, n_frames, on_frame)
+
+    def _decode_cached(self, memory, style, n_frames, on_frame):
+        config = self.config
+        d, heads = config.feature_dim, config.n_heads
+        hd = d // heads
+        dtype, device = memory.dtype, memory.device
+        if n_frames < 1:
+            return memory.new_zeros(1, 0, config.output_dim)
+        pair = config.alignment == ALIGN_PAIR
+        needed = 2 * n_frames if pair else n_frames
+        if memory.shape[1] < needed:
+            raise ValueError(f"{n_frames} frames need {needed} memory positions, got {memory.shape[1]}")
+        mem = memory[0, :needed]                                               # (S', d)
         layers = list(self.transformer_decoder.layers)
-        heads = self.config.n_heads
-        d = self.config.feature_dim
-        head_dim = d // heads
-        # Cross-attention keys/values of the whole memory, once per layer: (1, H, S, hd).
-        memory_kv = []
+        scale = 1.0 / math.sqrt(hd)
+
+        # the fused feedback map, in float32: token = y @ w_fb.T + (b_fb + style)
+        w_map, b_map = self.vertice_map.weight.float(), self.vertice_map.bias.float()
+        w_fb = (w_map @ self.vertice_map_r.weight.float()).to(dtype)                        # (d, d)
+        b_fb = w_map @ self.vertice_map_r.bias.float() + b_map                              # (d,)
+        ppe = self.PPE.at(torch.arange(n_frames, device=device)).float()                    # (T, d)
+        style_row = style.reshape(1, d).float()
+        first = (style_row + ppe[:1]).to(dtype)                                             # frame 0: the style
+        addend = (b_fb + style_row + ppe).to(dtype)                                         # frames 1..T-1
+        w_fb_t = w_fb.t()
+        # bias rows: row t over keys 0..t is table[:, :, T-1-t:], distance t-j counted down to 0
+        table = temporal_bias(heads, config.period, torch.tensor([n_frames - 1], device=device), n_frames)
+        table = table.to(dtype)                                                             # (H, 1, T)
+
+        steps = []
         for layer in layers:
-            w, b = layer.multihead_attn.in_proj_weight, layer.multihead_attn.in_proj_bias
-            k = F.linear(memory, w[d : 2 * d], b[d : 2 * d])
-            v = F.linear(memory, w[2 * d :], b[2 * d :])
-            memory_kv.append((_split_heads(k, heads), _split_heads(v, heads)))
-        # Self-attention key/value caches, preallocated: (1, H, T, hd) per layer.
-        self_k = [memory.new_zeros(1, heads, n_frames, head_dim) for _ in layers]
-        self_v = [memory.new_zeros(1, heads, n_frames, head_dim) for _ in layers]
+            if layer.norm_first:
+                raise NotImplementedError("the cached decoder is written for post-LN layers (as FaceFormer's)")
+            sa, ca = layer.self_attn, layer.multihead_attn
+            keys_t = memory.new_zeros(heads, hd, n_frames)                                  # (H, hd, T)
+            values = memory.new_zeros(heads, n_frames, hd)                                  # (H, T, hd)
+            step = {
+                "w_in_t": sa.in_proj_weight.t(), "b_in": sa.in_proj_bias,
+                "w_o_t": sa.out_proj.weight.t(), "b_o": sa.out_proj.bias,
+                "keys_t": keys_t, "values": values,
+                # frame t's cache slots as (H, 1, hd) views, written in place
+                "key_slots": keys_t.view(heads, 1, hd, n_frames).unbind(3),
+                "value_slots": values.view(heads, n_frames, 1, hd).unbind(1),
+                "norms": [(n.weight, n.bias, n.eps) for n in (layer.norm1, layer.norm2, layer.norm3)],
+                "w_1_t": layer.linear1.weight.t(), "b_1": layer.linear1.bias,
+                "w_2_t": layer.linear2.weight.t(), "b_2": layer.linear2.bias,
+                "activation": layer.activation,
+            }
+            w_ca, b_ca = ca.in_proj_weight, ca.in_proj_bias
+            mem_v = F.linear(mem, w_ca[2 * d:], b_ca[2 * d:])                                # (S', d)
+            if pair:      # frame t <-> positions 2t, 2t+1
+                mem_k = F.linear(mem, w_ca[d:2 * d], b_ca[d:2 * d])
+                step["mem_k_t"] = mem_k.view(n_frames, 2, heads, hd).permute(0, 2, 3, 1).contiguous().unbind(0)  # (H, hd, 2) each
+                step["mem_v"] = mem_v.view(n_frames, 2, heads, hd).permute(0, 2, 1, 3).contiguous().unbind(0)    # (H, 2, hd) each
+                step["w_q_t"], step["b_q"] = w_ca[:d].t(), b_ca[:d]
+                step["w_co_t"], step["b_co"] = ca.out_proj.weight.t(), ca.out_proj.bias
+            else:         # one position: its attention weight is exactly 1
+                step["cross"] = F.linear(mem_v, ca.out_proj.weight, ca.out_proj.bias).unbind(0)   # (d,) each
+            steps.append(step)
+
+        addend_rows = addend.unbind(0)
         outputs = []
-        token = style                                                     # (1, 1, d)
+        shape = (d,)
+        x = first
         for t in range(n_frames):
-            x = token + self.PPE.at(torch.tensor([t], device=memory.device)).unsqueeze(0).to(token.dtype)
-            # bias row for query t over keys 0..t, in float32 (fp16 cannot count past 2048)
-            bias = temporal_bias(heads, self.config.period, torch.tensor([t], device=memory.device), t + 1)
-            bias = bias.unsqueeze(0).to(memory.dtype)                     # (1, H, 1, t+1)
-            mem_idx = aligned_memory_indices(t, self.config.alignment)
-            for li, layer in enumerate(layers):
-                x = self._cached_layer_step(layer, x, t, self_k[li], self_v[li], bias, memory_kv[li], mem_idx)
-            offset = self.vertice_map_r(x)                                # (1, 1, V*3)
-            outputs.append(offset)
-            token = self.vertice_map(offset) + style
+            if t:
+                x = torch.addmm(addend_rows[t], x, w_fb_t)                                  # (1, d)
+            n = t + 1
+            for s in steps:
+                q, k, v = torch.addmm(s["b_in"], x, s["w_in_t"]).view(3, heads, 1, hd).unbind(0)
+                s["key_slots"][t].copy_(k)
+                s["value_slots"][t].copy_(v)
+                scores = torch.baddbmm(table.narrow(2, n_frames - n, n), q, s["keys_t"].narrow(2, 0, n),
+                                       alpha=scale)                                         # (H, 1, t+1)
+                attn = torch.bmm(torch.softmax(scores, dim=-1), s["values"].narrow(1, 0, n))  # (H, 1, hd)
+                h = torch.addmm(s["b_o"], attn.view(1, d), s["w_o_t"]).add_(x)
+                (w1, b1, e1), (w2, b2, e2), (w3, b3, e3) = s["norms"]
+                x = F.layer_norm(h, shape, w1, b1, e1)
+                if pair:
+                    q = torch.addmm(s["b_q"], x, s["w_q_t"]).view(heads, 1, hd)
+                    w = torch.softmax(torch.bmm(q, s["mem_k_t"][t]).mul_(scale), dim=-1)    # (H, 1, 2)
+                    h = torch.addmm(s["b_co"], torch.bmm(w, s["mem_v"][t]).view(1, d), s["w_co_t"]).add_(x)
+                else:
+                    h = x + s["cross"][t]
+                x = F.layer_norm(h, shape, w2, b2, e2)
+                h = torch.addmm(s["b_2"], s["activation"](torch.addmm(s["b_1"], x, s["w_1_t"])), s["w_2_t"]).add_(x)
+                x = F.layer_norm(h, shape, w3, b3, e3)
+            outputs.append(x)
             if on_frame is not None:
                 on_frame(t)
-        return torch.cat(outputs, dim=1)
-
-    def _cached_layer_step(self, layer, x, t, cache_k, cache_v, bias, memory_kv, mem_idx):
-        """One post-LN TransformerDecoderLayer for the new position t. x: (1, 1, d)."""
-        d = self.config.feature_dim
-        heads = self.config.n_heads
-        sa = layer.self_attn
-        q, k, v = F.linear(x, sa.in_proj_weight, sa.in_proj_bias).split(d, dim=-1)
-        cache_k[:, :, t : t + 1] = _split_heads(k, heads)
-        cache_v[:, :, t : t + 1] = _split_heads(v, heads)
-        keys = cache_k[:, :, : t + 1]                                     # (1, H, t+1, hd)
-        values = cache_v[:, :, : t + 1]
-        attn = F.scaled_dot_product_attention(_split_heads(q, heads), keys, values, attn_mask=bias)
-        x = layer.norm1(x + sa.out_proj(_merge_heads(attn)))
-        ca = layer.multihead_attn
-        q = F.linear(x, ca.in_proj_weight[:d], ca.in_proj_bias[:d])
-        mem_k, mem_v = memory_kv
-        attn = F.scaled_dot_product_attention(_split_heads(q, heads), mem_k[:, :, mem_idx], mem_v[:, :, mem_idx])
-        x = layer.norm2(x + ca.out_proj(_merge_heads(attn)))
-        return layer.norm3(x + layer.linear2(layer.activation(layer.linear1(x))))
+        return self.vertice_map_r(torch.cat(outputs)).unsqueeze(0)                          # (1, T, V*3)
 
     def decode_teacher_forced(self, memory: torch.Tensor, style: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Training pass: ground-truth offsets shifted by one frame as decoder input.
@@ -205,14 +257,3 @@ class FaceFormer(SpeechToFace):
         assert out is not None
         return out
 
-
-def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
-    """(1, L, d) -> (1, H, L, d / H)"""
-    b, length, d = x.shape
-    return x.view(b, length, heads, d // heads).transpose(1, 2)
-
-
-def _merge_heads(x: torch.Tensor) -> torch.Tensor:
-    """(1, H, L, hd) -> (1, L, H * hd)"""
-    b, h, length, hd = x.shape
-    return x.transpose(1, 2).reshape(b, length, h * hd)
