@@ -24,7 +24,7 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass
-from typing import IO, Any, Mapping
+from typing import IO, Any, Mapping, Sequence
 
 from . import protocol
 from .backend_error import BackendError
@@ -76,9 +76,11 @@ def child_environment(env: Mapping[str, str]) -> dict[str, str]:
 class BackendProcess:
     """One backend child. States: new -> running -> closed (or exited on its own)."""
 
-    def __init__(self, python: str, env: Mapping[str, str] | None = None, command: list[str] | None = None):
+    def __init__(self, python: str, env: Mapping[str, str] | None = None, command: list[str] | None = None,
+                 args: Sequence[str] = ()):
         self.python = python
-        self.command = command or [python, "-m", "wav2sem", "serve"]
+        self.args = tuple(args)    # after `serve`: the launch settings (e.g. --threads 1); part of its identity
+        self.command = command or [python, "-m", "wav2sem", "serve", *self.args]
         self._env = child_environment(os.environ if env is None else env)
         self._proc: subprocess.Popen[bytes] | None = None
         self._stderr: collections.deque[str] = collections.deque(maxlen=STDERR_LINES_KEPT)
@@ -91,6 +93,7 @@ class BackendProcess:
         self._stderr_reader: threading.Thread | None = None
         self.last_event_at = time.monotonic()   # when the backend last sent a protocol line
         self.closed = False
+        self.greeted = False    # a job checked its hello (protocol version): later jobs need not ask
 
     # lifecycle
     def start(self) -> None:

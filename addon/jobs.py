@@ -89,6 +89,12 @@ class BackendJob:
     def _send(self, op: str, params: dict[str, Any] | None = None) -> int:
         return self.backend.send(op, params, self.inbox)
 
+    def _greet(self, data: dict[str, Any]) -> Hello:
+        """A hello result checked; the backend is then known to speak our protocol."""
+        hello = check_hello(data)
+        self.backend.greeted = True
+        return hello
+
     def poll(self, timeout: float = 0.0) -> bool:
         """Handle the events so far (waits up to `timeout` for the first); returns `finished`.
 
@@ -146,12 +152,13 @@ class BackendJob:
 class CheckJob(BackendJob):
     """hello + model_info (the Check button). Done when both arrived."""
 
-    def __init__(self, backend: BackendProcess, model: str = "", watchdog_s: float | None = None):
+    def __init__(self, backend: BackendProcess, model: str = "", watchdog_s: float | None = None, *,
+                 device: str = ""):
         super().__init__(backend, watchdog_s)
         self.hello: Hello | None = None
         self.model_info: ModelInfo | None = None
         self._hello_id = self._send("hello")
-        self._info_id = self._send("model_info", {"model": model} if model else {})
+        self._info_id = self._send("model_info", GenerateRequest("", model, device=device).info_params())
 
     def _succeeded(self) -> bool:
         return self.hello is not None and self.model_info is not None
@@ -163,7 +170,7 @@ class CheckJob(BackendJob):
             if isinstance(event, Error):
                 raise self._error_from(event)
             if isinstance(event, Result) and event.id == self._hello_id:
-                self.hello = check_hello(event.data)
+                self.hello = self._greet(event.data)
             elif isinstance(event, Result) and event.id == self._info_id:
                 self.model_info = parse_model_info(event.data)
         except BackendError as exc:
@@ -194,6 +201,14 @@ class GenerateRequest:
 
     def model_params(self) -> dict[str, Any]:
         return {"model": self.model} if self.model else {}
+
+    def info_params(self) -> dict[str, Any]:
+        """model_info's: the model on the device generate will use, so it loads once (and a
+        prewarm's model_info loads what the first generate needs)."""
+        params = self.model_params()
+        if self.device and self.device != "auto":
+            params["device"] = self.device
+        return params
 
     def generate_params(self) -> dict[str, Any]:
         params: dict[str, Any] = {"audio": self.audio, "device": self.device or "auto", "semantic": True}
@@ -281,7 +296,7 @@ class GenerateJob(CancellableJob):
         self.result: GenerateResult | None = None
         self.fraction = 0.0
         self._hello_id = self._send("hello") if say_hello else None
-        self._info_id = self._send("model_info", request.model_params())
+        self._info_id = self._send("model_info", request.info_params())
         self._generate_id: int | None = None
         if not say_hello:
             self.message = "Loading the model"
@@ -302,7 +317,7 @@ class GenerateJob(CancellableJob):
             if not self._cancelled:
                 self.message = event.message or event.stage.capitalize()
         elif isinstance(event, Result) and event.id == self._hello_id:
-            self.hello = check_hello(event.data)
+            self.hello = self._greet(event.data)
             self.message = "Loading the model"
             self._send_generate_when_ready()
         elif isinstance(event, Result) and event.id == self._info_id:
@@ -404,7 +419,7 @@ class FitJob(CancellableJob):
             if not self._cancelled:
                 self.message = event.message or "Fitting the face"
         elif isinstance(event, Result) and event.id == self._hello_id:
-            self.hello = check_hello(event.data)
+            self.hello = self._greet(event.data)
         elif isinstance(event, Result) and event.id == self._fit_id:
             if self._cancelled:
                 raise cancelled_error()   # cancel before commit wins

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import apply, audio_source, face_keys, face_panel, operators, properties
+from . import apply, audio_source, face_keys, face_panel, operators, prewarm, properties
 from .ui import UserError
 
 
@@ -20,6 +20,7 @@ class WAV2SEM_PT_lipsync(bpy.types.Panel):
         obj = context.active_object
         if obj is not None and obj.type == "MESH":
             layout.label(text=f"{obj.name} ({len(obj.data.vertices)} vertices)", icon="MESH_DATA")
+            prewarm.from_panel(context)       # start the backend before the first click (a timer)
         else:
             layout.label(text="Select the head mesh", icon="ERROR")
 
@@ -78,4 +79,14 @@ class WAV2SEM_PT_lipsync(bpy.types.Panel):
 classes = (WAV2SEM_PT_lipsync,)
 
 
-register, unregister = bpy.utils.register_classes_factory(classes)
+_register, _unregister = bpy.utils.register_classes_factory(classes)
+
+
+def register() -> None:
+    _register()
+    prewarm.at_enable()       # starts the backend only if the user opted in (a preference)
+
+
+def unregister() -> None:
+    prewarm.stop()
+    _unregister()

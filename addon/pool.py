@@ -2,29 +2,49 @@
 from __future__ import annotations
 
 import atexit
+from typing import Sequence
 
 from .backend_process import BackendProcess
 
 
 class BackendPool:
-    """Keeps at most one backend warm; restarts it when it died or the Python changed.
+    """Keeps at most one backend warm; restarts it when it died or its launch changed (the
+    Python, or the arguments after `serve` such as `--threads`).
 
     Main thread only. `close()` is called on add-on unregister and at exit."""
 
     def __init__(self) -> None:
         self._backend: BackendProcess | None = None
+        self.args: tuple[str, ...] = ()      # launch arguments for `get` (preferences.backend_python sets them)
 
-    def get(self, python: str) -> tuple[BackendProcess, bool]:
-        """A started backend and whether it is new (then nobody has said hello to it yet).
+    def configure(self, args: Sequence[str]) -> None:
+        """The arguments the next backend is started with (a running one with others is
+        replaced by the next `get`)."""
+        self.args = tuple(args)
 
-        Does not wait for the backend to import torch. Raises BackendError(START_FAILED)."""
+    @property
+    def backend(self) -> BackendProcess | None:
+        """The backend kept now, if any (it may have died since)."""
+        return self._backend
+
+    def busy(self) -> bool:
+        """Whether a job still waits on the kept backend."""
+        return self._backend is not None and self._backend.alive and bool(self._backend.waiting_ops())
+
+    def get(self, python: str, args: Sequence[str] | None = None) -> tuple[BackendProcess, bool]:
+        """A started backend and whether it is new (then nobody has checked its hello yet).
+
+        `args`: launch arguments (default: the configured ones); a backend started with other
+        ones, or another Python, is closed and a fresh one started. Does not wait for the
+        backend to import torch. Raises BackendError(START_FAILED)."""
+        args = self.args if args is None else tuple(args)
         backend = self._backend
-        if backend is not None and (not backend.alive or backend.python != python):
+        if backend is not None and (not backend.alive or backend.python != python or backend.args != args):
             self.close()
             backend = None
         if backend is not None:
-            return backend, False
-        backend = BackendProcess(python)
+            return backend, not backend.greeted
+        backend = BackendProcess(python, args=args)
         backend.start()
         self._backend = backend
         return backend, True

@@ -1,5 +1,5 @@
-"""Add-on preferences (which Python runs the backend, which model) and where the managed
-backend environment lives. Main thread only."""
+"""Add-on preferences (which Python runs the backend, with which launch settings, which
+model) and where the managed backend environment lives. Main thread only."""
 from __future__ import annotations
 
 import os
@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import bpy
-from bpy.props import BoolProperty, EnumProperty, FloatProperty, StringProperty
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
 
 from . import client, install_progress, mapping, versions
 
@@ -29,6 +29,15 @@ class WAV2SEM_AP_preferences(bpy.types.AddonPreferences):
     keep_warm: BoolProperty(  # type: ignore[valid-type]
         name="Keep Backend Running", default=True,
         description="Keep the backend and its model loaded between generations (faster, uses memory)")
+    backend_threads: IntProperty(  # type: ignore[valid-type]
+        name="Backend Threads", default=0, min=0, max=256,
+        description="CPU threads the backend's model runs on; 0 = Auto (one, and more only for a long clip's "
+                    "speech encoder when cores are idle: fastest when Blender or other work keeps the CPU busy)")
+    start_with_blender: BoolProperty(  # type: ignore[valid-type]
+        name="Start Backend With the Add-on", default=False,
+        description="Start the backend and load the model as soon as the add-on is enabled (Blender start-up), "
+                    "so the first Generate answers at once; it then uses memory all the while Blender runs. "
+                    "Off: it starts when the Lip Sync panel is first shown for a mesh")
     tolerance: FloatProperty(  # type: ignore[valid-type]
         name="Compact Tolerance", default=mapping.DEFAULT_TOLERANCE, min=0.0005, max=0.2, precision=4,
         description="Largest relative error allowed when compressing the motion into basis keys")
@@ -63,6 +72,12 @@ class WAV2SEM_AP_preferences(bpy.types.AddonPreferences):
         row = layout.row()
         row.prop(self, "device")
         row.prop(self, "keep_warm")
+        row = layout.row()
+        if self.backend_threads == 0:
+            row.prop(self, "backend_threads", text="Backend Threads: Auto")
+        else:
+            row.prop(self, "backend_threads")
+        row.prop(self, "start_with_blender")
         layout.prop(self, "tolerance")
 
 
@@ -90,12 +105,20 @@ def managed_venv_dir() -> Path:
 _CAN_IMPORT: bool | None = None
 
 
+def backend_args(prefs: WAV2SEM_AP_preferences) -> tuple[str, ...]:
+    """The arguments after `wav2sem serve` (none for Auto, the backend's default)."""
+    return ("--threads", str(prefs.backend_threads)) if prefs.backend_threads > 0 else ()
+
+
 def backend_python(context: bpy.types.Context | None = None) -> client.PythonChoice:
-    """Resolve the backend interpreter (see client.resolve_backend_python). Raises BackendError."""
+    """Resolve the backend interpreter (see client.resolve_backend_python) and hand the
+    launch settings (backend_args) to the pool, so every path that starts a backend (Generate,
+    Fit Face, Check, the prewarm) starts the same one. Raises BackendError."""
     global _CAN_IMPORT
     if _CAN_IMPORT is None:
         _CAN_IMPORT = client.current_python_can_import_backend()
     prefs = preferences(context)
+    client.POOL.configure(backend_args(prefs))
     return client.resolve_backend_python(os.environ, bpy.path.abspath(prefs.backend_python), managed_venv_dir(),
                                          sys.executable, _CAN_IMPORT)
 
