@@ -10,15 +10,19 @@ A bundle is a folder (docs/DESIGN.md):
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import stat
+import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
+from torch import nn
 
 from .bundle_config import BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION, BundleConfig  # noqa: F401 (re-exported)
 from .errors import MODEL_INVALID, MODEL_NOT_FOUND, OUTPUT_UNWRITABLE, Wav2SemError, reason
@@ -30,11 +34,22 @@ DEFAULT_BUNDLE_DIR = Path(__file__).resolve().parent / "assets" / "default"
 CONFIG_FILE, WEIGHTS_FILE, TEMPLATE_FILE, PREPROCESSOR_FILE = (
     "config.json", "model.safetensors", "template.npz", "preprocessor_config.json")
 BUNDLE_FILES = frozenset((CONFIG_FILE, WEIGHTS_FILE, TEMPLATE_FILE, PREPROCESSOR_FILE))
+ALIGNMENT = 64          # bytes: torch's CPU allocator's alignment, which loaded weights get too
 
 
-def build_model(config: BundleConfig, source: str = "The model config") -> SpeechToFace:
+def build_model(config: BundleConfig, source: str = "The model config", *,
+                uninitialised: bool = False) -> SpeechToFace:
     """The network a config describes, with random weights. MODEL_INVALID when the encoder
-    configs name sizes the libraries cannot build."""
+    configs name sizes the libraries cannot build.
+
+    uninitialised: parameters left as uninitialised placeholders instead (no random
+    initialisation, no memory touched; see `skipped_initialisation`), for `load_weights` to
+    replace with the file's tensors. Buffers are computed as usual."""
+    model, _ = _build(config, source, uninitialised)
+    return model
+
+
+def _build(config: BundleConfig, source: str, uninitialised: bool):
     from .models.direct import DirectDecoder
 
     architectures = {"faceformer": FaceFormer, "direct": DirectDecoder}
@@ -42,12 +57,98 @@ def build_model(config: BundleConfig, source: str = "The model config") -> Speec
         raise Wav2SemError(MODEL_INVALID, f"Unknown model architecture {config.arch!r} in the bundle; "
                                           f"this backend knows {sorted(architectures)} (update wav2sem?).")
     try:
-        return architectures[config.arch](config.decoder, config.encoder, config.semantic)
+        with skipped_initialisation() if uninitialised else contextlib.nullcontext() as mode:
+            return architectures[config.arch](config.decoder, config.encoder, config.semantic), mode
     except Wav2SemError:
         raise
     except Exception as exc:  # a config the libraries refuse (types, sizes that do not divide)
         raise Wav2SemError(MODEL_INVALID, f"{source} describes a network this backend cannot build "
                                           f"({reason(exc)}); rebuild the bundle.") from exc
+
+
+# ----- building without initialising parameters ---------------------------------------------
+# Inside `skipped_initialisation` (one thread), every parameter a module registers (nn.Linear's
+# `self.weight = Parameter(torch.empty(...))`, transformers' models, GRU weights, weight-norm
+# parametrizations) is noted as a placeholder, and the in-place writes initialisers make
+# (normal_, uniform_, zero_, copy_, ...) are skipped on placeholders: their memory, allocated
+# by torch.empty and never written, costs neither time nor resident memory. Everything else
+# runs as usual, so buffers (persistent or not: positional tables, mel filters, windows) and
+# plain tensor attributes are exactly what a normal build computes. `load_weights` then makes
+# the file's tensors the parameters (load_state_dict(assign=True)) and checks that no
+# placeholder is left. (The meta device would do the same without the placeholders'
+# allocations, but its kernels import torch._dynamo on first use: over a second of start-up.)
+_INIT_WRITES = frozenset((
+    "normal_", "uniform_", "zero_", "fill_", "copy_", "mul_", "add_", "sub_", "div_", "clamp_", "clamp_min_",
+    "clamp_max_", "erfinv_", "exponential_", "bernoulli_", "random_", "geometric_", "log_normal_", "cauchy_",
+    "fill_diagonal_", "masked_fill_", "index_fill_", "scatter_", "addcmul_", "addcdiv_", "neg_", "abs_", "sqrt_",
+    "pow_", "exp_", "log_", "sign_", "__setitem__",
+    # torch.nn.init's functions (each takes the tensor first and returns it; seen whole here)
+    "kaiming_uniform_", "kaiming_normal_", "xavier_uniform_", "xavier_normal_", "trunc_normal_", "orthogonal_",
+    "sparse_", "constant_", "ones_", "zeros_", "eye_", "dirac_",
+))
+_building = threading.local()
+_wrap_lock = threading.Lock()
+_wrap_users = 0
+_original_register_parameter = None
+
+
+def _storage_key(t: torch.Tensor) -> int:
+    return t.untyped_storage().data_ptr()
+
+
+class _SkipInitialisation(torch.overrides.TorchFunctionMode):
+    def __init__(self):
+        super().__init__()
+        self.placeholders: list[torch.Tensor] = []   # kept alive, so their addresses stay theirs
+        self.keys: set[int] = set()
+
+    def add(self, param: torch.Tensor) -> None:
+        if param.numel():
+            self.placeholders.append(param)
+            self.keys.add(_storage_key(param))
+
+    def holds(self, t) -> bool:
+        return isinstance(t, torch.Tensor) and t.numel() > 0 and _storage_key(t) in self.keys
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if getattr(func, "__name__", "") in _INIT_WRITES:
+            target = args[0] if args else kwargs.get("tensor")    # torch.nn.init passes tensor=
+            if self.holds(target):
+                return target
+        return func(*args, **kwargs)
+
+
+def _register_parameter(module: nn.Module, name: str, param) -> None:
+    mode = getattr(_building, "mode", None)
+    if mode is not None and isinstance(param, torch.Tensor):
+        mode.add(param)
+    _original_register_parameter(module, name, param)
+
+
+@contextlib.contextmanager
+def skipped_initialisation():
+    """Module construction in this thread leaves parameters uninitialised placeholders (see
+    above); yields the mode, whose `holds(tensor)` tells a placeholder."""
+    global _wrap_users, _original_register_parameter
+    with _wrap_lock:
+        if _wrap_users == 0 and nn.Module.register_parameter is not _register_parameter:
+            _original_register_parameter = nn.Module.register_parameter
+            nn.Module.register_parameter = _register_parameter
+        _wrap_users += 1
+    mode = _SkipInitialisation()
+    _building.mode = mode
+    try:
+        with mode:
+            yield mode
+    finally:
+        _building.mode = None
+        with _wrap_lock:
+            _wrap_users -= 1
+            if _wrap_users == 0 and nn.Module.register_parameter is _register_parameter:   # unless rewrapped since
+                nn.Module.register_parameter = _original_register_parameter
+                # (_original_register_parameter stays set: a thread that looked the wrapper up
+                # just before may still be about to call through it)
 
 
 @dataclass
@@ -113,17 +214,44 @@ def check_template_channels(template: Template, config: BundleConfig, where: str
 
 
 def load_weights(bundle: Bundle) -> SpeechToFace:
-    """Build the network and load model.safetensors strictly, naming missing/unexpected keys."""
-    from safetensors.torch import load_file
+    """Build the network and load model.safetensors strictly, naming missing/unexpected keys.
 
-    model = build_model(bundle.config, str(bundle.directory / CONFIG_FILE))
+    The network is built with its parameters uninitialised (`build_model(uninitialised=True)`)
+    and the file's tensors become its parameters (`load_state_dict(assign=True)`): no random
+    initialisation, and the weights are held about once, not twice (the file is read tensor by
+    tensor). Tensors stored in another dtype than the network's (the float16 parts
+    `save_bundle(half_prefixes=...)` writes) are cast to it, as copying them into a normally
+    built network did; a tensor that safetensors hands over at an address not aligned to 64
+    bytes is copied into torch's own (aligned) memory, as the copy into a normally built
+    network did: vectorised kernels take other paths on unaligned data, and the outputs would
+    differ in the last bits."""
+    from safetensors import safe_open
+
+    weights = bundle.directory / WEIGHTS_FILE
+    model, placeholders = _build(bundle.config, str(bundle.directory / CONFIG_FILE), uninitialised=True)
+    expected = model.state_dict()
     try:
-        state = load_file(str(bundle.directory / WEIGHTS_FILE))
+        with safe_open(str(weights), framework="pt") as f:
+            shapes = {key: SimpleNamespace(shape=tuple(f.get_slice(key).get_shape())) for key in f.keys()}
+            check_state_dict(expected, shapes, source=str(weights))
+            state = {}
+            for key, value in expected.items():
+                tensor = f.get_tensor(key)
+                if tensor.dtype != value.dtype:
+                    tensor = tensor.to(value.dtype)
+                elif tensor.data_ptr() % ALIGNMENT:
+                    tensor = tensor.clone()
+                state[key] = tensor
+    except Wav2SemError:
+        raise
     except Exception as exc:
-        raise Wav2SemError(MODEL_INVALID, f"Cannot read {bundle.directory / WEIGHTS_FILE} ({reason(exc)}); "
+        raise Wav2SemError(MODEL_INVALID, f"Cannot read {weights} ({reason(exc)}); "
                                           "the file is damaged, so rebuild or copy the bundle again.") from exc
-    check_state_dict(model.state_dict(), state, source=str(bundle.directory / WEIGHTS_FILE))
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict(state, strict=True, assign=True)
+    left = [name for name, t in (*model.named_parameters(), *model.named_buffers()) if placeholders.holds(t)]
+    if left:   # a parameter the file did not replace: a bug, never silent
+        raise Wav2SemError(MODEL_INVALID, f"Loading {weights} left {len(left)} tensors uninitialised "
+                                          f"(e.g. {', '.join(left[:4])}); this backend cannot use the bundle.")
     return model.eval()
 
 
