@@ -34,7 +34,6 @@ DEFAULT_BUNDLE_DIR = Path(__file__).resolve().parent / "assets" / "default"
 CONFIG_FILE, WEIGHTS_FILE, TEMPLATE_FILE, PREPROCESSOR_FILE = (
     "config.json", "model.safetensors", "template.npz", "preprocessor_config.json")
 BUNDLE_FILES = frozenset((CONFIG_FILE, WEIGHTS_FILE, TEMPLATE_FILE, PREPROCESSOR_FILE))
-ALIGNMENT = 64          # bytes: torch's CPU allocator's alignment, which loaded weights get too
 
 
 def build_model(config: BundleConfig, source: str = "The model config", *,
@@ -218,41 +217,81 @@ def load_weights(bundle: Bundle) -> SpeechToFace:
 
     The network is built with its parameters uninitialised (`build_model(uninitialised=True)`)
     and the file's tensors become its parameters (`load_state_dict(assign=True)`): no random
-    initialisation, and the weights are held about once, not twice (the file is read tensor by
-    tensor). Tensors stored in another dtype than the network's (the float16 parts
+    initialisation, and the weights are held once, not twice. Each tensor is read from the
+    file straight into torch's own (64-byte aligned) memory (`read_safetensors`), as a normally
+    built network held it: safetensors' own loader hands out views of a memory-mapped file at
+    unaligned addresses, whose pages would count as a second copy while the file is read, and
+    on which vectorised kernels take other paths (outputs would differ in the last bits).
+    Tensors stored in another dtype than the network's (the float16 parts
     `save_bundle(half_prefixes=...)` writes) are cast to it, as copying them into a normally
-    built network did; a tensor that safetensors hands over at an address not aligned to 64
-    bytes is copied into torch's own (aligned) memory, as the copy into a normally built
-    network did: vectorised kernels take other paths on unaligned data, and the outputs would
-    differ in the last bits."""
-    from safetensors import safe_open
-
+    built network did."""
     weights = bundle.directory / WEIGHTS_FILE
     model, placeholders = _build(bundle.config, str(bundle.directory / CONFIG_FILE), uninitialised=True)
     expected = model.state_dict()
-    try:
-        with safe_open(str(weights), framework="pt") as f:
-            shapes = {key: SimpleNamespace(shape=tuple(f.get_slice(key).get_shape())) for key in f.keys()}
-            check_state_dict(expected, shapes, source=str(weights))
-            state = {}
-            for key, value in expected.items():
-                tensor = f.get_tensor(key)
-                if tensor.dtype != value.dtype:
-                    tensor = tensor.to(value.dtype)
-                elif tensor.data_ptr() % ALIGNMENT:
-                    tensor = tensor.clone()
-                state[key] = tensor
-    except Wav2SemError:
-        raise
-    except Exception as exc:
-        raise Wav2SemError(MODEL_INVALID, f"Cannot read {weights} ({reason(exc)}); "
-                                          "the file is damaged, so rebuild or copy the bundle again.") from exc
+    state = read_safetensors(weights, lambda shapes: check_state_dict(expected, shapes, source=str(weights)),
+                             {key: value.dtype for key, value in expected.items()})
     model.load_state_dict(state, strict=True, assign=True)
     left = [name for name, t in (*model.named_parameters(), *model.named_buffers()) if placeholders.holds(t)]
     if left:   # a parameter the file did not replace: a bug, never silent
         raise Wav2SemError(MODEL_INVALID, f"Loading {weights} left {len(left)} tensors uninitialised "
                                           f"(e.g. {', '.join(left[:4])}); this backend cannot use the bundle.")
     return model.eval()
+
+
+_SAFETENSORS_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+
+
+def read_safetensors(path: Path, check=None, dtypes: dict | None = None) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file (8-byte little-endian header length, JSON header of
+    {name: {dtype, shape, data_offsets}}, then the data), each read with one readinto into a
+    fresh tensor (aligned, owning its memory; no memory map). `check(shapes)`, if given, sees
+    {name: object with .shape} before any data is read (it may raise). `dtypes`: cast each
+    tensor to dtypes[name] (only the names listed there are read). MODEL_INVALID when the file
+    cannot be read or is not a safetensors file."""
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            length = int.from_bytes(f.read(8), "little")
+            if size < 8 or length > size - 8:
+                raise ValueError("its header runs past the end of the file")
+            header = json.loads(f.read(length).decode("utf-8"))
+            if not isinstance(header, dict):
+                raise ValueError("its header is not a JSON object")
+            header.pop("__metadata__", None)
+            entries = {}
+            for key, entry in header.items():
+                dtype = _SAFETENSORS_DTYPES.get(entry.get("dtype")) if isinstance(entry, dict) else None
+                shape, offsets = (entry.get("shape"), entry.get("data_offsets")) if dtype is not None else (None, None)
+                if dtype is None or not isinstance(shape, list) or not isinstance(offsets, list) or len(offsets) != 2:
+                    raise ValueError(f"its entry for {key!r} is not a tensor description")
+                entries[key] = (dtype, tuple(int(n) for n in shape), int(offsets[0]), int(offsets[1]))
+            if check is not None:
+                check({key: SimpleNamespace(shape=e[1]) for key, e in entries.items()})
+            start = 8 + length
+            state = {}
+            for key in (dtypes if dtypes is not None else entries):
+                dtype, shape, begin, end = entries[key]
+                tensor = torch.empty(shape, dtype=dtype)
+                nbytes = tensor.numel() * tensor.element_size()
+                if begin < 0 or end - begin != nbytes or start + end > size:
+                    raise ValueError(f"the data of {key!r} does not fit its shape {shape} or the file")
+                if nbytes:
+                    f.seek(start + begin)
+                    if f.readinto(memoryview(tensor.reshape(-1).view(torch.uint8).numpy())) != nbytes:
+                        raise ValueError(f"the data of {key!r} is cut short")
+                if dtypes is not None and dtypes[key] != dtype:
+                    tensor = tensor.to(dtypes[key])
+                state[key] = tensor
+            return state
+    except Wav2SemError:
+        raise
+    except Exception as exc:  # OSError, JSON/Unicode errors, bad numbers
+        raise Wav2SemError(MODEL_INVALID, f"Cannot read {path} ({reason(exc)}); "
+                                          "the file is damaged, so rebuild or copy the bundle again.") from exc
 
 
 def check_state_dict(expected: dict, state: dict, source: str) -> None:

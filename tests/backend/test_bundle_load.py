@@ -2,7 +2,9 @@
 at build time, then the file's tensors assigned) gives exactly what the previous path gave
 (build_model with random weights + load_state_dict copying): same tensors, same buffers, and
 bit-identical generate outputs, for the shipped default (whisper encoder stored in float16),
-model 0.3 (log-mel encoder, GRU) and a base-size FaceFormer (wav2vec 2.0 with weight norm)."""
+model 0.3 (log-mel encoder, GRU) and a base-size FaceFormer (wav2vec 2.0 with weight norm).
+The file is read by `read_safetensors` (straight into aligned tensors), checked here against
+the safetensors library."""
 from __future__ import annotations
 
 import threading
@@ -206,3 +208,63 @@ def test_a_damaged_weights_file_is_refused(tmp_path, tiny_bundle):
     with pytest.raises(Wav2SemError) as info:
         load_weights(read_bundle(target))
     assert info.value.code == MODEL_INVALID and "damaged" in str(info.value)
+
+
+def test_read_safetensors_equals_the_library_reader(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from wav2sem.bundle import read_safetensors
+
+    g = torch.Generator().manual_seed(0)
+    tensors = {
+        "f32": torch.randn(3, 5, generator=g), "f16": torch.randn(7, generator=g).half(),
+        "bf16": torch.randn(2, 2, generator=g).bfloat16(), "i64": torch.arange(6).view(2, 3),
+        "bool": torch.tensor([True, False, True]), "scalar": torch.tensor(2.5), "empty": torch.zeros(0, 4),
+        "u8": torch.arange(5, dtype=torch.uint8),
+    }
+    path = tmp_path / "t.safetensors"
+    save_file(tensors, str(path), metadata={"format": "test"})
+    ours, theirs = read_safetensors(path), load_file(str(path))
+    assert sorted(ours) == sorted(theirs)
+    for key, value in theirs.items():
+        assert ours[key].dtype == value.dtype and ours[key].shape == value.shape, key
+        assert torch.equal(ours[key], value), key
+        if ours[key].numel():
+            assert ours[key].data_ptr() % 64 == 0, key
+    cast = read_safetensors(path, dtypes={"f16": torch.float32})
+    assert list(cast) == ["f16"] and cast["f16"].dtype == torch.float32
+    assert torch.equal(cast["f16"], tensors["f16"].float())
+    seen = {}
+    read_safetensors(path, check=lambda shapes: seen.update({k: v.shape for k, v in shapes.items()}))
+    assert seen["f32"] == (3, 5) and seen["scalar"] == ()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "header length", "not json", "bad entry"])
+def test_read_safetensors_refuses_a_damaged_file(tmp_path, damage):
+    import json
+    import struct
+
+    from safetensors.torch import save_file
+
+    from wav2sem.bundle import read_safetensors
+    from wav2sem.errors import MODEL_INVALID, Wav2SemError
+
+    path = tmp_path / "t.safetensors"
+    save_file({"a": torch.randn(100), "b": torch.randn(4)}, str(path))
+    data = path.read_bytes()
+    n = struct.unpack("<Q", data[:8])[0]
+    if damage == "truncated":
+        data = data[:-50]
+    elif damage == "header length":
+        data = struct.pack("<Q", len(data)) + data[8:]
+    elif damage == "not json":
+        data = data[:8] + b"{" * n + data[8 + n:]
+    else:
+        header = json.loads(data[8:8 + n])
+        header["a"]["shape"] = [101]
+        raw = json.dumps(header).encode().ljust(n)
+        data = data[:8] + raw[:n] + data[8 + n:] if len(raw) == n else struct.pack("<Q", len(raw)) + raw + data[8 + n:]
+    path.write_bytes(data)
+    with pytest.raises(Wav2SemError) as info:
+        read_safetensors(path)
+    assert info.value.code == MODEL_INVALID and str(path) in str(info.value) and "damaged" in str(info.value)
