@@ -4,7 +4,9 @@ Threads: the main thread reads stdin (bytes, decoded as UTF-8 per line whatever 
 and answers `cancel`/`shutdown` at once; `hello` runs on a side thread so it is answered
 while a generate runs; one worker thread runs `model_info` and `generate` in order, so models
 load once and stay loaded. Protocol lines go to the original stdout only, as UTF-8; file
-descriptor 1 is pointed at stderr so stray prints from libraries can never corrupt it.
+descriptor 1 is pointed at stderr so stray prints from libraries can never corrupt it. The
+worker imports torch at once (while the first line is awaited) and sets torch's intra-op
+threads from `--threads auto|N` (inference.configure_threads) before any model loads.
 
 End of input lets queued and running work finish, then exits; `shutdown`, SIGTERM and Ctrl-C
 cancel it. A generate's output is renamed into place only while its cancel is not set, under
