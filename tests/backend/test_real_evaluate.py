@@ -164,8 +164,10 @@ def test_the_study_report_adds_the_recorded_speech_table(tmp_path):
 
     for variant, auc in (("sem", 0.9), ("nosem", 0.8)):
         for seed in range(2):
+            coupling = {"coupling_without_semantic": 0.5 + 0.1 * seed,
+                        "coupling_with_semantic": (0.3 if variant == "sem" else 0.5) + 0.1 * seed}
             (tmp_path / f"{variant}-{seed}.json").write_text(json.dumps(
-                {"lve": 1e-5, "minimal_pair_lve": 2e-5, "fdd": 1e-7, "mve": 4e-4}))
+                {"lve": 1e-5, "minimal_pair_lve": 2e-5, "fdd": 1e-7, "mve": 4e-4, **coupling}))
             scores = {"auc": auc + 0.01 * seed, "closure_mm": 0.2, "opening_mm": 9.0, "pause_mm": 1.0}
             (tmp_path / f"real_{variant}-{seed}.json").write_text(json.dumps(
                 {"results": {"target": {"clean": {"all": {**scores, "auc": 1.0}}},
@@ -174,3 +176,6 @@ def test_the_study_report_adds_the_recorded_speech_table(tmp_path):
     summary = (tmp_path / "summary.md").read_text()
     assert "| with Wav2Sem (recorded test speakers)" not in summary
     assert "| with Wav2Sem | 2 | 0.905 ± 0.005 |" in summary and "| without Wav2Sem | 2 | 0.805 ± 0.005 |" in summary
+    # the coupling of `wav2sem eval --coupling` results, per variant
+    assert "| model trained with Wav2Sem, vector added | 2 | 0.350 ± 0.050 |" in summary
+    assert "| model trained without Wav2Sem | 2 | 0.550 ± 0.050 |" in summary

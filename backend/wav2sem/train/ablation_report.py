@@ -92,6 +92,14 @@ def coupling_table(coupling: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def _coupling_results(folder: Path, results: dict[str, list[dict]]) -> dict[str, dict]:
+    """coupling.json when present, else the coupling fields of `wav2sem eval --coupling` results."""
+    if (folder / "coupling.json").is_file():
+        return json.loads((folder / "coupling.json").read_text())
+    return {f"{key}-{i}": r for key, _ in VARIANTS for i, r in enumerate(results[key])
+            if "coupling_without_semantic" in r}
+
+
 def main(argv: list[str]) -> int:
     folder = Path(argv[0] if argv else "results/default_model/ablation")
     results = load(folder)
@@ -99,8 +107,9 @@ def main(argv: list[str]) -> int:
     real = real_table(folder)
     if real:
         text += "\n\n" + real
-    if (folder / "coupling.json").is_file():
-        text += "\n\n" + coupling_table(json.loads((folder / "coupling.json").read_text()))
+    coupling = _coupling_results(folder, results)
+    if coupling:
+        text += "\n\n" + coupling_table(coupling)
     print(text)
     (folder / "summary.md").write_text(text + "\n")
     plot(results, folder / "summary.png")
