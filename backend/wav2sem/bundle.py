@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import stat
+import sys
 import threading
 import uuid
 from dataclasses import dataclass
@@ -252,6 +254,8 @@ def read_safetensors(path: Path, check=None, dtypes: dict | None = None) -> dict
     {name: object with .shape} before any data is read (it may raise). `dtypes`: cast each
     tensor to dtypes[name] (only the names listed there are read). MODEL_INVALID when the file
     cannot be read or is not a safetensors file."""
+    if sys.byteorder != "little":        # the data is little-endian: let the library swap it
+        return _read_safetensors_swapped(path, check, dtypes)
     try:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
@@ -275,10 +279,10 @@ def read_safetensors(path: Path, check=None, dtypes: dict | None = None) -> dict
             state = {}
             for key in (dtypes if dtypes is not None else entries):
                 dtype, shape, begin, end = entries[key]
-                tensor = torch.empty(shape, dtype=dtype)
-                nbytes = tensor.numel() * tensor.element_size()
-                if begin < 0 or end - begin != nbytes or start + end > size:
+                nbytes = math.prod(shape) * dtype.itemsize
+                if min(shape, default=0) < 0 or begin < 0 or end - begin != nbytes or start + end > size:
                     raise ValueError(f"the data of {key!r} does not fit its shape {shape} or the file")
+                tensor = torch.empty(shape, dtype=dtype)     # checked first: a damaged shape allocates nothing
                 if nbytes:
                     f.seek(start + begin)
                     if f.readinto(memoryview(tensor.reshape(-1).view(torch.uint8).numpy())) != nbytes:
@@ -292,6 +296,20 @@ def read_safetensors(path: Path, check=None, dtypes: dict | None = None) -> dict
     except Exception as exc:  # OSError, JSON/Unicode errors, bad numbers
         raise Wav2SemError(MODEL_INVALID, f"Cannot read {path} ({reason(exc)}); "
                                           "the file is damaged, so rebuild or copy the bundle again.") from exc
+
+
+def _read_safetensors_swapped(path: Path, check, dtypes) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(path))
+    except Exception as exc:
+        raise Wav2SemError(MODEL_INVALID, f"Cannot read {path} ({reason(exc)}); "
+                                          "the file is damaged, so rebuild or copy the bundle again.") from exc
+    if check is not None:
+        check(state)
+    return {key: state[key].to(dtypes[key] if dtypes is not None else state[key].dtype, copy=True)
+            for key in (dtypes if dtypes is not None else state)}
 
 
 def check_state_dict(expected: dict, state: dict, source: str) -> None:
