@@ -12,24 +12,21 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import shutil
 import stat
-import sys
-import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
-from torch import nn
 
 from .bundle_config import BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION, BundleConfig  # noqa: F401 (re-exported)
 from .errors import MODEL_INVALID, MODEL_NOT_FOUND, OUTPUT_UNWRITABLE, Wav2SemError, reason
 from .models.faceformer import FaceFormer
 from .models.talker import SpeechToFace
+from .safetensors_io import read_safetensors
+from .skip_init import skipped_initialisation
 from .template import Template
 
 DEFAULT_BUNDLE_DIR = Path(__file__).resolve().parent / "assets" / "default"
@@ -65,91 +62,6 @@ def _build(config: BundleConfig, source: str, uninitialised: bool):
     except Exception as exc:  # a config the libraries refuse (types, sizes that do not divide)
         raise Wav2SemError(MODEL_INVALID, f"{source} describes a network this backend cannot build "
                                           f"({reason(exc)}); rebuild the bundle.") from exc
-
-
-# ----- building without initialising parameters ---------------------------------------------
-# Inside `skipped_initialisation` (one thread), every parameter a module registers (nn.Linear's
-# `self.weight = Parameter(torch.empty(...))`, transformers' models, GRU weights, weight-norm
-# parametrizations) is noted as a placeholder, and the in-place writes initialisers make
-# (normal_, uniform_, zero_, copy_, ...) are skipped on placeholders: their memory, allocated
-# by torch.empty and never written, costs neither time nor resident memory. Everything else
-# runs as usual, so buffers (persistent or not: positional tables, mel filters, windows) and
-# plain tensor attributes are exactly what a normal build computes. `load_weights` then makes
-# the file's tensors the parameters (load_state_dict(assign=True)) and checks that no
-# placeholder is left. (The meta device would do the same without the placeholders'
-# allocations, but its kernels import torch._dynamo on first use: over a second of start-up.)
-_INIT_WRITES = frozenset((
-    "normal_", "uniform_", "zero_", "fill_", "copy_", "mul_", "add_", "sub_", "div_", "clamp_", "clamp_min_",
-    "clamp_max_", "erfinv_", "exponential_", "bernoulli_", "random_", "geometric_", "log_normal_", "cauchy_",
-    "fill_diagonal_", "masked_fill_", "index_fill_", "scatter_", "addcmul_", "addcdiv_", "neg_", "abs_", "sqrt_",
-    "pow_", "exp_", "log_", "sign_", "__setitem__",
-    # torch.nn.init's functions (each takes the tensor first and returns it; seen whole here)
-    "kaiming_uniform_", "kaiming_normal_", "xavier_uniform_", "xavier_normal_", "trunc_normal_", "orthogonal_",
-    "sparse_", "constant_", "ones_", "zeros_", "eye_", "dirac_",
-))
-_building = threading.local()
-_wrap_lock = threading.Lock()
-_wrap_users = 0
-_original_register_parameter = None
-
-
-def _storage_key(t: torch.Tensor) -> int:
-    return t.untyped_storage().data_ptr()
-
-
-class _SkipInitialisation(torch.overrides.TorchFunctionMode):
-    def __init__(self):
-        super().__init__()
-        self.placeholders: list[torch.Tensor] = []   # kept alive, so their addresses stay theirs
-        self.keys: set[int] = set()
-
-    def add(self, param: torch.Tensor) -> None:
-        if param.numel():
-            self.placeholders.append(param)
-            self.keys.add(_storage_key(param))
-
-    def holds(self, t) -> bool:
-        return isinstance(t, torch.Tensor) and t.numel() > 0 and _storage_key(t) in self.keys
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if getattr(func, "__name__", "") in _INIT_WRITES:
-            target = args[0] if args else kwargs.get("tensor")    # torch.nn.init passes tensor=
-            if self.holds(target):
-                return target
-        return func(*args, **kwargs)
-
-
-def _register_parameter(module: nn.Module, name: str, param) -> None:
-    mode = getattr(_building, "mode", None)
-    if mode is not None and isinstance(param, torch.Tensor):
-        mode.add(param)
-    _original_register_parameter(module, name, param)
-
-
-@contextlib.contextmanager
-def skipped_initialisation():
-    """Module construction in this thread leaves parameters uninitialised placeholders (see
-    above); yields the mode, whose `holds(tensor)` tells a placeholder."""
-    global _wrap_users, _original_register_parameter
-    with _wrap_lock:
-        if _wrap_users == 0 and nn.Module.register_parameter is not _register_parameter:
-            _original_register_parameter = nn.Module.register_parameter
-            nn.Module.register_parameter = _register_parameter
-        _wrap_users += 1
-    mode = _SkipInitialisation()
-    _building.mode = mode
-    try:
-        with mode:
-            yield mode
-    finally:
-        _building.mode = None
-        with _wrap_lock:
-            _wrap_users -= 1
-            if _wrap_users == 0 and nn.Module.register_parameter is _register_parameter:   # unless rewrapped since
-                nn.Module.register_parameter = _original_register_parameter
-                # (_original_register_parameter stays set: a thread that looked the wrapper up
-                # just before may still be about to call through it)
 
 
 @dataclass
@@ -238,78 +150,6 @@ def load_weights(bundle: Bundle) -> SpeechToFace:
         raise Wav2SemError(MODEL_INVALID, f"Loading {weights} left {len(left)} tensors uninitialised "
                                           f"(e.g. {', '.join(left[:4])}); this backend cannot use the bundle.")
     return model.eval()
-
-
-_SAFETENSORS_DTYPES = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-    "BOOL": torch.bool,
-}
-
-
-def read_safetensors(path: Path, check=None, dtypes: dict | None = None) -> dict[str, torch.Tensor]:
-    """The tensors of a safetensors file (8-byte little-endian header length, JSON header of
-    {name: {dtype, shape, data_offsets}}, then the data), each read with one readinto into a
-    fresh tensor (aligned, owning its memory; no memory map). `check(shapes)`, if given, sees
-    {name: object with .shape} before any data is read (it may raise). `dtypes`: cast each
-    tensor to dtypes[name] (only the names listed there are read). MODEL_INVALID when the file
-    cannot be read or is not a safetensors file."""
-    if sys.byteorder != "little":        # the data is little-endian: let the library swap it
-        return _read_safetensors_swapped(path, check, dtypes)
-    try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            length = int.from_bytes(f.read(8), "little")
-            if size < 8 or length > size - 8:
-                raise ValueError("its header runs past the end of the file")
-            header = json.loads(f.read(length).decode("utf-8"))
-            if not isinstance(header, dict):
-                raise ValueError("its header is not a JSON object")
-            header.pop("__metadata__", None)
-            entries = {}
-            for key, entry in header.items():
-                dtype = _SAFETENSORS_DTYPES.get(entry.get("dtype")) if isinstance(entry, dict) else None
-                shape, offsets = (entry.get("shape"), entry.get("data_offsets")) if dtype is not None else (None, None)
-                if dtype is None or not isinstance(shape, list) or not isinstance(offsets, list) or len(offsets) != 2:
-                    raise ValueError(f"its entry for {key!r} is not a tensor description")
-                entries[key] = (dtype, tuple(int(n) for n in shape), int(offsets[0]), int(offsets[1]))
-            if check is not None:
-                check({key: SimpleNamespace(shape=e[1]) for key, e in entries.items()})
-            start = 8 + length
-            state = {}
-            for key in (dtypes if dtypes is not None else entries):
-                dtype, shape, begin, end = entries[key]
-                nbytes = math.prod(shape) * dtype.itemsize
-                if min(shape, default=0) < 0 or begin < 0 or end - begin != nbytes or start + end > size:
-                    raise ValueError(f"the data of {key!r} does not fit its shape {shape} or the file")
-                tensor = torch.empty(shape, dtype=dtype)     # checked first: a damaged shape allocates nothing
-                if nbytes:
-                    f.seek(start + begin)
-                    if f.readinto(memoryview(tensor.reshape(-1).view(torch.uint8).numpy())) != nbytes:
-                        raise ValueError(f"the data of {key!r} is cut short")
-                if dtypes is not None and dtypes[key] != dtype:
-                    tensor = tensor.to(dtypes[key])
-                state[key] = tensor
-            return state
-    except Wav2SemError:
-        raise
-    except Exception as exc:  # OSError, JSON/Unicode errors, bad numbers
-        raise Wav2SemError(MODEL_INVALID, f"Cannot read {path} ({reason(exc)}); "
-                                          "the file is damaged, so rebuild or copy the bundle again.") from exc
-
-
-def _read_safetensors_swapped(path: Path, check, dtypes) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    try:
-        state = load_file(str(path))
-    except Exception as exc:
-        raise Wav2SemError(MODEL_INVALID, f"Cannot read {path} ({reason(exc)}); "
-                                          "the file is damaged, so rebuild or copy the bundle again.") from exc
-    if check is not None:
-        check(state)
-    return {key: state[key].to(dtypes[key] if dtypes is not None else state[key].dtype, copy=True)
-            for key in (dtypes if dtypes is not None else state)}
 
 
 def check_state_dict(expected: dict, state: dict, source: str) -> None:

@@ -118,7 +118,8 @@ def test_loaded_tensors_are_aligned_and_own_their_memory(request, which):
 
 
 def test_uninitialised_build_computes_buffers_and_leaves_parameters_alone():
-    from wav2sem.bundle import read_bundle, skipped_initialisation
+    from wav2sem.bundle import read_bundle
+    from wav2sem.skip_init import skipped_initialisation
 
     bundle = read_bundle(LOGMEL_BUNDLE)
     from wav2sem.bundle import build_model
@@ -136,7 +137,7 @@ def test_uninitialised_build_computes_buffers_and_leaves_parameters_alone():
 def test_other_threads_build_normally_meanwhile():
     """The wrapper is per thread: a module built in another thread during an uninitialised build
     is initialised as usual (nn.Linear's weights are random, not left as they were allocated)."""
-    from wav2sem.bundle import skipped_initialisation
+    from wav2sem.skip_init import skipped_initialisation
 
     original = ORIGINAL_REGISTER_PARAMETER
     built = {}
@@ -213,7 +214,7 @@ def test_a_damaged_weights_file_is_refused(tmp_path, tiny_bundle):
 def test_read_safetensors_equals_the_library_reader(tmp_path):
     from safetensors.torch import load_file, save_file
 
-    from wav2sem.bundle import read_safetensors
+    from wav2sem.safetensors_io import read_safetensors
 
     g = torch.Generator().manual_seed(0)
     tensors = {
@@ -246,7 +247,7 @@ def test_read_safetensors_refuses_a_damaged_file(tmp_path, damage):
 
     from safetensors.torch import save_file
 
-    from wav2sem.bundle import read_safetensors
+    from wav2sem.safetensors_io import read_safetensors
     from wav2sem.errors import MODEL_INVALID, Wav2SemError
 
     path = tmp_path / "t.safetensors"
