@@ -51,15 +51,22 @@ class SpeechToFace(nn.Module):
         self.audio_encoder = build_encoder(encoder_spec)
         audio_dim = self.audio_encoder.config.hidden_size
         self.audio_feature_map = nn.Linear(audio_dim, d)
-        self.vertice_map_r = nn.Linear(d, config.output_dim)      # offsets (V*3) or weights (K)
-        nn.init.zeros_(self.vertice_map_r.weight)  # as the reference: training starts at the template
-        nn.init.zeros_(self.vertice_map_r.bias)
-        self.obj_vector = nn.Linear(config.n_subjects, d, bias=False)
+        self._build_style_and_output(config)
         self.semantic_encoder = None
         self.semantic_fusion = None
         if semantic_spec is not None:
             self.semantic_encoder = build_encoder(semantic_spec)
             self.semantic_fusion = nn.Linear(self.semantic_encoder.config.hidden_size, audio_dim)
+
+    def _build_style_and_output(self, config: DecoderConfig) -> None:
+        """The speaking-style embedding `obj_vector` and the output map `vertice_map_r`
+        (FaceFormer's names). A model with other parts (CodeTalker) overrides this and
+        `style_embedding`."""
+        d = config.feature_dim
+        self.vertice_map_r = nn.Linear(d, config.output_dim)      # offsets (V*3) or weights (K)
+        nn.init.zeros_(self.vertice_map_r.weight)  # as the reference: training starts at the template
+        nn.init.zeros_(self.vertice_map_r.bias)
+        self.obj_vector = nn.Linear(config.n_subjects, d, bias=False)
 
     @property
     def has_semantic(self) -> bool:
