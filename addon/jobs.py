@@ -196,8 +196,11 @@ class GenerateRequest:
     subject: str = ""        # "" = model default
     device: str = "auto"
     output: str = ""         # where the backend writes offsets .npy; "" = its choice
-    offsets: bool = True     # False: blendshape models only, no offsets file (weights only)
+    offsets: bool = True     # False: no offsets file where a blendshape model's weights or (with
+                             # factors) a factored model's coefficients stand for them; else ignored
     weights_output: str = ""  # where a blendshape model's weights .npy go; "" = its choice
+    factors: bool = False    # True: a factored vertex model (model_info output_basis) sends its coefficients
+    coefficients_output: str = ""  # where those coefficients .npy go; "" = its choice
 
     def model_params(self) -> dict[str, Any]:
         return {"model": self.model} if self.model else {}
@@ -221,6 +224,10 @@ class GenerateRequest:
             params["offsets"] = False
         if self.weights_output:
             params["weights_output"] = self.weights_output
+        if self.factors:
+            params["factors"] = True
+        if self.coefficients_output:
+            params["coefficients_output"] = self.coefficients_output
         return params
 
 

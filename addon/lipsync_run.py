@@ -127,7 +127,8 @@ class LipSyncRun:
 
     def _check_model(self, info: protocol.ModelInfo) -> str | client.GenerateRequest | None:
         """Before any inference: can the mesh take this model's output, and what to ask for.
-        A blendshape model is asked for its weights only (no offsets)."""
+        A blendshape model is asked for its weights only (no offsets), a factored vertex model
+        for its coefficients only (the take is made from its factors)."""
         try:
             self.plan = self._plan(self._mesh(), info)
         except UserError as exc:
@@ -135,7 +136,10 @@ class LipSyncRun:
         if self.plan.problem:
             return self.plan.problem
         if self.plan.mode == face_plan.OFFSETS:
-            return None
+            if not info.factored:
+                return None
+            return dataclasses.replace(self.job.request, offsets=False, factors=True,
+                                       coefficients_output=os.path.join(self.folder, "coefficients.npy"))
         return dataclasses.replace(self.job.request, offsets=False,
                                    weights_output=os.path.join(self.folder, "weights.npy"))
 
@@ -165,13 +169,7 @@ class LipSyncRun:
             raise mapping.MappingError(plan.problem)
         mesh_name = f"'{obj.name}'"
         if plan.mode == face_plan.OFFSETS:
-            if result.offsets is None:
-                raise mapping.MappingError(f"{mesh_name} changed while the lip sync ran; generate again.")
-            template = np.load(info.template, allow_pickle=False)
-            offsets = np.load(result.offsets, allow_pickle=False)
-            prepared = mapping.prepare_take(template, apply.rest_positions(obj), offsets, result.fps,
-                                            inputs.target_fps, inputs.intensity, inputs.output_mode, inputs.tolerance,
-                                            mesh_name=mesh_name)
+            prepared = self._prepare_offsets(obj, info, result, mesh_name)
             summary = apply.write_take(obj, inputs.take, prepared, inputs.audio.frame_start)
             return _finish_message(summary), result.warnings + prepared.warnings
         if result.weights is None:
@@ -198,6 +196,24 @@ class LipSyncRun:
                                                 result.fps, inputs.target_fps, gains, mesh_name)
         summary = apply.write_take(obj, inputs.take, prepared, inputs.audio.frame_start)
         return _finish_message(summary, f"{summary.keys} channel keys"), result.warnings + prepared.warnings
+
+    def _prepare_offsets(self, obj: bpy.types.Object, info: protocol.ModelInfo, result: protocol.GenerateResult,
+                         mesh_name: str) -> mapping.PreparedTake:
+        """A vertex model's take: from its factors when it sent them (exact, no dense array),
+        else from the dense offsets (an older backend, or a model without factors)."""
+        inputs = self.inputs
+        template = np.load(info.template, allow_pickle=False)
+        rest = apply.rest_positions(obj)
+        if result.coefficients is not None and info.output_basis:
+            coefficients = np.load(result.coefficients, allow_pickle=False)
+            basis = np.load(info.output_basis, allow_pickle=False)
+            return mapping.prepare_factor_take(template, rest, coefficients, basis, result.fps, inputs.target_fps,
+                                               inputs.intensity, inputs.output_mode, inputs.tolerance, mesh_name)
+        if result.offsets is None:
+            raise mapping.MappingError(f"{mesh_name} changed while the lip sync ran; generate again.")
+        offsets = np.load(result.offsets, allow_pickle=False)
+        return mapping.prepare_take(template, rest, offsets, result.fps, inputs.target_fps, inputs.intensity,
+                                    inputs.output_mode, inputs.tolerance, mesh_name=mesh_name)
 
     def close(self) -> None:
         """Remove the run's files and release (or, after a failure, stop) the backend."""

@@ -2,8 +2,11 @@
 the scene frame rate, and compression into a small shape-key basis. No bpy; pure numpy,
 any thread.
 
-Shapes: T model frames, N scene frames, V vertices, K basis keys. Offsets are (T, V, 3)
-float32 displacements in template space; mesh-space arrays are in object local units.
+Shapes: T model frames, N scene frames, V vertices, K basis keys, R factors. Offsets are
+(T, V, 3) float32 displacements in template space; mesh-space arrays are in object local
+units. A factored model sends offsets as (T, R) coefficients times an (R, V, 3) basis; the
+take is then made from those factors (`prepare_factor_take`), exactly and without ever
+forming the (N, V, 3) array.
 """
 from __future__ import annotations
 
@@ -20,6 +23,10 @@ _RANDOMIZED_OVERSAMPLE = 16
 # rank <= its feature size, so a sketch larger than that is exact without power
 # iterations; most takes need fewer than 32 keys, which halves the cost.
 _SVD_TRIES = ((32, 0), (MAX_BASIS_KEYS, 0), (MAX_BASIS_KEYS, 2))
+# Factored takes: directions of the basis whose Gram eigenvalue is below this share of the
+# largest (singular value below 1e-6 of the largest) are left out of the SVD; the error they
+# leave is still counted exactly.
+_GRAM_RANK_RTOL = 1e-12
 
 
 class MappingError(ValueError):
@@ -175,6 +182,39 @@ def compress(offsets: np.ndarray, tolerance: float = DEFAULT_TOLERANCE,
     return CompactTake(basis, weights, float(errors[keys - 1]))
 
 
+def compress_factors(coefficients: np.ndarray, basis: np.ndarray, tolerance: float = DEFAULT_TOLERANCE,
+                     max_keys: int = MAX_BASIS_KEYS) -> CompactTake:
+    """`compress(coefficients @ basis)` from the factors: (N, R) coefficients and an (R, V, 3)
+    basis, R small. An exact truncated SVD (no sketch), in float64, that never forms the
+    (N, V*3) product: the basis's R x R Gram matrix gives an orthonormal frame, the SVD runs on
+    the (N, R) coefficients in it, and only the K kept keys are formed (cost ~ R^2 V + N R^2 +
+    K R V, against N R V for just forming the product)."""
+    n, r = coefficients.shape
+    v = basis.shape[1]
+    flat = basis.reshape(r, v * 3).astype(np.float64)
+    weights64 = coefficients.astype(np.float64)
+    eigenvalues, frame = np.linalg.eigh(flat @ flat.T)                     # Gram = frame diag(ev) frame^T
+    eigenvalues = np.clip(eigenvalues, 0.0, None)
+    in_frame = weights64 @ frame                                            # (N, R)
+    total = float(np.sum(in_frame ** 2 * eigenvalues))                      # ||C B||^2, exactly
+    if n == 0 or total <= 0.0:
+        return CompactTake(np.zeros((1, v, 3), np.float32), np.zeros((n, 1), np.float32), 0.0)
+    kept = eigenvalues > eigenvalues.max() * _GRAM_RANK_RTOL
+    # C B = (in_frame * sqrt(ev)) @ Q with Q = diag(1/sqrt(ev)) frame^T B orthonormal: its SVD is C B's
+    u, s, _ = np.linalg.svd(in_frame[:, kept] * np.sqrt(eigenvalues[kept]), full_matrices=False)
+    errors = np.sqrt(np.clip(total - np.cumsum(s ** 2), 0.0, None) / total)
+    limit = max(1, min(max_keys, len(s)))
+    within = np.nonzero(errors[:limit] <= tolerance)[0]
+    keys = int(within[0]) + 1 if len(within) else limit
+    weights = u[:, :keys] * s[:keys]                                        # (N, K)
+    scale = np.abs(weights).max(axis=0)
+    scale[scale == 0] = 1.0
+    # key k = u_k^T C B / s_k (the data projected on u_k), times its weight column's scale
+    mix = (u[:, :keys].T @ weights64) * (scale / s[:keys])[:, None]         # (K, R)
+    keys_basis = (mix @ flat).astype(np.float32).reshape(keys, v, 3)
+    return CompactTake(keys_basis, (weights / scale).astype(np.float32), float(errors[keys - 1]))
+
+
 # --- everything the writer needs ---------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -239,16 +279,55 @@ def prepare_take(template: np.ndarray, mesh_rest: np.ndarray, offsets: np.ndarra
         raise MappingError(f"The backend returned offsets of shape {offsets.shape}, expected (frames, "
                            f"{len(template)}, 3); reinstall the backend.")
     check_finite(offsets, "The backend's offsets", "try other audio or another model, and report it if it persists")
+    check_mode(mode)
     fit, warnings = _checked_fit(template, mesh_rest, mesh_name)
     mapped = fit.apply_to_offsets(resample(offsets, model_fps, target_fps))
     if intensity != 1.0:
         mapped *= np.float32(intensity)
     if mode == "PER_FRAME":
         return PreparedTake(mapped, None, len(mapped), fit, tuple(warnings))
-    if mode != "COMPACT":
+    return _compact_take(compress(mapped, tolerance), len(mapped), fit, warnings, tolerance)
+
+
+def prepare_factor_take(template: np.ndarray, mesh_rest: np.ndarray, coefficients: np.ndarray, basis: np.ndarray,
+                        model_fps: float, target_fps: float, intensity: float = 1.0, mode: str = "COMPACT",
+                        tolerance: float = DEFAULT_TOLERANCE, mesh_name: str = "The mesh") -> PreparedTake:
+    """`prepare_take` for offsets sent as factors, offsets = coefficients (T, R) @ basis
+    (R, V, 3), with the same result up to rounding. Resampling in time, intensity and the
+    similarity are linear, so they act on the small factors: the coefficients are resampled
+    and scaled, the basis is mapped, and COMPACT's SVD is exact (`compress_factors`)."""
+    check_vertex_count(len(template), len(mesh_rest), mesh_name)
+    r = len(basis)
+    if basis.ndim != 3 or basis.shape[1:] != (len(template), 3) or r == 0:
+        raise MappingError(f"The model's output basis has shape {basis.shape}, expected (factors, {len(template)}, "
+                           "3); the model bundle is broken, choose another model.")
+    if coefficients.ndim != 2 or coefficients.shape[1] != r:
+        raise MappingError(f"The backend returned coefficients of shape {coefficients.shape}, expected (frames, "
+                           f"{r}); reinstall the backend.")
+    check_finite(basis, "The model's output basis", "the model bundle is broken, choose another model")
+    check_finite(coefficients, "The backend's coefficients",
+                 "try other audio or another model, and report it if it persists")
+    check_mode(mode)
+    fit, warnings = _checked_fit(template, mesh_rest, mesh_name)
+    resampled = resample(coefficients, model_fps, target_fps)
+    if intensity != 1.0:
+        resampled *= np.float32(intensity)
+    mapped_basis = fit.apply_to_offsets(basis)                                # (R, V, 3) mesh space
+    if mode == "PER_FRAME":
+        dense = (resampled @ mapped_basis.reshape(r, -1)).reshape(len(resampled), len(template), 3)
+        return PreparedTake(np.ascontiguousarray(dense, np.float32), None, len(resampled), fit, tuple(warnings))
+    return _compact_take(compress_factors(resampled, mapped_basis, tolerance), len(resampled), fit, warnings,
+                         tolerance)
+
+
+def check_mode(mode: str) -> None:
+    if mode not in ("COMPACT", "PER_FRAME"):
         raise MappingError(f"Unknown output mode {mode!r}; use 'COMPACT' or 'PER_FRAME'.")
-    compact = compress(mapped, tolerance)
+
+
+def _compact_take(compact: CompactTake, frames: int, fit: Similarity, warnings: list[str],
+                  tolerance: float) -> PreparedTake:
     if compact.relative_error > tolerance:
         warnings.append(f"{MAX_BASIS_KEYS} keys reach {compact.relative_error:.1%} error, more than the "
                         f"{tolerance:.1%} tolerance; use PER_FRAME for an exact result.")
-    return PreparedTake(None, compact, len(mapped), fit, tuple(warnings))
+    return PreparedTake(None, compact, frames, fit, tuple(warnings))

@@ -177,29 +177,36 @@ class ModelInfo:
     output: str = OUTPUT_VERTICES       # "vertices" (offsets) or "blendshapes" (channel weights)
     channels: tuple[str, ...] = ()      # blendshape models: the channel names (ARKit)
     blendshapes: str | None = None      # blendshape models: path to (K, V, 3) float32 .npy
+    output_basis: str | None = None     # factored vertex models: path to (R, V, 3) float32 .npy,
+                                        # offsets = coefficients @ basis (absent from older backends)
 
     @property
     def predicts_weights(self) -> bool:
         return self.output == OUTPUT_BLENDSHAPES and bool(self.channels)
 
+    @property
+    def factored(self) -> bool:
+        """A vertex model that can send (T, R) coefficients of `output_basis` instead of offsets."""
+        return self.output == OUTPUT_VERTICES and bool(self.output_basis)
+
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "fps": self.fps, "vertex_count": self.vertex_count,
                 "template": self.template, "faces": self.faces, "subjects": list(self.subjects),
                 "regions": dict(self.regions), "landmarks": dict(self.landmarks), "output": self.output,
-                "channels": list(self.channels), "blendshapes": self.blendshapes}
+                "channels": list(self.channels), "blendshapes": self.blendshapes, "output_basis": self.output_basis}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelInfo":
         output = str(data.get("output") or OUTPUT_VERTICES)
         if output not in (OUTPUT_VERTICES, OUTPUT_BLENDSHAPES):
             raise ValueError(f"unknown model output {output!r}")
-        blendshapes = data.get("blendshapes")
+        blendshapes, basis = data.get("blendshapes"), data.get("output_basis")
         return cls(str(data["name"]), float(data["fps"]), int(data["vertex_count"]), str(data["template"]),
                    data.get("faces"), tuple(str(s) for s in data.get("subjects") or ()),
                    {str(k): str(v) for k, v in (data.get("regions") or {}).items()},
                    {str(k): int(v) for k, v in (data.get("landmarks") or {}).items()},
                    output, tuple(str(c) for c in data.get("channels") or ()),
-                   str(blendshapes) if blendshapes else None)
+                   str(blendshapes) if blendshapes else None, str(basis) if basis else None)
 
 
 @dataclass(frozen=True)
@@ -213,21 +220,24 @@ class GenerateResult:
     warnings: tuple[str, ...] = ()      # sentences for the user, e.g. silent audio
     weights: str | None = None          # blendshape models: path to (T, K) float32 .npy
     channels: tuple[str, ...] = ()      # the weights' channel names
+    coefficients: str | None = None     # factored vertex models: path to (T, R) float32 .npy of
+                                        # model_info's output_basis (asked with factors: true)
 
     def to_dict(self) -> dict[str, Any]:
         return {"offsets": self.offsets, "frames": self.frames, "fps": self.fps,
                 "vertex_count": self.vertex_count, "model": self.model, "seconds": self.seconds,
-                "warnings": list(self.warnings), "weights": self.weights, "channels": list(self.channels)}
+                "warnings": list(self.warnings), "weights": self.weights, "channels": list(self.channels),
+                "coefficients": self.coefficients}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "GenerateResult":
-        offsets, weights = data.get("offsets"), data.get("weights")
-        if not offsets and not weights:
+        offsets, weights, coefficients = data.get("offsets"), data.get("weights"), data.get("coefficients")
+        if not offsets and not weights and not coefficients:
             raise KeyError("offsets")
         return cls(str(offsets) if offsets else None, int(data["frames"]), float(data["fps"]),
                    int(data["vertex_count"]), str(data.get("model", "")), float(data.get("seconds", 0.0)),
                    tuple(str(w) for w in data.get("warnings") or ()), str(weights) if weights else None,
-                   tuple(str(c) for c in data.get("channels") or ()))
+                   tuple(str(c) for c in data.get("channels") or ()), str(coefficients) if coefficients else None)
 
 
 def parse_landmarks(data: Any) -> dict[str, Point]:

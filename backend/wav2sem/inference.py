@@ -9,6 +9,13 @@ loaded bundle.
 A blendshape model predicts the weights; its offsets are `weights @ deltas` on its template
 (`Template.offsets_from_weights`), skipped with `generate(..., offsets=False)`.
 
+Factored output: a vertex model whose decoder ends in a linear map (FaceFormer, Direct: they
+offer `decode_features`) has offsets that are exactly `coefficients @ model.output_basis()`,
+(T, R) times (R, V, 3) with R = feature_dim + 1 (the last row is the map's bias, its
+coefficient 1). `generate(..., factors=True)` returns those coefficients, so a caller that
+wants a compact take (the add-on) never forms, writes or decomposes the (T, V, 3) array. A
+model without `decode_features` (a nonlinear decoder) is not factored and gives offsets only.
+
 Long audio: the speech encoder runs over overlapping windows cross-faded at the seams, the
 Wav2Sem vector is computed per utterance (segmentation.py), and the decoder keeps a
 key/value cache, so memory stays bounded and there is no length limit.
@@ -64,6 +71,7 @@ class LoadedModel:
     dtype: torch.dtype
     feature_extractor: object | None = None
     key: tuple = field(default=())
+    _output_basis: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def fps(self) -> float:
@@ -95,6 +103,25 @@ class LoadedModel:
     def predicts_weights(self) -> bool:
         return bool(self.channels)
 
+    @property
+    def factored(self) -> bool:
+        """Offsets linear in R per-frame coefficients (module docstring): a vertex model whose
+        decoder offers `decode_features`, the rows its linear output map `vertice_map_r` reads."""
+        return (not self.predicts_weights and callable(getattr(self.net, "decode_features", None))
+                and isinstance(getattr(self.net, "vertice_map_r", None), torch.nn.Linear))
+
+    def output_basis(self) -> np.ndarray:
+        """(R, V, 3) float32, R = feature_dim + 1: the output map's weights, one row per
+        decoder feature, then its bias; offsets = coefficients @ basis. Computed once."""
+        if not self.factored:
+            raise ValueError(f"the model {self.bundle.config.name} has no factored output")
+        if self._output_basis is None:
+            out_map = self.net.vertice_map_r
+            with torch.no_grad():
+                rows = torch.cat([out_map.weight.t(), out_map.bias.unsqueeze(0)]).float().cpu().numpy()
+            self._output_basis = np.ascontiguousarray(rows.reshape(len(rows), self.vertex_count, 3))
+        return self._output_basis
+
 
 @dataclass
 class GenerateResult:
@@ -105,6 +132,8 @@ class GenerateResult:
     weights: np.ndarray | None = None       # (T, K) float32 for a blendshape model, not clipped
     channels: tuple[str, ...] = ()          # the weights' column names; () for a vertex model
     frames: int = 0                         # T
+    coefficients: np.ndarray | None = None  # (T, R) float32 with generate(factors=True) on a factored
+                                            # model: offsets = coefficients @ model.output_basis()
 
 
 def available_devices() -> list[str]:
@@ -246,12 +275,15 @@ def generate(
     progress: ProgressFn | None = None,
     should_cancel: CancelFn | None = None,
     offsets: bool = True,
+    factors: bool = False,
 ) -> GenerateResult:
     """Animate 16 kHz mono speech (S,) float32. Returns offsets (T, V, 3) from the template at
     the model fps; a blendshape model also returns its weights (T, K) and channel names, and
     its offsets are the weights through the template's deltas (`offsets=False` skips them:
-    a minute on a 26,719-vertex head is ~577 MB; ignored for vertex models, whose output the
-    offsets are). Blocks; call from a worker thread. `should_cancel` is polled between
+    a minute on a 26,719-vertex head is ~577 MB). `factors=True` on a factored vertex model
+    (`model.factored`) returns its coefficients (T, R) instead, and offsets only if
+    `offsets` is also true; a vertex model's offsets are never skipped otherwise (they are
+    its only output). Blocks; call from a worker thread. `should_cancel` is polled between
     windows, utterances and frames, after each stage and before returning; when it returns
     True, `Cancelled` is raised."""
     started = time.perf_counter()
@@ -265,6 +297,8 @@ def generate(
     alignment = cfg.decoder.alignment
     warnings: list[str] = []
     weights = subject_weights(model, subject)
+    factored = factors and model.factored
+    want_offsets = offsets or not (factored or model.predicts_weights)
 
     n_memory = memory_frame_count(net.audio_encoder, waveform.shape[0], cfg.fps, alignment)
     n_frames = n_memory // 2 if alignment == ALIGN_PAIR else n_memory
@@ -276,8 +310,9 @@ def generate(
         log.warning(warnings[-1])
         check_cancel()
         rest = np.zeros((n_frames, len(model.channels)), np.float32) if model.predicts_weights else None
-        return _result(model, n_frames, rest, None if rest is not None else
-                       np.zeros((n_frames, model.vertex_count, 3), np.float32), offsets, started, warnings)
+        coefficients = np.zeros((n_frames, len(model.output_basis())), np.float32) if factored else None
+        still = np.zeros((n_frames, model.vertex_count, 3), np.float32) if rest is None and want_offsets else None
+        return _result(model, n_frames, rest, still, want_offsets, started, warnings, coefficients=coefficients)
     use_semantic = semantic and net.has_semantic
     if semantic and not net.has_semantic:
         warnings.append("This model has no Wav2Sem module; generated without it.")
@@ -302,9 +337,16 @@ def generate(
                 if t % step == 0 or t == n_frames - 1:
                     report("decode", (t + 1) / n_frames, f"frame {t + 1}/{n_frames}")
 
-            output = net.decode(memory, style, n_frames, on_frame)        # (1, T, V*3) or (1, T, K) weights
-            check_cancel()
-            output = output.float().cpu().numpy()                         # float32 (half on CUDA: cast first)
+            coefficients = None
+            if factored:
+                features = net.decode_features(memory, style, n_frames, on_frame)[0]     # (T, d)
+                check_cancel()
+                coefficients = factored_coefficients(features.float().cpu().numpy())     # (T, d + 1)
+                output = net.vertice_map_r(features).float().cpu().numpy() if want_offsets else None
+            else:
+                output = net.decode(memory, style, n_frames, on_frame)    # (1, T, V*3) or (1, T, K) weights
+                check_cancel()
+                output = output.float().cpu().numpy()                     # float32 (half on CUDA: cast first)
     except torch.cuda.OutOfMemoryError as exc:
         raise Wav2SemError(OUT_OF_MEMORY, "The GPU ran out of memory; use device 'cpu' or free GPU memory.") from exc
     except MemoryError as exc:
@@ -312,13 +354,21 @@ def generate(
     if model.predicts_weights:
         return _result(model, n_frames, output.reshape(n_frames, len(model.channels)), None, offsets, started, warnings,
                        check_cancel)
-    return _result(model, n_frames, None, output.reshape(n_frames, model.vertex_count, 3), True, started, warnings,
-                   check_cancel)
+    dense = None if output is None else output.reshape(n_frames, model.vertex_count, 3)
+    return _result(model, n_frames, None, dense, want_offsets, started, warnings, check_cancel, coefficients)
+
+
+def factored_coefficients(features: np.ndarray) -> np.ndarray:
+    """(T, d) decoder rows -> (T, d + 1) float32 coefficients of `LoadedModel.output_basis`
+    (a column of ones for the bias row)."""
+    out = np.ones((len(features), features.shape[1] + 1), np.float32)
+    out[:, :-1] = features
+    return out
 
 
 def _result(model: LoadedModel, n_frames: int, weights: np.ndarray | None, offsets: np.ndarray | None,
-            want_offsets: bool, started: float, warnings: list[str], check_cancel: Callable[[], None] | None = None
-            ) -> GenerateResult:
+            want_offsets: bool, started: float, warnings: list[str], check_cancel: Callable[[], None] | None = None,
+            coefficients: np.ndarray | None = None) -> GenerateResult:
     """Check the output is finite (MODEL_INVALID otherwise), derive a blendshape model's
     offsets from its weights (unless not wanted) and package the result."""
     def refuse() -> Wav2SemError:
@@ -340,10 +390,12 @@ def _result(model: LoadedModel, n_frames: int, weights: np.ndarray | None, offse
         offsets = np.ascontiguousarray(offsets, np.float32)
         if not np.isfinite(offsets).all():      # for weights: finite but so large the offsets overflow
             raise refuse()
+    if coefficients is not None and not np.isfinite(coefficients).all():
+        raise refuse()
     if check_cancel is not None:
         check_cancel()
     return GenerateResult(offsets, model.fps, time.perf_counter() - started, warnings, weights=weights,
-                          channels=tuple(model.channels), frames=n_frames)
+                          channels=tuple(model.channels), frames=n_frames, coefficients=coefficients)
 
 
 def _encode_windows(net, wav, fps, alignment, n_memory, report, cancelled, lo=0.0, hi=1.0) -> torch.Tensor:

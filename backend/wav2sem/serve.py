@@ -257,6 +257,8 @@ class Server:
                 np.save(folder / f"region_{name}.npy", idx)
             if model.predicts_weights:          # (K, V, 3) float32, in the channels' order
                 np.save(folder / "blendshapes.npy", bundle.template.blendshape_deltas)
+            if model.factored:                  # (R, V, 3) float32: offsets = coefficients @ basis
+                np.save(folder / "output_basis.npy", model.output_basis())
         faces = folder / "faces.npy"
         return {
             "name": bundle.config.name, "fps": bundle.config.fps, "vertex_count": model.vertex_count,
@@ -267,6 +269,7 @@ class Server:
             "description": bundle.config.description,
             "output": model.output, "channels": list(model.channels),
             "blendshapes": str(folder / "blendshapes.npy") if model.predicts_weights else None,
+            "output_basis": str(folder / "output_basis.npy") if model.factored else None,
         }
 
     def _op_generate(self, job: Job) -> dict:
@@ -284,25 +287,38 @@ class Server:
         want_offsets = params.get("offsets", True)
         if not isinstance(want_offsets, bool):
             raise Wav2SemError(BAD_REQUEST, '"offsets" must be true or false.')
-        output_text = _text(params, "output", "the path of a .npy file")
-        weights_text = _text(params, "weights_output", "the path of a .npy file")
+        want_factors = params.get("factors", False)
+        if not isinstance(want_factors, bool):
+            raise Wav2SemError(BAD_REQUEST, '"factors" must be true or false.')
+        texts = {key: _text(params, key, "the path of a .npy file")
+                 for key in ("output", "weights_output", "coefficients_output")}
         number = next(self._output_numbers)
-        output = Path(output_text) if output_text else self.workdir / f"offsets-{number}.npy"
-        weights_output = Path(weights_text) if weights_text else self.workdir / f"weights-{number}.npy"
-        check_output_path(output)
-        check_output_path(weights_output)
-        if output_text and weights_text and _same_file(output, weights_output):
-            raise Wav2SemError(BAD_REQUEST, '"output" and "weights_output" must be different files.')
+        defaults = {"output": "offsets", "weights_output": "weights", "coefficients_output": "coefficients"}
+        paths = {key: Path(texts[key]) if texts[key] else self.workdir / f"{stem}-{number}.npy"
+                 for key, stem in defaults.items()}
+        for path in paths.values():
+            check_output_path(path)
+        given = [key for key in paths if texts[key]]
+        for i, first in enumerate(given):
+            for second in given[i + 1:]:
+                if _same_file(paths[first], paths[second]):
+                    raise Wav2SemError(BAD_REQUEST, f'"{first}" and "{second}" must be different files.')
+        output, weights_output, coefficients_output = paths.values()
         progress = self._progress_sender(job.id)
         model = self._model(job, progress)
-        want_offsets = want_offsets or not model.predicts_weights    # a vertex model's output is its offsets
+        # factors: a factored vertex model also sends its coefficients; offsets: false skips the
+        # dense array where weights or coefficients stand for it (else a vertex model sends it)
+        factors = want_factors and model.factored
+        want_offsets = want_offsets or not (model.predicts_weights or factors)
         waveform = load_audio(audio)
         result = generate(model, waveform, subject=params.get("subject"), semantic=semantic,
-                          progress=progress, should_cancel=job.cancel.is_set, offsets=want_offsets)
+                          progress=progress, should_cancel=job.cancel.is_set, offsets=want_offsets, factors=factors)
         writes = []                               # (partial, final path): all written before any is renamed
         try:
             if result.weights is not None:
                 writes.append((write_partial(weights_output, result.weights), weights_output))
+            if result.coefficients is not None:
+                writes.append((write_partial(coefficients_output, result.coefficients), coefficients_output))
             if result.offsets is not None:
                 writes.append((write_partial(output, result.offsets), output))
             with self._pending_lock:
@@ -319,7 +335,8 @@ class Server:
                 "fps": result.fps, "vertex_count": model.vertex_count, "model": model.bundle.config.name,
                 "seconds": round(result.seconds, 4), "warnings": result.warnings,
                 "weights": str(weights_output) if result.weights is not None else None,
-                "channels": list(result.channels)}
+                "channels": list(result.channels),
+                "coefficients": str(coefficients_output) if result.coefficients is not None else None}
 
     def _op_fit_face(self, job: Job) -> dict:
         from .fit import fit_face

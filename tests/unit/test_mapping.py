@@ -171,3 +171,109 @@ def test_channel_take_maps_each_channel_and_keeps_the_weights(template):
         mapping.prepare_channel_take(template, mesh, deltas, weights, ("a", "b", "c"), 30, 30, np.zeros(3))
     with pytest.raises(mapping.MappingError, match="weights of shape"):
         mapping.prepare_channel_take(template, mesh, deltas, weights[:, :2], ("a", "b", "c"), 30, 30, np.ones(3))
+
+
+# --- takes from factors (a factored model's coefficients @ output basis) ---------------------
+
+def factors(frames: int, vertices: int, rank: int, seed: int = 0, decay: float = 3.0):
+    """(T, R) coefficients with a decaying spectrum and a last column of ones (the bias row,
+    as the backend sends it), and an (R, V, 3) basis that is not orthogonal."""
+    rng = np.random.default_rng(seed)
+    coefficients = rng.normal(size=(frames, rank)) * np.logspace(0, -decay, rank)
+    coefficients[:, -1] = 1.0
+    basis = rng.normal(size=(rank, vertices, 3)) * 0.01 + rng.normal(size=(1, vertices, 3)) * 0.005
+    return coefficients.astype(np.float32), basis.astype(np.float32)
+
+
+def dense(coefficients: np.ndarray, basis: np.ndarray) -> np.ndarray:
+    r, v, _ = basis.shape
+    return (coefficients.astype(np.float64) @ basis.reshape(r, -1).astype(np.float64)).reshape(-1, v, 3)
+
+
+def relative(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+@pytest.mark.parametrize("frames, vertices, rank", [(40, 50, 17), (900, 2000, 65)])
+def test_compress_factors_is_the_exact_truncated_svd(frames, vertices, rank):
+    coefficients, basis = factors(frames, vertices, rank)
+    offsets = dense(coefficients, basis)
+    flat = offsets.reshape(frames, -1)
+    singular = np.linalg.svd(flat, compute_uv=False)
+    for tolerance in (0.05, 0.01, 1e-3):
+        take = mapping.compress_factors(coefficients, basis, tolerance)
+        keys = len(take.basis)
+        optimum = np.sqrt((singular[keys:] ** 2).sum() / (singular ** 2).sum())   # Eckart-Young
+        error = relative(take.reconstruct(), offsets)
+        assert error <= tolerance
+        assert error == pytest.approx(optimum, rel=1e-3, abs=1e-6)
+        assert take.relative_error == pytest.approx(error, rel=1e-3, abs=1e-6)
+        fewer = np.sqrt((singular[keys - 1:] ** 2).sum() / (singular ** 2).sum())
+        assert fewer > tolerance                             # the fewest keys that reach the tolerance
+        assert np.abs(take.weights).max() == pytest.approx(1.0)
+
+
+def test_compress_factors_matches_compress_on_the_dense_offsets():
+    coefficients, basis = factors(300, 400, 17, seed=2)
+    offsets = dense(coefficients, basis).astype(np.float32)
+    old, new = mapping.compress(offsets, 0.01), mapping.compress_factors(coefficients, basis, 0.01)
+    assert len(new.basis) == len(old.basis)
+    assert relative(new.reconstruct(), offsets) == pytest.approx(relative(old.reconstruct(), offsets), rel=1e-3)
+
+
+def test_compress_factors_full_rank_is_exact_and_caps_keys():
+    coefficients, basis = factors(120, 100, 17, seed=3)
+    offsets = dense(coefficients, basis)
+    take = mapping.compress_factors(coefficients, basis, 0.0)
+    assert len(take.basis) == 17 and relative(take.reconstruct(), offsets) < 1e-6
+    capped = mapping.compress_factors(coefficients, basis, 0.0, max_keys=8)
+    assert len(capped.basis) == 8 and capped.relative_error == pytest.approx(relative(capped.reconstruct(), offsets),
+                                                                              rel=1e-4)
+
+
+def test_compress_factors_with_a_rank_deficient_basis():
+    """Repeated basis rows (a rank-deficient Gram matrix) lose nothing."""
+    coefficients, basis = factors(80, 60, 8, seed=4)
+    basis = np.concatenate([basis, basis[:3] * 2.0])
+    coefficients = np.concatenate([coefficients, coefficients[:, :3]], axis=1)
+    offsets = dense(coefficients, basis)
+    take = mapping.compress_factors(coefficients, basis, 0.0)
+    assert len(take.basis) <= 8 and relative(take.reconstruct(), offsets) < 1e-5
+
+
+def test_compress_factors_all_zero():
+    coefficients, basis = factors(10, 20, 5)
+    take = mapping.compress_factors(np.zeros_like(coefficients), basis)
+    assert take.relative_error == 0.0 and not take.reconstruct().any() and take.weights.shape == (10, 1)
+
+
+@pytest.mark.parametrize("mode", ["COMPACT", "PER_FRAME"])
+def test_factor_take_equals_the_dense_take(template, mode):
+    """Resampling, intensity and the similarity act on the factors exactly as on the offsets."""
+    rotation = rotation_about("x", 90)
+    mesh = (template @ rotation.T * 2.0 + [0.0, 1.0, 2.0]).astype(np.float32)
+    coefficients, basis = factors(61, len(template), 17, seed=5)
+    offsets = dense(coefficients, basis).astype(np.float32)
+    old = mapping.prepare_take(template, mesh, offsets, 30.0, 24.0, 0.5, mode, tolerance=1e-3)
+    new = mapping.prepare_factor_take(template, mesh, coefficients, basis, 30.0, 24.0, 0.5, mode, tolerance=1e-3)
+    assert new.frames == old.frames == 49 and new.warnings == old.warnings
+    expected = mapping.resample(offsets, 30.0, 24.0) @ (2.0 * rotation).T * 0.5
+    if mode == "PER_FRAME":
+        np.testing.assert_allclose(new.mesh_offsets, expected, atol=1e-6)
+    else:
+        assert relative(new.compact.reconstruct(), expected) <= 1e-3
+        assert len(new.compact.basis) <= len(old.compact.basis)
+
+
+def test_factor_take_refuses_bad_shapes_and_values(template):
+    coefficients, basis = factors(12, len(template), 5)
+    with pytest.raises(mapping.MappingError, match=r"output basis has shape \(5, 299, 3\)"):
+        mapping.prepare_factor_take(template, template, coefficients, basis[:, :299], 30, 30)
+    with pytest.raises(mapping.MappingError, match=r"coefficients of shape \(12, 4\), expected \(frames, 5\)"):
+        mapping.prepare_factor_take(template, template, coefficients[:, :4], basis, 30, 30)
+    broken = coefficients.copy()
+    broken[3, 1] = np.nan
+    with pytest.raises(mapping.MappingError, match="coefficients contain values that are not finite"):
+        mapping.prepare_factor_take(template, template, broken, basis, 30, 30)
+    with pytest.raises(mapping.MappingError, match="output mode"):
+        mapping.prepare_factor_take(template, template, coefficients, basis, 30, 30, mode="BONES")

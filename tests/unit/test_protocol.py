@@ -70,3 +70,24 @@ def test_generate_params_without_offsets():
     params = GenerateRequest("/a.wav", output="/o.npy", offsets=False, weights_output="/w.npy").generate_params()
     assert params["offsets"] is False and params["weights_output"] == "/w.npy" and "output" not in params
     assert "offsets" not in GenerateRequest("/a.wav").generate_params()
+
+
+def test_factored_fields_round_trip_and_are_absent_from_older_backends():
+    info = protocol.ModelInfo("m", 30.0, 5023, "/t.npy", output_basis="/basis.npy")
+    assert protocol.ModelInfo.from_dict(json.loads(json.dumps(info.to_dict()))) == info and info.factored
+    old = protocol.ModelInfo.from_dict({"name": "m", "fps": 30, "vertex_count": 5, "template": "/t.npy"})
+    assert old.output_basis is None and not old.factored
+    result = protocol.GenerateResult(None, 90, 30.0, 5023, "m", 1.0, coefficients="/c.npy")
+    assert protocol.GenerateResult.from_dict(json.loads(json.dumps(result.to_dict()))) == result
+    older = protocol.GenerateResult.from_dict({"offsets": "/o.npy", "frames": 1, "fps": 30, "vertex_count": 5})
+    assert older.coefficients is None
+
+
+def test_generate_params_asking_for_factors():
+    from wav2sem_lipsync.jobs import GenerateRequest
+    params = GenerateRequest("/a.wav", output="/o.npy", offsets=False, factors=True,
+                             coefficients_output="/c.npy").generate_params()
+    assert params["factors"] is True and params["offsets"] is False and params["coefficients_output"] == "/c.npy"
+    assert "output" not in params
+    plain = GenerateRequest("/a.wav", output="/o.npy").generate_params()
+    assert "factors" not in plain and "coefficients_output" not in plain      # requests as before

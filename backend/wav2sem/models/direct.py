@@ -28,15 +28,28 @@ class DirectDecoder(SpeechToFace):
             nn.Conv1d(hidden, d, KERNEL, padding=KERNEL // 2), nn.GELU(),
         )
 
-    def _offsets(self, memory: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+    def _features(self, memory: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        """(B, T, d): the rows the output map turns into offsets."""
         if self.config.alignment == ALIGN_PAIR:                      # (B, 2T, d) -> (B, T, d)
             memory = memory.view(memory.shape[0], -1, 2, memory.shape[2]).mean(2)
         x = self.head((memory + style).transpose(1, 2)).transpose(1, 2)
-        return self.vertice_map_r(x + style)                          # (B, T, V*3) or (B, T, K)
+        return x + style
+
+    def _offsets(self, memory: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        return self.vertice_map_r(self._features(memory, style))      # (B, T, V*3) or (B, T, K)
 
     def decode(self, memory: torch.Tensor, style: torch.Tensor, n_frames: int,
                on_frame: Callable[[int], None] | None = None) -> torch.Tensor:
         out = self._offsets(memory, style)[:, :n_frames]
+        if on_frame is not None:
+            on_frame(n_frames - 1)
+        return out
+
+    def decode_features(self, memory: torch.Tensor, style: torch.Tensor, n_frames: int,
+                        on_frame: Callable[[int], None] | None = None) -> torch.Tensor:
+        """`decode` before its output map: (1, T, d) rows, `decode == vertice_map_r(these)`,
+        the exact small factors of the output (inference.py, "factored output")."""
+        out = self._features(memory, style)[:, :n_frames]
         if on_frame is not None:
             on_frame(n_frames - 1)
         return out

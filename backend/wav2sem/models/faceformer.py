@@ -12,6 +12,10 @@ Two autoregressive decoders live here:
   on all frames at the end;
 - `decode_reference`: the reference's full-prefix loop, kept only as the test oracle.
 Because the decoder is causal and post-LN, both give the same frames.
+
+`decode_features` is `decode` without its last step: the (T, d) rows that the linear output
+map `vertice_map_r` turns into offsets, so inference can hand the add-on those small factors
+instead of (T, V, 3) offsets (inference.py, "factored output").
 """
 from __future__ import annotations
 
@@ -58,15 +62,27 @@ class FaceFormer(SpeechToFace):
         vertice_map(vertice_map_r(x)) + style is one d x d affine map (fused once, in float32),
         so the big output map vertice_map_r runs once, on all T frames, after the loop.
         """
-        if torch.is_grad_enabled() and not torch.is_inference_mode_enabled():
-            with torch.no_grad():
-                return self._decode_cached(memory, style, n_frames, on_frame)
-        return self._decode_cached(memory, style, n_frames, on_frame)
+        with torch.no_grad():         # inference only (a no-op inside inference_mode)
+            return self.vertice_map_r(self._decode_cached(memory, style, n_frames, on_frame)).unsqueeze(0)
+
+    def decode_features(
+        self,
+        memory: torch.Tensor,
+        style: torch.Tensor,
+        n_frames: int,
+        on_frame: Callable[[int], None] | None = None,
+    ) -> torch.Tensor:
+        """`decode` up to, not including, the output map: (1, T, d) decoder rows with
+        `decode(...) == vertice_map_r(decode_features(...))`. The output is low rank by
+        construction; these rows and the map's weights are its exact factors."""
+        with torch.no_grad():
+            return self._decode_cached(memory, style, n_frames, on_frame).unsqueeze(0)
 
     def _decode_cached(self, memory, style, n_frames, on_frame):
+        """The cached loop; returns the decoder rows (T, d), before the output map."""
         d, dtype, device = self.config.feature_dim, memory.dtype, memory.device
         if n_frames < 1:
-            return memory.new_zeros(1, 0, self.config.output_dim)
+            return memory.new_zeros(0, d)
         layers = CachedDecoderLayers(self.transformer_decoder, memory, n_frames, self.config)
         # the fused feedback map, in float32: token = y @ w_fb.T + (b_fb + style + PPE)
         w_map, b_map = self.vertice_map.weight.float(), self.vertice_map.bias.float()
@@ -84,7 +100,7 @@ class FaceFormer(SpeechToFace):
             outputs.append(x)
             if on_frame is not None:
                 on_frame(t)
-        return self.vertice_map_r(torch.cat(outputs)).unsqueeze(0)                          # (1, T, V*3)
+        return torch.cat(outputs)                                                           # (T, d)
 
     def decode_teacher_forced(self, memory: torch.Tensor, style: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Training pass: ground-truth offsets shifted by one frame as decoder input.
