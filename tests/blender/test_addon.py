@@ -97,6 +97,35 @@ def test_compact_take_follows_backend_offsets(scene, template, speech, reference
     np.testing.assert_allclose(evaluated_coords(head, STRIP_FRAME + frames + 1), rest, atol=1e-5)
 
 
+@pytest.mark.parametrize("factored", [True, False], ids=["factors", "older-backend-dense"])
+def test_vertex_take_from_factors_or_dense_offsets(scene, template, speech, reference_offsets, addon, monkeypatch,
+                                                   factored):
+    """The tiny FaceFormer is factored: the add-on asks for its coefficients and builds the
+    take from them; a backend that names no output_basis (older) still gets the dense path.
+    Both give the backend's own offsets (from `wav2sem infer`) within the tolerance."""
+    mapping, jobs = sys.modules[PACKAGE + ".mapping"], sys.modules[PACKAGE + ".jobs"]
+    calls = []
+    for name in ("prepare_take", "prepare_factor_take"):
+        original = getattr(mapping, name)
+        monkeypatch.setattr(mapping, name, lambda *a, _f=original, _n=name, **k: calls.append(_n) or _f(*a, **k))
+    if not factored:
+        parse = jobs.parse_model_info
+        monkeypatch.setattr(jobs, "parse_model_info",
+                            lambda data: parse({k: v for k, v in data.items() if k != "output_basis"}))
+    head = make_head(template)
+    assert bpy.ops.wav2sem.generate_lipsync(object="Head", audio_path=str(speech)) == {"FINISHED"}
+    assert calls == ["prepare_factor_take" if factored else "prepare_take"]
+    frames = take_frames(reference_offsets)
+    errors, norms = [], []
+    for frame in range(1, 1 + frames, 7):
+        expected = expected_mesh(template, reference_offsets, frame, start=1)
+        rest = expected_mesh(template, np.zeros_like(reference_offsets), frame, start=1)
+        errors.append(np.sum((evaluated_coords(head, frame) - expected) ** 2))
+        norms.append(np.sum((expected - rest) ** 2))
+    tolerance = bpy.context.preferences.addons[PACKAGE].preferences.tolerance
+    assert np.sqrt(sum(errors) / sum(norms)) <= tolerance + 1e-3
+
+
 def test_per_frame_take_is_exact_and_regenerating_replaces(scene, template, speech, reference_offsets, addon):
     head = make_head(template)
     bpy.ops.wav2sem.generate_lipsync(object="Head", audio_path=str(speech))       # COMPACT, at frame 1
