@@ -106,9 +106,13 @@ class LoadedModel:
     @property
     def factored(self) -> bool:
         """Offsets linear in R per-frame coefficients (module docstring): a vertex model whose
-        decoder offers `decode_features`, the rows its linear output map `vertice_map_r` reads."""
-        return (not self.predicts_weights and callable(getattr(self.net, "decode_features", None))
-                and isinstance(getattr(self.net, "vertice_map_r", None), torch.nn.Linear))
+        decoder offers `decode_features`, the rows its linear output map `vertice_map_r` reads.
+        A subclass that redefines `decode` without `decode_features` beside it (another decoder
+        on FaceFormer's parts) is not factored: the inherited features would not be its output's."""
+        net = self.net
+        return (not self.predicts_weights and callable(getattr(net, "decode_features", None))
+                and isinstance(getattr(net, "vertice_map_r", None), torch.nn.Linear)
+                and _defining_class(type(net), "decode") is _defining_class(type(net), "decode_features"))
 
     def output_basis(self) -> np.ndarray:
         """(R, V, 3) float32, R = feature_dim + 1: the output map's weights, one row per
@@ -121,6 +125,10 @@ class LoadedModel:
                 rows = torch.cat([out_map.weight.t(), out_map.bias.unsqueeze(0)]).float().cpu().numpy()
             self._output_basis = np.ascontiguousarray(rows.reshape(len(rows), self.vertex_count, 3))
         return self._output_basis
+
+
+def _defining_class(cls: type, name: str) -> type | None:
+    return next((klass for klass in cls.__mro__ if name in vars(klass)), None)
 
 
 @dataclass

@@ -98,6 +98,27 @@ def test_model_without_factors_keeps_the_dense_path(tiny_bundle, clip):
     assert result.offsets.shape == (result.frames, model.vertex_count, 3) and np.abs(result.offsets).max() > 1e-3
 
 
+def test_a_subclass_with_its_own_decode_is_not_factored(tiny_bundle):
+    """A decoder built on FaceFormer that redefines `decode` (a nonlinear output, say) does not
+    inherit factors that are no longer its output's; restating `decode_features` opts back in."""
+    from wav2sem.inference import load_model
+    from wav2sem.models.faceformer import FaceFormer
+
+    class OwnDecode(FaceFormer):
+        def decode(self, memory, style, n_frames, on_frame=None):
+            return torch.tanh(super().decode(memory, style, n_frames, on_frame))
+
+    class OwnBoth(OwnDecode):           # linear again, and says so
+        decode = FaceFormer.decode
+        decode_features = FaceFormer.decode_features
+
+    model = load_model(tiny_bundle, "cpu")
+    model.net.__class__ = OwnDecode
+    assert not model.factored
+    model.net.__class__ = OwnBoth
+    assert model.factored
+
+
 def test_blendshape_model_is_not_factored(tmp_path, clip):
     from wav2sem.inference import generate, load_model
     from wav2sem.testing import write_tiny_bundle
