@@ -48,15 +48,17 @@ def build_model(config: BundleConfig, source: str = "The model config", *,
 
 
 def _build(config: BundleConfig, source: str, uninitialised: bool):
+    from .models.codetalker import CodeTalker
     from .models.direct import DirectDecoder
 
-    architectures = {"faceformer": FaceFormer, "direct": DirectDecoder}
+    architectures = {"faceformer": FaceFormer, "direct": DirectDecoder, "codetalker": CodeTalker}
     if config.arch not in architectures:
         raise Wav2SemError(MODEL_INVALID, f"Unknown model architecture {config.arch!r} in the bundle; "
                                           f"this backend knows {sorted(architectures)} (update wav2sem?).")
+    options = {"motion_vq": config.motion_vq} if config.arch == "codetalker" else {}
     try:
         with skipped_initialisation() if uninitialised else contextlib.nullcontext() as mode:
-            return architectures[config.arch](config.decoder, config.encoder, config.semantic), mode
+            return architectures[config.arch](config.decoder, config.encoder, config.semantic, **options), mode
     except Wav2SemError:
         raise
     except Exception as exc:  # a config the libraries refuse (types, sizes that do not divide)

@@ -10,13 +10,14 @@ from dataclasses import asdict, dataclass, field, fields
 
 from .models.encoders import ENCODER_TYPES
 from .models.faceformer import DecoderConfig
+from .models.motion_vq import MotionVQConfig
 from .models.talker import ALIGN_INTERPOLATE, ALIGN_PAIR
 
 BUNDLE_FORMAT = "wav2sem-bundle"
 BUNDLE_FORMAT_VERSION = 2          # the newest this backend reads
 VERTICES_FORMAT_VERSION = 1        # what a vertex-offset bundle is written as (unchanged since 1)
 BLENDSHAPES_FORMAT_VERSION = 2     # a blendshape bundle: an older backend says "update wav2sem"
-ARCHITECTURES = ("faceformer", "direct")
+ARCHITECTURES = ("faceformer", "direct", "codetalker")
 OUTPUT_VERTICES, OUTPUT_BLENDSHAPES = "vertices", "blendshapes"
 
 
@@ -32,6 +33,7 @@ class BundleConfig:
     description: str = ""
     extra: dict = field(default_factory=dict)
     channels: tuple[str, ...] = ()      # blendshape channel names (K = decoder.output_channels), () = offsets
+    motion_vq: MotionVQConfig | None = None   # CodeTalker's stage 1 (arch "codetalker" only)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channels", tuple(self.channels))
@@ -51,6 +53,8 @@ class BundleConfig:
         data = asdict(self)
         data["subjects"] = list(self.subjects)
         del data["channels"]
+        if self.motion_vq is None:                 # every other architecture: written exactly as before
+            del data["motion_vq"]
         if not self.decoder.output_channels:       # vertex bundles: written exactly as before
             del data["decoder"]["output_channels"]
             return {"format": BUNDLE_FORMAT, "format_version": VERTICES_FORMAT_VERSION, **data}
@@ -87,10 +91,12 @@ class BundleConfig:
         if not isinstance(extra, dict):
             raise ValueError("extra must be an object")
         channels = _output(data.get("output"), decoder)
+        motion_vq = _motion_vq(data.get("motion_vq"), arch)
         return cls(name=data["name"], decoder=decoder, fps=float(fps), subjects=tuple(subjects),
                    encoder=_encoder(data.get("encoder"), "encoder"),
                    semantic=None if semantic is None else _encoder(semantic, "semantic"),
-                   arch=arch, description=data.get("description", ""), extra=extra, channels=channels)
+                   arch=arch, description=data.get("description", ""), extra=extra, channels=channels,
+                   motion_vq=motion_vq)
 
 
 def _is_int(value: object) -> bool:
@@ -125,6 +131,33 @@ def _decoder(data: object) -> DecoderConfig:
     if decoder.feature_dim % decoder.n_heads:
         raise ValueError(f"decoder.feature_dim ({decoder.feature_dim}) must be a multiple of decoder.n_heads ({decoder.n_heads})")
     return decoder
+
+
+def _motion_vq(data: object, arch: str) -> MotionVQConfig | None:
+    """CodeTalker's stage-1 sizes and decoding options (required for it, refused for others)."""
+    if arch != "codetalker":
+        if data is not None:
+            raise ValueError(f"motion_vq belongs to a codetalker model, not to arch {arch!r}")
+        return None
+    if not isinstance(data, dict):
+        raise ValueError("a codetalker model needs a motion_vq object (its stage-1 sizes)")
+    known = {f.name: f for f in fields(MotionVQConfig)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ValueError(f"motion_vq has unknown fields {unknown}; known are {sorted(known)}")
+    for name, value in data.items():
+        default = known[name].default
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, float):
+            ok = _is_number(value) and math.isfinite(value) and value >= 0
+        else:
+            ok = _is_int(value) and (value >= 0 if name == "feedback_window" else value > 0)
+        if not ok:
+            raise ValueError(f"motion_vq.{name} has an invalid value {value!r}")
+    config = MotionVQConfig(**data)
+    config.check()
+    return config
 
 
 def _output(spec: object, decoder: DecoderConfig) -> tuple[str, ...]:

@@ -5,6 +5,8 @@
 - Wav2Sem weights: `FeatureExtractor.*`, `FeatureProjection.*`, `Encoder.*` (optionally under
   `Wav2Bert.`, with the fusion layer as `bert_feature_map`), mapped onto transformers'
   Wav2Vec2Model names so the library implementation runs them.
+- CodeTalker `*_stage2.pth.tar`: our top-level names already (as FaceFormer's);
+  `*_stage1.pth.tar`: its decoder and codebook mapped onto `motion.*` (map_codetalker_stage1).
 Checkpoints are read with `torch.load(weights_only=True)`: tensors only, no code execution.
 """
 from __future__ import annotations
@@ -192,3 +194,102 @@ def _wav2vec2_sizes(state: dict[str, torch.Tensor], source: str) -> dict:
         "feat_extract_norm": "layer" if layer_norm else "group", "do_stable_layer_norm": layer_norm,
         "num_conv_pos_embeddings": pos[2], "num_conv_pos_embedding_groups": hidden // pos[1],
     }
+
+
+# ----- CodeTalker ---------------------------------------------------------------------------
+# Stage 1 (`*_stage1.pth.tar`, the VQAutoEncoder) -> our `motion.*`. Its encoder (`encoder.*`)
+# only trains; its decoder's parts by their official module paths:
+_STAGE1_PARTS = {
+    "quantize.embedding.": "motion.codebook.embedding.",
+    "decoder.decoder_linear_embedding_pre.net.": "motion.decoder.input_map.",
+    "decoder.expander.0.0.": "motion.decoder.conv.",
+    "decoder.expander.0.2.": "motion.decoder.norm.",            # only with an affine instance norm
+    "decoder.decoder_linear_embedding.net.": "motion.decoder.embedding.",
+    "decoder.vertice_map_reverse.": "motion.decoder.output_map.",
+}
+_STAGE1_LAYER = {   # decoder.decoder_transformer.net.{2i}: attention block, {2i+1}: feed-forward block
+    (0, "fn.norm."): "attention_norm.", (0, "fn.fn.to_qkv."): "qkv.", (0, "fn.fn.to_out."): "attention_out.",
+    (1, "fn.norm."): "mlp_norm.", (1, "fn.fn.l1."): "mlp_in.", (1, "fn.fn.l2."): "mlp_out.",
+}
+STAGE1_TRANSFORMER = "decoder.decoder_transformer.net."
+STAGE1_POSITIONS = "decoder.decoder_pos_embedding.pe"
+STAGE1_TRAINING_ONLY = "encoder."
+
+
+def map_codetalker_stage1(state: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
+    """Official stage-1 keys -> our `motion.*` keys. The encoder's keys are dropped (training
+    only); the decoder's positional table gives its row 0 (the one the official code adds to
+    every frame, see motion_vq.py). Keys that are neither are kept as they are, so the strict
+    check names them as unexpected."""
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if key.startswith(STAGE1_TRAINING_ONLY):
+            continue
+        if key == STAGE1_POSITIONS:
+            if value.dim() != 3 or value.shape[1] != 1:
+                raise Wav2SemError(MODEL_INVALID, f"{source}: {key} has shape {tuple(value.shape)}, expected "
+                                                  "(length, 1, width) (the official sinusoid table).")
+            out["motion.decoder.position"] = value[0, 0].clone()
+            continue
+        new = next((ours + key[len(theirs):] for theirs, ours in _STAGE1_PARTS.items() if key.startswith(theirs)), None)
+        if new is None and key.startswith(STAGE1_TRANSFORMER):
+            index, _, rest = key[len(STAGE1_TRANSFORMER):].partition(".")
+            if index.isdigit():
+                part = next(((p, ours) for (block, p), ours in _STAGE1_LAYER.items()
+                             if int(index) % 2 == block and rest.startswith(p)), None)
+                if part is not None:
+                    new = f"motion.decoder.layers.{int(index) // 2}.{part[1]}{rest[len(part[0]):]}"
+        out[new or key] = value
+    return out
+
+
+def codetalker_stage1_sizes(state: dict[str, torch.Tensor], n_heads: int, source: str) -> dict:
+    """MotionVQConfig fields from an official stage-1 state dict's shapes (the heads are not in
+    them: `n_heads`, the official configs' 8 by default)."""
+    def shape(key: str) -> tuple[int, ...]:
+        if key not in state:
+            raise Wav2SemError(MODEL_INVALID, f"{source} has no {key}; is it a CodeTalker stage-1 "
+                                              "(*_stage1.pth.tar) checkpoint?")
+        return tuple(state[key].shape)
+
+    if any(k.startswith("decoder.expander.1.") for k in state):
+        raise Wav2SemError(MODEL_INVALID, f"{source} was trained with quant_factor > 0 (more than one expander "
+                                          "layer); the official CodeTalker code cannot run such a model either "
+                                          "(ConvTranspose1d refuses replicate padding), so it is not supported.")
+    hidden = shape("decoder.decoder_linear_embedding.net.weight")[0]
+    layers = sorted({int(k[len(STAGE1_TRANSFORMER):].split(".")[0]) for k in state if k.startswith(STAGE1_TRANSFORMER)})
+    if not layers or layers != list(range(len(layers))) or len(layers) % 2:
+        raise Wav2SemError(MODEL_INVALID, f"{source} has no complete decoder.decoder_transformer.net.* blocks "
+                                          "(an attention and a feed-forward block per layer).")
+    codebook_size, code_dim = shape("quantize.embedding.weight")
+    input_map = "decoder.decoder_linear_embedding_pre.net.weight" in state
+    frame_width = shape("decoder.decoder_linear_embedding_pre.net.weight")[1] if input_map else hidden
+    if frame_width % code_dim:
+        raise Wav2SemError(MODEL_INVALID, f"{source}: a frame of codes ({frame_width} values) is not a whole number "
+                                          f"of codebook entries ({code_dim} values each).")
+    if hidden % n_heads:
+        raise Wav2SemError(MODEL_INVALID, f"The stage-1 width {hidden} in {source} does not split into {n_heads} "
+                                          "heads; give the heads it was trained with (--stage1-heads).")
+    return {
+        "hidden_size": hidden, "n_layers": len(layers) // 2, "n_heads": n_heads,
+        "intermediate_size": shape(f"{STAGE1_TRANSFORMER}1.fn.fn.l1.weight")[0],
+        "codebook_size": codebook_size, "code_dim": code_dim, "codes_per_frame": frame_width // code_dim,
+        "input_map": input_map, "output_bias": "decoder.vertice_map_reverse.bias" in state,
+        "norm_affine": "decoder.expander.0.2.weight" in state,
+    }
+
+
+def load_codetalker_checkpoints(model: torch.nn.Module, stage2: dict[str, torch.Tensor], stage2_source: str,
+                                stage1: dict[str, torch.Tensor], stage1_source: str) -> None:
+    """Official stage-2 (CodeTalker, `autoencoder.*` removed as the trainer saves it) and
+    stage-1 state dicts into `model` (a models.codetalker.CodeTalker), each strictly. Wav2Sem
+    keys in the stage-2 file go to the semantic parts."""
+    semantic_keys = [k for k in stage2 if k.startswith((WAV2SEM_HOST_PREFIX, WAV2SEM_FUSION_PREFIX))]
+    host = {k: v for k, v in stage2.items() if k not in semantic_keys and not k.startswith("autoencoder.")}
+    ours = model.state_dict()
+    expected = {k: v for k, v in ours.items() if not k.startswith(("semantic_encoder.", "semantic_fusion.", "motion."))}
+    model.load_state_dict(fit_state(expected, host, stage2_source, optional=OPTIONAL_KEYS), strict=False)
+    motion = {k: v for k, v in ours.items() if k.startswith("motion.")}
+    model.load_state_dict(fit_state(motion, map_codetalker_stage1(stage1, stage1_source), stage1_source), strict=False)
+    if semantic_keys and model.has_semantic:
+        load_wav2sem_weights(model, {k: stage2[k] for k in semantic_keys}, stage2_source)

@@ -17,7 +17,7 @@ SUBCOMMANDS = {
     "infer": ("wav2sem.commands.infer", "speech file -> per-frame vertex offsets (.npy)"),
     "serve": ("wav2sem.serve", "JSON-lines backend server on stdin/stdout (used by the add-on)"),
     "info": ("wav2sem.commands.info", "print versions, devices and the models found"),
-    "convert": ("wav2sem.commands.convert", "official FaceFormer/Wav2Sem weights -> model bundle"),
+    "convert": ("wav2sem.commands.convert", "official FaceFormer / CodeTalker (+ Wav2Sem) weights -> model bundle"),
     "fit": ("wav2sem.commands.fit", "head mesh without face keys -> ARKit shapes fitted from the reference head"),
     "synth": ("wav2sem.synth.command", "generate the synthetic speech-to-face corpus"),
     "corpus": ("wav2sem.real.command", "build a corpus from recorded speech: `corpus real` (Debian packages)"),

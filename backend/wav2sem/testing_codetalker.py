@@ -1,0 +1,156 @@
+"""Tiny CodeTalker checkpoints in the official layout, from the documented names and shapes
+(REFERENCE.md; github.com/Doubiiu/CodeTalker models/stage1_*.py, stage2.py; the Wav2Sem
+release's CodeTalker_Wav2Sem/models/stage2.py and wav2bert.py), with seeded numpy values.
+
+The same function feeds the tests (tests/backend/test_codetalker.py) and the script that ran
+the official code on them once (benchmarks/codetalker_official.py --make-reference): every
+tensor comes from numpy's generator, not from a library's initialisation, so the weights are
+the same under any torch or transformers version. The official stage 2 hard-codes the speech
+width 768 (`audio_feature_map`, `bert_feature_map`), so the speech encoders are 768 wide but
+one layer deep with small convolutions.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+SPEECH = dict(hidden_size=768, num_hidden_layers=1, num_attention_heads=12, intermediate_size=64,
+              conv_dim=(32,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=16, conv_bias=False)
+CONV_KERNELS = (10, 3, 3, 3, 3, 2, 2)
+TINY = dict(vertices=40, feature_dim=32, stage2_layers=2, hidden=32, stage1_layers=2, stage1_heads=8,
+            intermediate=48, codebook=16, code_dim=8)
+DATASETS = {   # codes per frame (x code_dim 8: VOCASET's frame of codes is the decoder width, BIWI's is mapped)
+    "vocaset": dict(codes_per_frame=4, n_subjects=8, period=30, input_map=False, output_bias=True),
+    "biwi": dict(codes_per_frame=2, n_subjects=6, period=25, input_map=True, output_bias=False),
+}
+
+
+class _Values:
+    def __init__(self, seed: int):
+        self.rng = np.random.default_rng(seed)
+
+    def normal(self, shape, std: float) -> torch.Tensor:
+        return torch.from_numpy((self.rng.standard_normal(shape) * std).astype(np.float32))
+
+    def linear(self, state: dict, name: str, out: int, inp: int, bias: bool = True, gain: float = 1.0) -> None:
+        state[f"{name}.weight"] = self.normal((out, inp), gain / math.sqrt(inp))
+        if bias:
+            state[f"{name}.bias"] = self.normal((out,), 0.02)
+
+    def norm(self, state: dict, name: str, width: int) -> None:
+        state[f"{name}.weight"] = 1.0 + self.normal((width,), 0.1)
+        state[f"{name}.bias"] = self.normal((width,), 0.1)
+
+
+def sinusoids(length: int, width: int) -> torch.Tensor:
+    """The official sinusoid table (length, width)."""
+    position = torch.arange(length, dtype=torch.float32).unsqueeze(1)
+    div = torch.exp(torch.arange(0, width, 2).float() * (-math.log(10000.0) / width))
+    table = torch.zeros(length, width)
+    table[:, 0::2] = torch.sin(position * div)
+    table[:, 1::2] = torch.cos(position * div)
+    return table
+
+
+def speech_encoder_state(values: _Values, names: dict[str, str]) -> dict:
+    """wav2vec 2.0 base layout ("group" norm, post-LN, old weight-norm names) at SPEECH's sizes.
+    names: the three part prefixes, e.g. {"feature_extractor": "audio_encoder.feature_extractor", ...}."""
+    state: dict = {}
+    h, conv = SPEECH["hidden_size"], SPEECH["conv_dim"]
+    fe, fp, enc = names["feature_extractor"], names["feature_projection"], names["encoder"]
+    channels_in = 1
+    for i, (width, kernel) in enumerate(zip(conv, CONV_KERNELS)):
+        state[f"{fe}.conv_layers.{i}.conv.weight"] = values.normal((width, channels_in, kernel), 1 / math.sqrt(channels_in * kernel))
+        channels_in = width
+    values.norm(state, f"{fe}.conv_layers.0.layer_norm", conv[0])
+    values.norm(state, f"{fp}.layer_norm", conv[-1])
+    values.linear(state, f"{fp}.projection", h, conv[-1])
+    kernel, groups = SPEECH["num_conv_pos_embeddings"], SPEECH["num_conv_pos_embedding_groups"]
+    state[f"{enc}.pos_conv_embed.conv.weight_g"] = 1.0 + values.normal((1, 1, kernel), 0.1)
+    state[f"{enc}.pos_conv_embed.conv.weight_v"] = values.normal((h, h // groups, kernel), 1.0)
+    state[f"{enc}.pos_conv_embed.conv.bias"] = values.normal((h,), 0.02)
+    values.norm(state, f"{enc}.layer_norm", h)
+    for i in range(SPEECH["num_hidden_layers"]):
+        layer = f"{enc}.layers.{i}"
+        for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
+            values.linear(state, f"{layer}.attention.{proj}", h, h)
+        values.norm(state, f"{layer}.layer_norm", h)
+        values.linear(state, f"{layer}.feed_forward.intermediate_dense", SPEECH["intermediate_size"], h)
+        values.linear(state, f"{layer}.feed_forward.output_dense", h, SPEECH["intermediate_size"])
+        values.norm(state, f"{layer}.final_layer_norm", h)
+    return state
+
+
+def official_stage1(dataset: str, seed: int = 0) -> dict:
+    """A `*_stage1.pth.tar` state dict (VQAutoEncoder: encoder, decoder, quantize)."""
+    preset, values, state = DATASETS[dataset], _Values(seed), {}
+    h, v3 = TINY["hidden"], TINY["vertices"] * 3
+    frame_width = preset["codes_per_frame"] * TINY["code_dim"]
+
+    def transformer(prefix: str) -> None:
+        for i in range(TINY["stage1_layers"]):
+            values.norm(state, f"{prefix}.net.{2 * i}.fn.norm", h)
+            values.linear(state, f"{prefix}.net.{2 * i}.fn.fn.to_qkv", 3 * h, h, bias=False)
+            values.linear(state, f"{prefix}.net.{2 * i}.fn.fn.to_out", h, h)
+            values.norm(state, f"{prefix}.net.{2 * i + 1}.fn.norm", h)
+            values.linear(state, f"{prefix}.net.{2 * i + 1}.fn.fn.l1", TINY["intermediate"], h)
+            values.linear(state, f"{prefix}.net.{2 * i + 1}.fn.fn.l2", h, TINY["intermediate"])
+
+    values.linear(state, "encoder.vertice_mapping.0", h, v3)
+    state["encoder.squasher.0.0.weight"] = values.normal((h, h, 5), 1 / math.sqrt(5 * h))
+    state["encoder.squasher.0.0.bias"] = values.normal((h,), 0.02)
+    transformer("encoder.encoder_transformer")
+    state["encoder.encoder_pos_embedding.pe"] = sinusoids(5000, h).unsqueeze(1)
+    values.linear(state, "encoder.encoder_linear_embedding.net", h, h)
+    if preset["input_map"]:
+        values.linear(state, "encoder.encoder_linear_embedding_post.net", frame_width, h)
+        values.linear(state, "decoder.decoder_linear_embedding_pre.net", h, frame_width)
+    state["decoder.expander.0.0.weight"] = values.normal((h, h, 5), 1 / math.sqrt(5 * h))
+    state["decoder.expander.0.0.bias"] = values.normal((h,), 0.02)
+    transformer("decoder.decoder_transformer")
+    state["decoder.decoder_pos_embedding.pe"] = sinusoids(5000, h).unsqueeze(1)
+    values.linear(state, "decoder.decoder_linear_embedding.net", h, h)
+    values.linear(state, "decoder.vertice_map_reverse", v3, h, bias=preset["output_bias"], gain=0.05)
+    state["quantize.embedding.weight"] = values.normal((TINY["codebook"], TINY["code_dim"]), 1.0)
+    return state
+
+
+def official_stage2(dataset: str, seed: int = 1, wav2sem: bool = False) -> dict:
+    """A `*_stage2.pth.tar` state dict (CodeTalker without `autoencoder.*`, as the official
+    trainer saves it); with `wav2sem`, the release's `Wav2Bert.*` and `bert_feature_map.*`."""
+    preset, values = DATASETS[dataset], _Values(seed)
+    d, v3 = TINY["feature_dim"], TINY["vertices"] * 3
+    state = speech_encoder_state(values, {part: f"audio_encoder.{part}"
+                                          for part in ("feature_extractor", "feature_projection", "encoder")})
+    state["audio_encoder.masked_spec_embed"] = torch.from_numpy(values.rng.uniform(size=SPEECH["hidden_size"]).astype(np.float32))
+    values.linear(state, "audio_feature_map", d, SPEECH["hidden_size"])
+    values.linear(state, "vertice_map", d, v3, gain=3.0)          # the fed-back motion is small: make it count
+    period = preset["period"]
+    state["PPE.pe"] = sinusoids(period, d).unsqueeze(0).repeat(1, 600 // period + 1, 1)
+    for i in range(TINY["stage2_layers"]):
+        layer = f"transformer_decoder.layers.{i}"
+        for attention in ("self_attn", "multihead_attn"):
+            state[f"{layer}.{attention}.in_proj_weight"] = values.normal((3 * d, d), 1 / math.sqrt(d))
+            state[f"{layer}.{attention}.in_proj_bias"] = values.normal((3 * d,), 0.02)
+            values.linear(state, f"{layer}.{attention}.out_proj", d, d)
+        values.linear(state, f"{layer}.linear1", 2 * d, d)
+        values.linear(state, f"{layer}.linear2", d, 2 * d)
+        for norm in ("norm1", "norm2", "norm3"):
+            values.norm(state, f"{layer}.{norm}", d)
+    values.linear(state, "feat_map", preset["codes_per_frame"] * TINY["code_dim"], d, bias=False)
+    state["learnable_style_emb.weight"] = values.normal((preset["n_subjects"], d), 1.0)
+    if wav2sem:
+        state.update(speech_encoder_state(values, {"feature_extractor": "Wav2Bert.FeatureExtractor",
+                                                   "feature_projection": "Wav2Bert.FeatureProjection",
+                                                   "encoder": "Wav2Bert.Encoder"}))
+        values.linear(state, "bert_feature_map", SPEECH["hidden_size"], SPEECH["hidden_size"])
+    return state
+
+
+def encoder_config() -> dict:
+    """The speech encoder's config.json (transformers Wav2Vec2Config fields) for `--encoder`."""
+    return {"model_type": "wav2vec2", "architectures": ["Wav2Vec2Model"], "conv_stride": [5, 2, 2, 2, 2, 2, 2],
+            "conv_kernel": list(CONV_KERNELS), "feat_extract_norm": "group", "do_stable_layer_norm": False,
+            **{k: list(v) if isinstance(v, tuple) else v for k, v in SPEECH.items()}}
