@@ -83,10 +83,10 @@ def speech_encoder_state(values: _Values, names: dict[str, str]) -> dict:
     return state
 
 
-def official_stage1(dataset: str, seed: int = 0) -> dict:
+def official_stage1(dataset: str, seed: int = 0, vertices: int = TINY["vertices"]) -> dict:
     """A `*_stage1.pth.tar` state dict (VQAutoEncoder: encoder, decoder, quantize)."""
     preset, values, state = DATASETS[dataset], _Values(seed), {}
-    h, v3 = TINY["hidden"], TINY["vertices"] * 3
+    h, v3 = TINY["hidden"], vertices * 3
     frame_width = preset["codes_per_frame"] * TINY["code_dim"]
 
     def transformer(prefix: str) -> None:
@@ -117,11 +117,11 @@ def official_stage1(dataset: str, seed: int = 0) -> dict:
     return state
 
 
-def official_stage2(dataset: str, seed: int = 1, wav2sem: bool = False) -> dict:
+def official_stage2(dataset: str, seed: int = 1, wav2sem: bool = False, vertices: int = TINY["vertices"]) -> dict:
     """A `*_stage2.pth.tar` state dict (CodeTalker without `autoencoder.*`, as the official
     trainer saves it); with `wav2sem`, the release's `Wav2Bert.*` and `bert_feature_map.*`."""
     preset, values = DATASETS[dataset], _Values(seed)
-    d, v3 = TINY["feature_dim"], TINY["vertices"] * 3
+    d, v3 = TINY["feature_dim"], vertices * 3
     state = speech_encoder_state(values, {part: f"audio_encoder.{part}"
                                           for part in ("feature_extractor", "feature_projection", "encoder")})
     state["audio_encoder.masked_spec_embed"] = torch.from_numpy(values.rng.uniform(size=SPEECH["hidden_size"]).astype(np.float32))
@@ -154,3 +154,27 @@ def encoder_config() -> dict:
     return {"model_type": "wav2vec2", "architectures": ["Wav2Vec2Model"], "conv_stride": [5, 2, 2, 2, 2, 2, 2],
             "conv_kernel": list(CONV_KERNELS), "feat_extract_norm": "group", "do_stable_layer_norm": False,
             **{k: list(v) if isinstance(v, tuple) else v for k, v in SPEECH.items()}}
+
+
+def write_tiny_codetalker_bundle(directory, template_path, dataset: str = "vocaset", wav2sem: bool = False,
+                                 vertices: int = TINY["vertices"], extra_args=()) -> "Path":
+    """Official-layout tiny checkpoints converted by `wav2sem convert --arch codetalker` (in
+    process) into a bundle at `directory`; its checkpoints and encoder folder beside it."""
+    import json
+    from pathlib import Path
+
+    from .cli import main
+
+    directory = Path(directory)
+    work = directory.parent / f"{directory.name}-checkpoints"
+    work.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": official_stage1(dataset, vertices=vertices)}, work / "s_stage1.pth.tar")
+    torch.save({"state_dict": official_stage2(dataset, wav2sem=wav2sem, vertices=vertices)}, work / "s_stage2.pth.tar")
+    (work / "encoder").mkdir(exist_ok=True)
+    (work / "encoder" / "config.json").write_text(json.dumps(encoder_config()))
+    code = main(["convert", "--arch", "codetalker", "--checkpoint", str(work / "s_stage2.pth.tar"),
+                 "--stage1", str(work / "s_stage1.pth.tar"), "--dataset", dataset, "--encoder", str(work / "encoder"),
+                 "--template", str(template_path), "-o", str(directory), *extra_args])
+    if code != 0:
+        raise RuntimeError(f"wav2sem convert failed ({code})")
+    return directory
