@@ -54,10 +54,17 @@ def sinusoids(length: int, width: int) -> torch.Tensor:
     return table
 
 
-def speech_encoder_state(values: _Values, names: dict[str, str]) -> dict:
-    """wav2vec 2.0 base layout ("group" norm, post-LN, old weight-norm names) at SPEECH's sizes.
+BASE = dict(vertices=5023, feature_dim=1024, stage2_layers=6, hidden=1024, stage1_layers=6, stage1_heads=8,
+            intermediate=1536, codebook=256, code_dim=64, codes_per_frame=16)    # the official VOCASET sizes
+BASE_SPEECH = dict(SPEECH, num_hidden_layers=12, intermediate_size=3072, conv_dim=(512,) * 7,
+                   num_conv_pos_embeddings=128)                                 # wav2vec 2.0 base
+
+
+def speech_encoder_state(values: _Values, names: dict[str, str], speech: dict = SPEECH) -> dict:
+    """wav2vec 2.0 base layout ("group" norm, post-LN, old weight-norm names) at `speech`'s sizes.
     names: the three part prefixes, e.g. {"feature_extractor": "audio_encoder.feature_extractor", ...}."""
     state: dict = {}
+    SPEECH = speech                                                   # noqa: N806 (the sizes used below)
     h, conv = SPEECH["hidden_size"], SPEECH["conv_dim"]
     fe, fp, enc = names["feature_extractor"], names["feature_projection"], names["encoder"]
     channels_in = 1
@@ -83,10 +90,12 @@ def speech_encoder_state(values: _Values, names: dict[str, str]) -> dict:
     return state
 
 
-def official_stage1(dataset: str, seed: int = 0, vertices: int = TINY["vertices"]) -> dict:
-    """A `*_stage1.pth.tar` state dict (VQAutoEncoder: encoder, decoder, quantize)."""
-    preset, values, state = DATASETS[dataset], _Values(seed), {}
-    h, v3 = TINY["hidden"], vertices * 3
+def official_stage1(dataset: str, seed: int = 0, vertices: int = TINY["vertices"], sizes: dict | None = None) -> dict:
+    """A `*_stage1.pth.tar` state dict (VQAutoEncoder: encoder, decoder, quantize); `sizes`
+    overrides TINY and the dataset's preset (e.g. BASE)."""
+    TINY = {**globals()["TINY"], **DATASETS[dataset], "vertices": vertices, **(sizes or {})}   # noqa: N806
+    preset, values, state = TINY, _Values(seed), {}
+    h, v3 = TINY["hidden"], TINY["vertices"] * 3
     frame_width = preset["codes_per_frame"] * TINY["code_dim"]
 
     def transformer(prefix: str) -> None:
@@ -117,13 +126,15 @@ def official_stage1(dataset: str, seed: int = 0, vertices: int = TINY["vertices"
     return state
 
 
-def official_stage2(dataset: str, seed: int = 1, wav2sem: bool = False, vertices: int = TINY["vertices"]) -> dict:
+def official_stage2(dataset: str, seed: int = 1, wav2sem: bool = False, vertices: int = TINY["vertices"],
+                    sizes: dict | None = None, speech: dict = SPEECH) -> dict:
     """A `*_stage2.pth.tar` state dict (CodeTalker without `autoencoder.*`, as the official
     trainer saves it); with `wav2sem`, the release's `Wav2Bert.*` and `bert_feature_map.*`."""
-    preset, values = DATASETS[dataset], _Values(seed)
-    d, v3 = TINY["feature_dim"], vertices * 3
+    TINY = {**globals()["TINY"], **DATASETS[dataset], "vertices": vertices, **(sizes or {})}   # noqa: N806
+    preset, values = TINY, _Values(seed)
+    d, v3 = TINY["feature_dim"], TINY["vertices"] * 3
     state = speech_encoder_state(values, {part: f"audio_encoder.{part}"
-                                          for part in ("feature_extractor", "feature_projection", "encoder")})
+                                          for part in ("feature_extractor", "feature_projection", "encoder")}, speech)
     state["audio_encoder.masked_spec_embed"] = torch.from_numpy(values.rng.uniform(size=SPEECH["hidden_size"]).astype(np.float32))
     values.linear(state, "audio_feature_map", d, SPEECH["hidden_size"])
     values.linear(state, "vertice_map", d, v3, gain=3.0)          # the fed-back motion is small: make it count
@@ -144,13 +155,14 @@ def official_stage2(dataset: str, seed: int = 1, wav2sem: bool = False, vertices
     if wav2sem:
         state.update(speech_encoder_state(values, {"feature_extractor": "Wav2Bert.FeatureExtractor",
                                                    "feature_projection": "Wav2Bert.FeatureProjection",
-                                                   "encoder": "Wav2Bert.Encoder"}))
+                                                   "encoder": "Wav2Bert.Encoder"}, speech))
         values.linear(state, "bert_feature_map", SPEECH["hidden_size"], SPEECH["hidden_size"])
     return state
 
 
-def encoder_config() -> dict:
+def encoder_config(speech: dict = SPEECH) -> dict:
     """The speech encoder's config.json (transformers Wav2Vec2Config fields) for `--encoder`."""
+    SPEECH = speech                                                   # noqa: N806
     return {"model_type": "wav2vec2", "architectures": ["Wav2Vec2Model"], "conv_stride": [5, 2, 2, 2, 2, 2, 2],
             "conv_kernel": list(CONV_KERNELS), "feat_extract_norm": "group", "do_stable_layer_norm": False,
             **{k: list(v) if isinstance(v, tuple) else v for k, v in SPEECH.items()}}
