@@ -64,8 +64,7 @@ def speech_encoder_state(values: _Values, names: dict[str, str], speech: dict = 
     """wav2vec 2.0 base layout ("group" norm, post-LN, old weight-norm names) at `speech`'s sizes.
     names: the three part prefixes, e.g. {"feature_extractor": "audio_encoder.feature_extractor", ...}."""
     state: dict = {}
-    SPEECH = speech                                                   # noqa: N806 (the sizes used below)
-    h, conv = SPEECH["hidden_size"], SPEECH["conv_dim"]
+    h, conv = speech["hidden_size"], speech["conv_dim"]
     fe, fp, enc = names["feature_extractor"], names["feature_projection"], names["encoder"]
     channels_in = 1
     for i, (width, kernel) in enumerate(zip(conv, CONV_KERNELS)):
@@ -74,18 +73,18 @@ def speech_encoder_state(values: _Values, names: dict[str, str], speech: dict = 
     values.norm(state, f"{fe}.conv_layers.0.layer_norm", conv[0])
     values.norm(state, f"{fp}.layer_norm", conv[-1])
     values.linear(state, f"{fp}.projection", h, conv[-1])
-    kernel, groups = SPEECH["num_conv_pos_embeddings"], SPEECH["num_conv_pos_embedding_groups"]
+    kernel, groups = speech["num_conv_pos_embeddings"], speech["num_conv_pos_embedding_groups"]
     state[f"{enc}.pos_conv_embed.conv.weight_g"] = 1.0 + values.normal((1, 1, kernel), 0.1)
     state[f"{enc}.pos_conv_embed.conv.weight_v"] = values.normal((h, h // groups, kernel), 1.0)
     state[f"{enc}.pos_conv_embed.conv.bias"] = values.normal((h,), 0.02)
     values.norm(state, f"{enc}.layer_norm", h)
-    for i in range(SPEECH["num_hidden_layers"]):
+    for i in range(speech["num_hidden_layers"]):
         layer = f"{enc}.layers.{i}"
         for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
             values.linear(state, f"{layer}.attention.{proj}", h, h)
         values.norm(state, f"{layer}.layer_norm", h)
-        values.linear(state, f"{layer}.feed_forward.intermediate_dense", SPEECH["intermediate_size"], h)
-        values.linear(state, f"{layer}.feed_forward.output_dense", h, SPEECH["intermediate_size"])
+        values.linear(state, f"{layer}.feed_forward.intermediate_dense", speech["intermediate_size"], h)
+        values.linear(state, f"{layer}.feed_forward.output_dense", h, speech["intermediate_size"])
         values.norm(state, f"{layer}.final_layer_norm", h)
     return state
 
@@ -93,19 +92,19 @@ def speech_encoder_state(values: _Values, names: dict[str, str], speech: dict = 
 def official_stage1(dataset: str, seed: int = 0, vertices: int = TINY["vertices"], sizes: dict | None = None) -> dict:
     """A `*_stage1.pth.tar` state dict (VQAutoEncoder: encoder, decoder, quantize); `sizes`
     overrides TINY and the dataset's preset (e.g. BASE)."""
-    TINY = {**globals()["TINY"], **DATASETS[dataset], "vertices": vertices, **(sizes or {})}   # noqa: N806
-    preset, values, state = TINY, _Values(seed), {}
-    h, v3 = TINY["hidden"], TINY["vertices"] * 3
-    frame_width = preset["codes_per_frame"] * TINY["code_dim"]
+    size = {**TINY, **DATASETS[dataset], "vertices": vertices, **(sizes or {})}
+    preset, values, state = size, _Values(seed), {}
+    h, v3 = size["hidden"], size["vertices"] * 3
+    frame_width = preset["codes_per_frame"] * size["code_dim"]
 
     def transformer(prefix: str) -> None:
-        for i in range(TINY["stage1_layers"]):
+        for i in range(size["stage1_layers"]):
             values.norm(state, f"{prefix}.net.{2 * i}.fn.norm", h)
             values.linear(state, f"{prefix}.net.{2 * i}.fn.fn.to_qkv", 3 * h, h, bias=False)
             values.linear(state, f"{prefix}.net.{2 * i}.fn.fn.to_out", h, h)
             values.norm(state, f"{prefix}.net.{2 * i + 1}.fn.norm", h)
-            values.linear(state, f"{prefix}.net.{2 * i + 1}.fn.fn.l1", TINY["intermediate"], h)
-            values.linear(state, f"{prefix}.net.{2 * i + 1}.fn.fn.l2", h, TINY["intermediate"])
+            values.linear(state, f"{prefix}.net.{2 * i + 1}.fn.fn.l1", size["intermediate"], h)
+            values.linear(state, f"{prefix}.net.{2 * i + 1}.fn.fn.l2", h, size["intermediate"])
 
     values.linear(state, "encoder.vertice_mapping.0", h, v3)
     state["encoder.squasher.0.0.weight"] = values.normal((h, h, 5), 1 / math.sqrt(5 * h))
@@ -122,7 +121,7 @@ def official_stage1(dataset: str, seed: int = 0, vertices: int = TINY["vertices"
     state["decoder.decoder_pos_embedding.pe"] = sinusoids(5000, h).unsqueeze(1)
     values.linear(state, "decoder.decoder_linear_embedding.net", h, h)
     values.linear(state, "decoder.vertice_map_reverse", v3, h, bias=preset["output_bias"], gain=0.05)
-    state["quantize.embedding.weight"] = values.normal((TINY["codebook"], TINY["code_dim"]), 1.0)
+    state["quantize.embedding.weight"] = values.normal((size["codebook"], size["code_dim"]), 1.0)
     return state
 
 
@@ -130,17 +129,17 @@ def official_stage2(dataset: str, seed: int = 1, wav2sem: bool = False, vertices
                     sizes: dict | None = None, speech: dict = SPEECH) -> dict:
     """A `*_stage2.pth.tar` state dict (CodeTalker without `autoencoder.*`, as the official
     trainer saves it); with `wav2sem`, the release's `Wav2Bert.*` and `bert_feature_map.*`."""
-    TINY = {**globals()["TINY"], **DATASETS[dataset], "vertices": vertices, **(sizes or {})}   # noqa: N806
-    preset, values = TINY, _Values(seed)
-    d, v3 = TINY["feature_dim"], TINY["vertices"] * 3
+    size = {**TINY, **DATASETS[dataset], "vertices": vertices, **(sizes or {})}
+    preset, values = size, _Values(seed)
+    d, v3 = size["feature_dim"], size["vertices"] * 3
     state = speech_encoder_state(values, {part: f"audio_encoder.{part}"
                                           for part in ("feature_extractor", "feature_projection", "encoder")}, speech)
-    state["audio_encoder.masked_spec_embed"] = torch.from_numpy(values.rng.uniform(size=SPEECH["hidden_size"]).astype(np.float32))
-    values.linear(state, "audio_feature_map", d, SPEECH["hidden_size"])
+    state["audio_encoder.masked_spec_embed"] = torch.from_numpy(values.rng.uniform(size=speech["hidden_size"]).astype(np.float32))
+    values.linear(state, "audio_feature_map", d, speech["hidden_size"])
     values.linear(state, "vertice_map", d, v3, gain=3.0)          # the fed-back motion is small: make it count
     period = preset["period"]
     state["PPE.pe"] = sinusoids(period, d).unsqueeze(0).repeat(1, 600 // period + 1, 1)
-    for i in range(TINY["stage2_layers"]):
+    for i in range(size["stage2_layers"]):
         layer = f"transformer_decoder.layers.{i}"
         for attention in ("self_attn", "multihead_attn"):
             state[f"{layer}.{attention}.in_proj_weight"] = values.normal((3 * d, d), 1 / math.sqrt(d))
@@ -150,22 +149,21 @@ def official_stage2(dataset: str, seed: int = 1, wav2sem: bool = False, vertices
         values.linear(state, f"{layer}.linear2", d, 2 * d)
         for norm in ("norm1", "norm2", "norm3"):
             values.norm(state, f"{layer}.{norm}", d)
-    values.linear(state, "feat_map", preset["codes_per_frame"] * TINY["code_dim"], d, bias=False)
+    values.linear(state, "feat_map", preset["codes_per_frame"] * size["code_dim"], d, bias=False)
     state["learnable_style_emb.weight"] = values.normal((preset["n_subjects"], d), 1.0)
     if wav2sem:
         state.update(speech_encoder_state(values, {"feature_extractor": "Wav2Bert.FeatureExtractor",
                                                    "feature_projection": "Wav2Bert.FeatureProjection",
                                                    "encoder": "Wav2Bert.Encoder"}, speech))
-        values.linear(state, "bert_feature_map", SPEECH["hidden_size"], SPEECH["hidden_size"])
+        values.linear(state, "bert_feature_map", speech["hidden_size"], speech["hidden_size"])
     return state
 
 
 def encoder_config(speech: dict = SPEECH) -> dict:
     """The speech encoder's config.json (transformers Wav2Vec2Config fields) for `--encoder`."""
-    SPEECH = speech                                                   # noqa: N806
     return {"model_type": "wav2vec2", "architectures": ["Wav2Vec2Model"], "conv_stride": [5, 2, 2, 2, 2, 2, 2],
             "conv_kernel": list(CONV_KERNELS), "feat_extract_norm": "group", "do_stable_layer_norm": False,
-            **{k: list(v) if isinstance(v, tuple) else v for k, v in SPEECH.items()}}
+            **{k: list(v) if isinstance(v, tuple) else v for k, v in speech.items()}}
 
 
 def write_tiny_codetalker_bundle(directory, template_path, dataset: str = "vocaset", wav2sem: bool = False,
