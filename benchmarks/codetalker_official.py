@@ -47,8 +47,6 @@ import argparse
 import hashlib
 import json
 import os
-import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -140,10 +138,6 @@ def official_worker(job: dict) -> None:
     one_hot = torch.zeros(1, 6 if dataset == "biwi" else 8)
     one_hot[0, job["subject"]] = 1.0
     times, out = [], None
-    if os.environ.get("CODETALKER_DUMP"):          # debugging: the decoder memory and the style
-        with torch.no_grad():
-            hidden = model.audio_encoder(audio, args.dataset).last_hidden_state
-            np.save(os.environ["CODETALKER_DUMP"], model.audio_feature_map(hidden).numpy())
     with torch.no_grad():
         for _ in range(job["rounds"]):
             started = time.perf_counter()

@@ -12,6 +12,7 @@ one layer deep with small convolutions.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -106,17 +107,19 @@ def official_stage1(dataset: str, seed: int = 0, vertices: int = TINY["vertices"
             values.linear(state, f"{prefix}.net.{2 * i + 1}.fn.fn.l1", size["intermediate"], h)
             values.linear(state, f"{prefix}.net.{2 * i + 1}.fn.fn.l2", h, size["intermediate"])
 
+    def conv(prefix: str) -> None:          # Conv1d(h, h, 5)
+        state[f"{prefix}.weight"] = values.normal((h, h, 5), 1 / math.sqrt(5 * h))
+        state[f"{prefix}.bias"] = values.normal((h,), 0.02)
+
     values.linear(state, "encoder.vertice_mapping.0", h, v3)
-    state["encoder.squasher.0.0.weight"] = values.normal((h, h, 5), 1 / math.sqrt(5 * h))
-    state["encoder.squasher.0.0.bias"] = values.normal((h,), 0.02)
+    conv("encoder.squasher.0.0")
     transformer("encoder.encoder_transformer")
     state["encoder.encoder_pos_embedding.pe"] = sinusoids(5000, h).unsqueeze(1)
     values.linear(state, "encoder.encoder_linear_embedding.net", h, h)
     if preset["input_map"]:
         values.linear(state, "encoder.encoder_linear_embedding_post.net", frame_width, h)
         values.linear(state, "decoder.decoder_linear_embedding_pre.net", h, frame_width)
-    state["decoder.expander.0.0.weight"] = values.normal((h, h, 5), 1 / math.sqrt(5 * h))
-    state["decoder.expander.0.0.bias"] = values.normal((h,), 0.02)
+    conv("decoder.expander.0.0")
     transformer("decoder.decoder_transformer")
     state["decoder.decoder_pos_embedding.pe"] = sinusoids(5000, h).unsqueeze(1)
     values.linear(state, "decoder.decoder_linear_embedding.net", h, h)
@@ -167,11 +170,10 @@ def encoder_config(speech: dict = SPEECH) -> dict:
 
 
 def write_tiny_codetalker_bundle(directory, template_path, dataset: str = "vocaset", wav2sem: bool = False,
-                                 vertices: int = TINY["vertices"], extra_args=()) -> "Path":
+                                 vertices: int = TINY["vertices"], extra_args=()) -> Path:
     """Official-layout tiny checkpoints converted by `wav2sem convert --arch codetalker` (in
     process) into a bundle at `directory`; its checkpoints and encoder folder beside it."""
     import json
-    from pathlib import Path
 
     from .cli import main
 

@@ -79,10 +79,8 @@ class CodeTalker(SpeechToFace):
                on_frame: Callable[[int], None] | None = None) -> torch.Tensor:
         """memory (1, S, d), style (1, 1, d) -> offsets (1, T, V*3). `on_frame(t)` after each
         frame (progress, cancellation: it may raise)."""
-        if torch.is_grad_enabled() and not torch.is_inference_mode_enabled():
-            with torch.no_grad():
-                return self._decode(memory, style, n_frames, on_frame)
-        return self._decode(memory, style, n_frames, on_frame)
+        with torch.no_grad():         # inference only (a no-op inside inference_mode)
+            return self._decode(memory, style, n_frames, on_frame)
 
     def _decode(self, memory, style, n_frames, on_frame):
         if n_frames < 1:

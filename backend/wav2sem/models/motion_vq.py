@@ -129,8 +129,10 @@ class MotionDecoder(nn.Module):
         self.output_map = nn.Linear(h, output_dim, bias=config.output_bias)
 
     def features(self, codes: torch.Tensor) -> torch.Tensor:
-        """(B, L, C) codes -> (B, L, h) before the output map. L >= 2 (the instance norm needs
-        two frames; `decode` handles one)."""
+        """(B, L, C) codes -> (B, L, h) before the output map. A single frame is decoded as two
+        copies of itself (the instance norm needs two; the official loop does so for its first)."""
+        if codes.shape[1] == 1:
+            return self.features(codes.repeat(1, 2, 1))[:, :1]
         x = self.input_map(codes) if self.input_map is not None else codes
         x = self.norm(F.leaky_relu(self.conv(x.transpose(1, 2)), self.config.negative_slope)).transpose(1, 2)
         x = self.embedding(x) + self.position.to(x.dtype)
@@ -139,14 +141,9 @@ class MotionDecoder(nn.Module):
         return x
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        """(B, L, C) -> (B, L, V*3). A single frame is decoded as two copies of itself (as the
-        official loop does for its first frame)."""
-        if codes.shape[1] == 1:
-            return self.output_map(self.features(codes.repeat(1, 2, 1))[:, :1])
+        """(B, L, C) -> (B, L, V*3)."""
         return self.output_map(self.features(codes))
 
     def last_frame_features(self, codes: torch.Tensor) -> torch.Tensor:
         """(1, L, C) -> the last frame's features (1, h) when decoded with all L frames."""
-        if codes.shape[1] == 1:
-            codes = codes.repeat(1, 2, 1)
         return self.features(codes)[:, -1]
