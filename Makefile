@@ -32,7 +32,7 @@ define fetch_debs
 	done
 endef
 
-.PHONY: setup system-deps addon demo test test-fast bench corpus clean real-packages test-packages corpus-real
+.PHONY: setup system-deps addon demo test test-fast bench speed corpus clean real-packages test-packages corpus-real
 
 setup: $(STAMP)
 
@@ -88,6 +88,9 @@ bench: setup
 	$(BIN)/python benchmarks/blender_write.py
 	$(BIN)/python benchmarks/reliability_matrix.py
 	$(BIN)/python benchmarks/fit_face_quality.py
+
+speed: setup
+	$(BIN)/python benchmarks/speed.py
 
 clean:
 	rm -rf dist build .pytest_cache .mypy_cache

@@ -31,8 +31,8 @@ class WAV2SEM_AP_preferences(bpy.types.AddonPreferences):
         description="Keep the backend and its model loaded between generations (faster, uses memory)")
     backend_threads: IntProperty(  # type: ignore[valid-type]
         name="Backend Threads", default=0, min=0, max=256,
-        description="CPU threads the backend's model runs on; 0 = Auto (one, and more only for a long clip's "
-                    "speech encoder when cores are idle: fastest when Blender or other work keeps the CPU busy)")
+        description="CPU threads the backend's model runs on; 0 = Auto (each Generate uses the cores that "
+                    "other programs leave idle at that moment, at least one)")
     start_with_blender: BoolProperty(  # type: ignore[valid-type]
         name="Start Backend With the Add-on", default=False,
         description="Start the backend and load the model as soon as the add-on is enabled (Blender start-up), "

@@ -17,16 +17,19 @@ the flag exists and torch's default of one thread per core before), in alternati
   the prewarm and the mean of two more (`--no-clicks` skips it);
 - in-process phase times (encoder, Wav2Sem, decoder) at 2, 10 and 60 s, 1 vs 2 threads.
 Medians over the rounds; the load average is noted before and after, since the figures
-depend on what else the CPU runs.
+depend on what else the CPU runs. `--busy N` runs N other processes for the whole benchmark,
+each multiplying float32 matrices on one thread (what a training job or a render does to
+the CPU), so that the thread policy can be seen on idle and on busy cores in turn.
 
 Speech: 2 / 10 / 60 s cut from the longest recorded clip in corpus/real/wav/ when present,
 else spoken by espeak-ng. Prints a table and saves results/startup.md + .json.
 
-    .venv/bin/python benchmarks/startup.py [--rounds 3] [--modes 1 2 auto] [--label NAME]
+    .venv/bin/python benchmarks/startup.py [--rounds 3] [--modes 1 2 auto] [--busy N] [--label NAME]
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -70,6 +73,29 @@ def make_clips(folder: Path) -> dict[int, Path]:
         sf.write(str(clips[seconds]), clip, rate)
     print(f"speech from {source.name if source.parent != folder else 'espeak-ng'}", file=sys.stderr)
     return clips
+
+
+BUSY_CODE = """
+import os
+os.environ["OMP_NUM_THREADS"] = os.environ["OPENBLAS_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+import numpy as np
+a = np.random.default_rng(0).standard_normal((512, 512), dtype=np.float32)
+while True:
+    a = np.tanh(a @ a)
+"""
+
+
+@contextlib.contextmanager
+def other_load(processes: int):
+    """N busy processes (one thread each) while the block runs."""
+    busy = [subprocess.Popen([PYTHON, "-c", BUSY_CODE]) for _ in range(processes)]
+    try:
+        time.sleep(2.0 if busy else 0.0)
+        yield
+    finally:
+        for proc in busy:
+            proc.kill()
+            proc.wait()
 
 
 class Server:
@@ -274,11 +300,12 @@ def main() -> int:
     parser.add_argument("--label", default="startup", help="results/<label>.md + .json")
     parser.add_argument("--no-phases", action="store_true")
     parser.add_argument("--no-clicks", action="store_true", help="skip the add-on (bpy module) measurement")
+    parser.add_argument("--busy", type=int, default=0, help="other busy processes running all the while")
     args = parser.parse_args()
     load_before = os.getloadavg()
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     runs: dict[str, list[dict]] = {mode: [] for mode in args.modes}
-    with tempfile.TemporaryDirectory(prefix="wav2sem_startup_") as tmp:
+    with tempfile.TemporaryDirectory(prefix="wav2sem_startup_") as tmp, other_load(args.busy):
         folder = Path(tmp)
         clips = make_clips(folder)
         for r in range(args.rounds):
@@ -303,11 +330,15 @@ def main() -> int:
                                              f"{platform.python_version()}",
               "load_average_before": load_before, "load_average_after": load_after,
               "load1_per_round": {m: [c["load1"] for c in cases] for m, cases in runs.items()},
-              "rounds": args.rounds, "warm_runs": args.warm_runs, "medians_s": medians, "runs": runs,
+              "rounds": args.rounds, "warm_runs": args.warm_runs, "busy_processes": args.busy,
+              "medians_s": medians, "runs": runs,
               "phases_s": phases}
     lines = [f"# Backend start-up ({started}, {result['machine']}, CPU, default model)", "",
              f"Load average (1, 5, 15 min) before {tuple(round(x, 2) for x in load_before)}, after "
-             f"{tuple(round(x, 2) for x in load_after)}. Medians of {args.rounds} alternating rounds; seconds.", "",
+             f"{tuple(round(x, 2) for x in load_after)}. "
+             + (f"{args.busy} other busy processes (one float32 matrix-product thread each) ran all the while. "
+                if args.busy else "Nothing else ran. ")
+             + f"Medians of {args.rounds} alternating rounds; seconds.", "",
              "| measure | " + " | ".join(f"threads {m}" for m in args.modes) + " |",
              "| --- | " + " | ".join("---:" for _ in args.modes) + " |"]
     for key, name in keys:

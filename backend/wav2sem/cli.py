@@ -47,8 +47,8 @@ def threads_arg(text: str) -> int | None:
 
 def add_threads_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=threads_arg, default=None, metavar="auto|N",
-                        help="torch intra-op threads (default auto: one, and more only for a long clip's speech "
-                             "encoder pass when cores are idle; docs/DESIGN.md 'Threads and processes')")
+                        help="torch intra-op threads (default auto: each generate on as many threads as cores are "
+                             "idle just before it, at least one; docs/DESIGN.md 'Threads and processes')")
 
 
 def _load(name: str):

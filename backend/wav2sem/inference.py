@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +34,7 @@ import numpy as np
 import torch
 
 from . import audio as audio_io
+from . import cpu_idle
 from .bundle import PREPROCESSOR_FILE, Bundle, load_weights, read_bundle
 from .errors import (AUDIO_TOO_SHORT, BAD_REQUEST, DEVICE_UNAVAILABLE, MODEL_INVALID, OUT_OF_MEMORY, Cancelled,
                      Wav2SemError, reason)
@@ -51,15 +51,18 @@ CancelFn = Callable[[], bool]                        # True -> stop as soon as p
 ENCODER_WINDOW_S = 20     # s, longest audio the speech encoder sees at once (bounded memory)
 ENCODER_OVERLAP_S = 2     # s, cross-faded overlap between consecutive windows
 
-# Threads (`wav2sem serve/infer --threads auto|N`; results/startup.md). Measured with the
-# default model on the 2-core CPU while other work kept it busy: one intra-op thread beat
-# two in every phase (speech encoder 0.41 vs 1.30 s on 10 s of speech, 2.5 vs 5.9 s on 60 s;
-# Wav2Sem's GRU and the decoder 3-40x), and loading the model too. So "auto" runs one
-# thread, and gives a long clip's speech-encoder pass (large matrix products, the only part
-# that can gain) up to AUTO_MAX_THREADS threads only when that many cores are idle by the
-# load average. Library callers that never call configure_threads keep torch's setting.
-AUTO_ENCODER_MIN_S = 20.0  # s of audio from which the encoder pass may get more threads
+# Threads (`wav2sem serve/infer --threads auto|N`; results/startup.md). On the 2-core CPU,
+# with the default model: two intra-op threads beat one in every phase while the cores were
+# idle (the warm 10 s request 0.17 vs 0.29 s, the speech encoder 0.03 vs 0.06 s on 2 s of
+# speech and 1.2 vs 2.1 s on 60 s, Wav2Sem's GRU and the decoder no slower), and lost 2-10x
+# while other work kept the cores busy (the encoder 1.30 vs 0.31 s on 10 s, the GRU and the
+# decoder 3-40x). So "auto" loads the model on one thread and runs each generate on as many
+# threads as cores are idle just before it (cpu_idle: measured, this process's own work left
+# out), at least one and at most AUTO_MAX_THREADS. A core counts as idle while others use
+# less than 1 - AUTO_IDLE_FRACTION of it. Library callers that never call configure_threads
+# keep torch's setting.
 AUTO_MAX_THREADS = 4
+AUTO_IDLE_FRACTION = 0.75
 _THREADS: tuple[str, int] | None = None    # None: not configured; ("auto", 1) or ("fixed", N)
 
 
@@ -166,32 +169,21 @@ def resolve_device(device: str | None) -> torch.device:
 
 def configure_threads(threads: int | None) -> None:
     """The process's thread policy (serve and infer call it once, before loading a model):
-    a fixed intra-op thread count, or None = auto (one thread; see AUTO_*)."""
+    a fixed intra-op thread count, or None = auto (see AUTO_*; starts the idle-core monitor)."""
     global _THREADS
     _THREADS = ("auto", 1) if threads is None else ("fixed", int(threads))
     torch.set_num_threads(_THREADS[1])
+    if threads is None:
+        cpu_idle.start_monitor()
 
 
-def idle_cores() -> float:
-    """Cores this process may use minus the 1-minute load average (a guess of half the cores
-    where the platform has no load average)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    try:
-        return cores - os.getloadavg()[0]
-    except (AttributeError, OSError):
-        return cores / 2
-
-
-def encoder_threads(seconds: float) -> int | None:
-    """Threads for the speech-encoder pass over `seconds` of audio under the configured
-    policy; None = leave torch's setting as it is."""
-    if _THREADS is None or _THREADS[0] != "auto" or seconds < AUTO_ENCODER_MIN_S:
+def generate_threads() -> int | None:
+    """Threads for the next generate under the configured policy; None = leave torch's
+    setting as it is (a fixed count, or a library caller's own)."""
+    if _THREADS is None or _THREADS[0] != "auto":
         return None
-    idle = int(idle_cores())
-    return min(AUTO_MAX_THREADS, idle) if idle >= 2 else None
+    idle = cpu_idle.idle_cores() + 1 - AUTO_IDLE_FRACTION
+    return max(1, min(AUTO_MAX_THREADS, int(idle)))
 
 
 @contextlib.contextmanager
@@ -326,12 +318,11 @@ def generate(
         warnings.append("This model has no Wav2Sem module; generated without it.")
 
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), _thread_count(generate_threads()):
             normalized = audio_io.normalize(waveform, model.feature_extractor)
             wav = torch.from_numpy(normalized).to(model.device).unsqueeze(0)           # (1, S) float32
             split = 0.8 if use_semantic else 1.0
-            with _thread_count(encoder_threads(waveform.shape[0] / audio_io.SAMPLE_RATE)):   # (1, M, H):
-                hidden = _encode_windows(net, wav, cfg.fps, alignment, n_memory, report, cancelled, 0.0, split)
+            hidden = _encode_windows(net, wav, cfg.fps, alignment, n_memory, report, cancelled, 0.0, split)   # (1, M, H)
             check_cancel()
             semantic_vectors = (_semantic_per_frame(net, wav, n_memory, report, cancelled, split, 1.0)
                                 if use_semantic else None)

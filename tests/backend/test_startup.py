@@ -68,36 +68,66 @@ def thread_policy():
     torch.set_num_threads(threads)
 
 
-def test_auto_threads_one_thread_except_a_long_encoder_pass_on_idle_cores(thread_policy, monkeypatch):
+def test_auto_threads_follow_the_idle_cores(thread_policy, monkeypatch):
+    from wav2sem import cpu_idle
+
     inference = thread_policy
     inference._THREADS = None
-    assert inference.encoder_threads(60.0) is None                     # unconfigured (library use): untouched
+    assert inference.generate_threads() is None                        # unconfigured (library use): untouched
     inference.configure_threads(None)
-    assert torch.get_num_threads() == 1
-    monkeypatch.setattr(inference, "idle_cores", lambda: 7.5)
-    assert inference.encoder_threads(10.0) is None                     # a short clip: one thread
-    assert inference.encoder_threads(60.0) == inference.AUTO_MAX_THREADS
-    monkeypatch.setattr(inference, "idle_cores", lambda: 2.4)
-    assert inference.encoder_threads(60.0) == 2
-    monkeypatch.setattr(inference, "idle_cores", lambda: 1.2)          # a busy machine: one thread
-    assert inference.encoder_threads(600.0) is None
+    assert torch.get_num_threads() == 1                                # the model loads on one thread
+    for idle, threads in ((7.5, inference.AUTO_MAX_THREADS), (2.0, 2), (1.8, 2), (1.6, 1), (0.3, 1), (0.0, 1)):
+        monkeypatch.setattr(cpu_idle, "idle_cores", lambda idle=idle: idle)
+        assert inference.generate_threads() == threads, idle
     inference.configure_threads(3)                                      # a fixed count is kept everywhere
-    assert torch.get_num_threads() == 3 and inference.encoder_threads(600.0) is None
+    assert torch.get_num_threads() == 3 and inference.generate_threads() is None
 
 
-def test_generate_puts_the_thread_count_back_after_the_encoder_pass(thread_policy, monkeypatch, tiny_model):
+def test_generate_runs_on_the_idle_cores_and_puts_the_thread_count_back(thread_policy, monkeypatch, tiny_model):
+    from wav2sem import cpu_idle
+
     inference = thread_policy
     inference.configure_threads(None)
-    monkeypatch.setattr(inference, "AUTO_ENCODER_MIN_S", 1.0)
-    monkeypatch.setattr(inference, "idle_cores", lambda: 2.0)
+    monkeypatch.setattr(cpu_idle, "idle_cores", lambda: 2.0)
     seen = []
-    encode = inference._encode_windows
+    encode, decode = inference._encode_windows, tiny_model.net.decode
     monkeypatch.setattr(inference, "_encode_windows", lambda *a: seen.append(torch.get_num_threads()) or encode(*a))
+    monkeypatch.setattr(tiny_model.net, "decode", lambda *a: seen.append(torch.get_num_threads()) or decode(*a))
     result = inference.generate(tiny_model, speechlike(2.0, seed=3))
-    assert result.frames > 0 and seen == [2] and torch.get_num_threads() == 1
+    assert result.frames > 0 and seen == [2, 2] and torch.get_num_threads() == 1
+    monkeypatch.setattr(cpu_idle, "idle_cores", lambda: 0.4)          # busy cores: all of it on one thread
+    seen.clear()
+    inference.generate(tiny_model, speechlike(2.0, seed=3))
+    assert seen == [1, 1] and torch.get_num_threads() == 1
 
 
-def test_idle_cores_is_a_number():
-    from wav2sem.inference import idle_cores
+@pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="the measured idle cores need /proc")
+def test_idle_cores_count_other_processes_and_not_this_one():
+    """A real busy child process is seen; this process's own busy loop is not."""
+    import time
 
-    assert isinstance(idle_cores(), float) and idle_cores() <= len(os.sched_getaffinity(0))
+    from wav2sem import cpu_idle
+
+    def others_over(seconds: float, spin: bool = False) -> float:
+        before = cpu_idle._read_counters()
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            if not spin:
+                time.sleep(0.01)
+        return cpu_idle._others_busy(before, cpu_idle._read_counters())
+
+    quiet = others_over(0.6)
+    assert others_over(0.6, spin=True) < quiet + 0.5                   # our own work is left out
+    child = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.2)
+        assert others_over(0.8) > quiet + 0.6                          # one core kept busy by someone else
+    finally:
+        child.kill()
+        child.wait()
+    assert 0.0 <= cpu_idle.idle_cores() <= cpu_idle.usable_cores()
+    monitor = cpu_idle.IdleMonitor()
+    assert monitor.other_busy_cores() is None                          # not started: nothing known
+    monitor.start()
+    time.sleep(cpu_idle.MIN_WINDOW_S + 0.05)
+    assert monitor.other_busy_cores() is not None                      # answers at once after start
