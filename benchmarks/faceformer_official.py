@@ -168,9 +168,11 @@ def convert(official_model, template, work: Path) -> Path:
     feature_extractor().save_pretrained(encoder)
     np.save(work / "template.npy", template)
     out = work / "bundle"
-    args = argparse.Namespace(checkpoint=str(checkpoint), arch="faceformer", dataset="vocaset", encoder=str(encoder),
-                              template=str(work / "template.npy"), template_subject=None, wav2sem=None,
-                              name="faceformer-official-random", output=str(out))
+    parser = argparse.ArgumentParser()
+    convert_command.add_arguments(parser)        # the command's own options and defaults
+    args = parser.parse_args(["--checkpoint", str(checkpoint), "--dataset", "vocaset", "--encoder", str(encoder),
+                              "--template", str(work / "template.npy"), "--name", "faceformer-official-random",
+                              "-o", str(out)])
     with contextlib.redirect_stderr(io.StringIO()):
         code = convert_command.run(args)
     if code != 0:
