@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -30,6 +29,7 @@ import types
 from pathlib import Path
 
 import numpy as np
+from machine import cpu_name
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "results"
@@ -196,16 +196,6 @@ def render_mouth(out_dir: Path) -> list[Path]:
         bpy.ops.render.render(write_still=True)
         paths.append(out_dir / f"blender_write.{name}.png")
     return paths
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> int:

@@ -25,11 +25,14 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import cpu_name  # noqa: E402
 
 
 def encoder_flops(seconds: float, fps: float) -> dict:
@@ -85,16 +88,6 @@ def official_times(seconds: float, threads: int) -> dict | None:
                 return {"file": str(path.relative_to(ROOT)), "official_s": run["median_official"],
                         "project_s": run["median_project"]}
     return None
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
 
 
 def section(seconds: float, fps: float, threads: int) -> tuple[list[str], dict]:
