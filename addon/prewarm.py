@@ -4,7 +4,7 @@ enabled. Main thread only (bpy timers).
 
 A prewarm is the Check's hello + model_info on the pool's backend, for the model and device
 the preferences name, so the first Generate finds the process started, its protocol checked
-and the model loaded: it is the same process (the pool's), started with the same launch
+and the model loaded, and the panel's Style list holds the model's speaking styles: it is the same process (the pool's), started with the same launch
 settings (preferences.backend_python configures the pool). It runs once per set of settings
 (Python, launch arguments, model, device); changed settings prewarm again, and the pool
 replaces a backend started with other launch settings, never one a job still waits on.
@@ -19,7 +19,7 @@ import logging
 
 import bpy
 
-from . import client, preferences
+from . import client, preferences, properties
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +104,8 @@ def _tick() -> float | None:
         if job.error is None:
             log.info("backend prewarmed: %s, model %s", job.hello.summary() if job.hello else "",
                      job.model_info.name if job.model_info else "")
+            if bpy.context.scene is not None:       # the Style list offers the model's styles at once
+                properties.remember_subjects(bpy.context, job.model_info)
         else:
             last_error = job.error
             log.info("prewarm failed (the first Generate reports it): %s", job.error)

@@ -40,6 +40,16 @@ def draw_panel():
     panel.draw(PanelSelf(), bpy.context)
 
 
+def prewarm_model_info(backend):
+    """What the backend says of the model and device the preferences name."""
+    client, prewarm = modules()
+    _, _, model, device = prewarm._settings(bpy.context)
+    job = client.CheckJob(backend, model, device=device)
+    job.wait(timeout=60)
+    assert job.error is None and job.model_info is not None
+    return job.model_info
+
+
 def run_timer(function, timeout: float = 120.0) -> None:
     """Call a timer function as Blender does until it stops asking to be called again."""
     deadline = time.monotonic() + timeout
@@ -68,6 +78,7 @@ def clean(addon):
 def test_panel_draw_starts_the_backend_once_and_generate_uses_it(scene, template, speech, clean):
     client, prewarm = modules()
     make_head(template)
+    bpy.context.scene.wav2sem_lipsync.known_subjects.clear()
     draw_panel()
     assert client.POOL.backend is None                       # the draw itself starts nothing ...
     assert bpy.app.timers.is_registered(prewarm._tick)       # ... it schedules the start
@@ -76,6 +87,8 @@ def test_panel_draw_starts_the_backend_once_and_generate_uses_it(scene, template
     backend = client.POOL.backend
     assert backend is not None and backend.alive and backend.greeted and prewarm.last_error is None
     assert backend.args == ()                                # Auto threads: the backend's default
+    styles = [s.name for s in bpy.context.scene.wav2sem_lipsync.known_subjects]
+    assert styles and styles == list(prewarm_model_info(backend).subjects)    # the Style list, before any click
     pid = backend.pid
     for _ in range(3):
         draw_panel()
