@@ -1,5 +1,6 @@
-"""Driven inside a real Blender window (under Xvfb) by test_gui.py: the modal operator, its
-progress, Esc, the Cancel button, the panel's disabled-button reason, and undo.
+"""Driven inside a real Blender window (under Xvfb) by test_gui.py: the prewarm run by
+Blender's event loop, the modal operator, its progress, Esc, the Cancel button, the panel's
+disabled-button reason, and undo.
 
 The cancels use a 300 s clip (the tiny test model decodes it for several seconds even on an
 idle machine); they happen at the first progress of decoding. A generation that ends before
@@ -95,6 +96,29 @@ def record_shown_progress():
 
 
 @step
+def prewarm_from_the_panel():
+    """What the Lip Sync panel's draw calls; Blender's own event loop then runs the prewarm's
+    timer (the bpy-module tests can only call it by hand)."""
+    prewarm = sys.modules["wav2sem_lipsync.prewarm"]
+    bpy.context.scene.wav2sem_lipsync.known_subjects.clear()
+    with bpy.context.temp_override(**view3d()):
+        prewarm.from_panel(bpy.context)
+    return True
+
+
+@step
+def wait_prewarm():
+    prewarm = sys.modules["wav2sem_lipsync.prewarm"]
+    if prewarm.running():
+        return False
+    backend = sys.modules["wav2sem_lipsync.client"].POOL.backend
+    report["prewarm_error"] = None if prewarm.last_error is None else str(prewarm.last_error)
+    report["prewarm_pid"] = backend.pid if backend is not None and backend.alive and backend.greeted else None
+    report["styles_after_prewarm"] = [s.name for s in bpy.context.scene.wav2sem_lipsync.known_subjects]
+    return True
+
+
+@step
 def start_generate():
     record_shown_progress()
     report["before"] = key_state()
@@ -108,6 +132,8 @@ def wait_generate():
         return False
     report["first_shown"] = list(report["shown"])
     report["actions"] = [a.name for a in bpy.data.actions]
+    backend = sys.modules["wav2sem_lipsync.client"].POOL.backend
+    report["generate_pid"] = backend.pid if backend is not None else None
     return True
 
 

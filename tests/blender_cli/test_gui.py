@@ -1,6 +1,6 @@
-"""The interactive path in a real Blender 3.4 window under Xvfb: the modal operator with
-progress, Esc, the Cancel button, Check during a take, why the button is disabled, one-step
-undo, and a file load in the middle of a run."""
+"""The interactive path in a real Blender 3.4 window under Xvfb: the prewarm, the modal
+operator with progress, Esc, the Cancel button, Check during a take, why the button is
+disabled, one-step undo, and a file load in the middle of a run."""
 from __future__ import annotations
 
 import json
@@ -30,6 +30,11 @@ def test_modal_generate_cancel_and_undo(cli, tmp_path):
     # Disabled with a reason until there is audio.
     assert report["no_audio_poll"] is False and report["no_audio_reason"].startswith("No audio")
     assert report["with_audio_poll"] is True
+    # The panel's prewarm, run by Blender's event loop: backend started and greeted, the Style
+    # list filled, and the first Generate runs on that very process.
+    assert report["prewarm_error"] is None and report["prewarm_pid"] is not None, report
+    assert report["styles_after_prewarm"], report
+    assert report["generate_pid"] == report["prewarm_pid"]
     # Modal: returns at once, shows progress, then writes the take.
     assert report["invoke"] == ["RUNNING_MODAL"]
     fractions = report["first_shown"]
