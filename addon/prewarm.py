@@ -4,8 +4,9 @@ enabled. Main thread only (bpy timers).
 
 A prewarm is the Check's hello + model_info on the pool's backend, for the model and device
 the preferences name, so the first Generate finds the process started, its protocol checked
-and the model loaded, and the panel's Style list holds the model's speaking styles: it is the same process (the pool's), started with the same launch
-settings (preferences.backend_python configures the pool). It runs once per set of settings
+and the model loaded, and the panel's Style list holds the model's speaking styles. It is
+the same process (the pool's), started with the same launch settings
+(preferences.backend_python configures the pool). It runs once per set of settings
 (Python, launch arguments, model, device); changed settings prewarm again, and the pool
 replaces a backend started with other launch settings, never one a job still waits on.
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import statistics
@@ -32,6 +31,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from machine import best_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results"
@@ -110,27 +110,16 @@ def previous_decode(model, memory, style, n_frames, on_frame=None):
 
 
 # ----- the arithmetic bound -----------------------------------------------------------------
-def _best_seconds(fn, repeats: int, inner: int = 1) -> float:
-    fn()
-    best = math.inf
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(inner):
-            fn()
-        best = min(best, (time.perf_counter() - t0) / inner)
-    return best
-
-
 def throughputs(frames: int, output_dim: int, d: int) -> dict:
     """FLOP/s measured here, now, with the current thread count (best of several runs)."""
     g = torch.Generator().manual_seed(0)
     x, w, b = torch.randn(1, d, generator=g), torch.randn(d, 8192, generator=g), torch.randn(8192, generator=g)
-    vecmat = 2 * d * 8192 / _best_seconds(lambda: torch.addmm(b, x, w), 7, 200)
+    vecmat = 2 * d * 8192 / best_seconds(lambda: torch.addmm(b, x, w), 7, 200)
     y, wr = torch.randn(frames, d, generator=g), torch.randn(output_dim, d, generator=g)
     br, out = torch.randn(output_dim, generator=g), torch.empty(frames, output_dim)
-    thin = 2 * frames * d * output_dim / _best_seconds(lambda: torch.addmm(br, y, wr.t(), out=out), 5)
+    thin = 2 * frames * d * output_dim / best_seconds(lambda: torch.addmm(br, y, wr.t(), out=out), 5)
     a = torch.randn(1024, 1024, generator=g)
-    square = 2 * 1024**3 / _best_seconds(lambda: a @ a, 5)
+    square = 2 * 1024**3 / best_seconds(lambda: a @ a, 5)
     return {"vecmat_flops": vecmat, "output_map_flops": thin, "square_gemm_flops": square}
 
 

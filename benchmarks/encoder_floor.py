@@ -32,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import cpu_name  # noqa: E402
+from machine import best_seconds, cpu_name  # noqa: E402
 
 
 def encoder_flops(seconds: float, fps: float) -> dict:
@@ -55,16 +55,6 @@ def encoder_flops(seconds: float, fps: float) -> dict:
             "attention scores + sums": attention}
 
 
-def _best(fn, repeats: int = 5) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
 def throughputs() -> dict:
     import torch
     import torch.nn.functional as F
@@ -73,9 +63,9 @@ def throughputs() -> dict:
     h, w = torch.randn(600, 768), torch.randn(768, 3072)
     x, k = torch.randn(1, 512, 63999), torch.randn(512, 512, 3)
     out_len = (63999 - 3) // 2 + 1
-    return {"2048^3 product": 2 * 2048 ** 3 / _best(lambda: a @ b),
-            "600 x 768 x 3072 product": 2 * 600 * 768 * 3072 / _best(lambda: h @ w, 10),
-            "conv1d 512 -> 512, k 3, stride 2, 20 s": 2 * out_len * 512 * 512 * 3 / _best(
+    return {"2048^3 product": 2 * 2048 ** 3 / best_seconds(lambda: a @ b, 5),
+            "600 x 768 x 3072 product": 2 * 600 * 768 * 3072 / best_seconds(lambda: h @ w, 10),
+            "conv1d 512 -> 512, k 3, stride 2, 20 s": 2 * out_len * 512 * 512 * 3 / best_seconds(
                 lambda: F.conv1d(x, k, stride=2), 3)}
 
 

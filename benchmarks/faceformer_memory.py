@@ -33,25 +33,19 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import faceformer_official as ff  # noqa: E402  (the official code's offline build, shared)
+from machine import reset_peak, status_kb  # noqa: E402
 
 RESULTS = HERE.parent / "results"
 
 
-def _status_mb(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no {field} in /proc/self/status")
-
-
 def _after_imports_mb() -> float:
-    """Resident size now, with the high-water mark reset to it (Linux >= 4.0)."""
-    Path("/proc/self/clear_refs").write_text("5")
-    return _status_mb("VmRSS")
+    """Resident size now, with the high-water mark reset to it."""
+    reset_peak()
+    return status_kb("VmRSS") / 1024
 
 
 def _peak_mb() -> float:
-    return _status_mb("VmHWM")
+    return status_kb("VmHWM") / 1024
 
 
 def child_official(folder: Path, work: Path) -> dict:

@@ -41,6 +41,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from machine import reset_peak, status_kb
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results"
@@ -102,17 +103,6 @@ def write_inputs(folder: Path, vertices: int, frames: int, spectrum: str, seed: 
 
 
 # ----- one measurement (child) ----------------------------------------------------------------
-def _rss_kb(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
-
-
-def _reset_peak() -> None:
-    Path("/proc/self/clear_refs").write_text("5")     # VmHWM := VmRSS (Linux >= 4.0)
-
-
 def child(folder: Path, path: str) -> dict:
     import torch
 
@@ -134,8 +124,8 @@ def child(folder: Path, path: str) -> dict:
         np.save(out / "output_basis.npy", basis)
         basis_seconds = time.perf_counter() - t0
         del basis
-    _reset_peak()
-    baseline = _rss_kb("VmRSS")
+    reset_peak()
+    baseline = status_kb("VmRSS")
     t0 = time.perf_counter()
     if path == PATHS[0]:
         with torch.inference_mode():
@@ -159,7 +149,7 @@ def child(folder: Path, path: str) -> dict:
                                                SCENE_FPS, tolerance=TOLERANCE)
         del coefficients, basis
     seconds = time.perf_counter() - t0
-    peak_mb = (_rss_kb("VmHWM") - baseline) / 1024
+    peak_mb = (status_kb("VmHWM") - baseline) / 1024
     file_mb = sum(p.stat().st_size for p in out.iterdir() if p.name != "output_basis.npy") / 2**20
     # the error against the dense mesh-space offsets at scene fps (outside the measurement)
     with torch.inference_mode():

@@ -33,21 +33,27 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+def process_cpu_seconds(pid: int | str = "self") -> float:
+    """User + system CPU seconds of a process, all its threads (/proc/<pid>/stat). Raises
+    OSError without /proc."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        fields = f.read().rsplit(b")", 1)[1].split()
+    # after "pid (comm)": state is field 3, so utime and stime (fields 14, 15) are at 11, 12
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
 def _read_counters() -> tuple[float, float, float] | None:
     """(wall s, machine busy CPU s, this process's CPU s), or None without /proc."""
     try:
         with open("/proc/stat", "rb") as f:
             fields = f.readline().split()
-        with open("/proc/self/stat", "rb") as f:
-            own = f.read().rsplit(b")", 1)[1].split()
+        mine = process_cpu_seconds()
     except OSError:
         return None
     # cpu user nice system idle iowait irq softirq steal ...: busy = all but idle and iowait
     ticks = [int(v) for v in fields[1:9]]
     busy = sum(ticks) - ticks[3] - ticks[4]
-    # after "pid (comm)": state is field 3, so utime and stime (fields 14, 15) are at 11, 12
-    mine = int(own[11]) + int(own[12])
-    return time.monotonic(), busy / _TICKS, mine / _TICKS
+    return time.monotonic(), busy / _TICKS, mine
 
 
 def _others_busy(old: tuple[float, float, float], new: tuple[float, float, float]) -> float | None:

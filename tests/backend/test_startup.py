@@ -110,10 +110,6 @@ def test_idle_cores_count_other_processes_and_not_this_one():
 
     from wav2sem import cpu_idle
 
-    def cpu_seconds(pid: int) -> float:
-        fields = open(f"/proc/{pid}/stat", "rb").read().rsplit(b")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / cpu_idle._TICKS
-
     # our own busy loop: the machine saw it, the measure of others left it out
     before = cpu_idle._read_counters()
     end = time.monotonic() + 0.8
@@ -128,9 +124,9 @@ def test_idle_cores_count_other_processes_and_not_this_one():
     child = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
         time.sleep(0.3)
-        before, child_before = cpu_idle._read_counters(), cpu_seconds(child.pid)
+        before, child_before = cpu_idle._read_counters(), cpu_idle.process_cpu_seconds(child.pid)
         time.sleep(0.8)
-        after, child_after = cpu_idle._read_counters(), cpu_seconds(child.pid)
+        after, child_after = cpu_idle._read_counters(), cpu_idle.process_cpu_seconds(child.pid)
     finally:
         child.kill()
         child.wait()
