@@ -19,6 +19,20 @@ def _one_torch_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(autouse=True)
+def _thread_policy_kept_to_its_test():
+    """A test that runs `wav2sem infer` or `serve` in this process sets the process's thread
+    policy (inference.configure_threads); put it back, so that later library calls keep one
+    thread instead of following the machine's idle cores (which would change their output
+    in the last float bits from run to run)."""
+    from wav2sem import inference
+
+    policy, threads = inference._THREADS, torch.get_num_threads()
+    yield
+    inference._THREADS = policy
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def audio_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("audio")
