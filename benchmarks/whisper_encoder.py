@@ -38,10 +38,10 @@ ROUNDS = 3
 LOGMEL_BUNDLE = REPO / "results" / "default_model" / "model_0.3"   # the last log-mel default model
 
 from wav2sem.audio import SAMPLE_RATE, load_audio  # noqa: E402
-from wav2sem.inference import load_model  # noqa: E402
+from wav2sem.loaded_model import load_model  # noqa: E402
 from wav2sem.models.encoders import encode_aligned  # noqa: E402
-from wav2sem.models.whisper import (convert_whisper, load_whisper_encoder, resolve_source,  # noqa: E402
-                                    whisper_encoder_from_ct2)
+from wav2sem.models.whisper import load_whisper_encoder  # noqa: E402
+from wav2sem.models.whisper_convert import convert_whisper, resolve_source, whisper_encoder_from_ct2  # noqa: E402
 
 
 def speech() -> tuple[np.ndarray, str]:

@@ -23,7 +23,7 @@ SUBCOMMANDS = {
     "corpus": ("wav2sem.real.command", "build a corpus from recorded speech: `corpus real` (Debian packages)"),
     "train": ("wav2sem.train.command", "train the semantic encoder or the animation model"),
     "eval": ("wav2sem.train.evaluate", "LVE / FDD / MVE of a model on a corpus split"),
-    "encoder": ("wav2sem.models.whisper", "pretrained speech encoder (faster-whisper package) -> local folder"),
+    "encoder": ("wav2sem.commands.encoder", "pretrained speech encoder (faster-whisper package) -> local folder"),
 }
 
 
