@@ -19,10 +19,10 @@ SUBCOMMANDS = {
     "info": ("wav2sem.commands.info", "print versions, devices and the models found"),
     "convert": ("wav2sem.commands.convert", "official FaceFormer / CodeTalker (+ Wav2Sem) weights -> model bundle"),
     "fit": ("wav2sem.commands.fit", "head mesh without face keys -> ARKit shapes fitted from the reference head"),
-    "synth": ("wav2sem.synth.command", "generate the synthetic speech-to-face corpus"),
-    "corpus": ("wav2sem.real.command", "build a corpus from recorded speech: `corpus real` (Debian packages)"),
-    "train": ("wav2sem.train.command", "train the semantic encoder or the animation model"),
-    "eval": ("wav2sem.train.evaluate", "LVE / FDD / MVE of a model on a corpus split"),
+    "synth": ("wav2sem.commands.synth", "generate the synthetic speech-to-face corpus"),
+    "corpus": ("wav2sem.commands.corpus", "build a corpus from recorded speech: `corpus real` (Debian packages)"),
+    "train": ("wav2sem.commands.train", "train the semantic encoder or the animation model"),
+    "eval": ("wav2sem.commands.eval", "LVE / FDD / MVE of a model on a corpus split"),
     "encoder": ("wav2sem.commands.encoder", "pretrained speech encoder (faster-whisper package) -> local folder"),
 }
 

@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .corpus import build_real_corpus
+    from ..real.corpus import build_real_corpus
 
     roots = [Path(p) for p in args.packages] + ([Path("/")] if args.system else [])
     if not roots:

@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .corpus import check_engines, generate
+    from ..synth.corpus import check_engines, generate
 
     if not args.hours > 0:
         raise Wav2SemError(BAD_REQUEST, "--hours must be a positive number of hours, e.g. --hours 1.")

@@ -45,9 +45,9 @@ def _overrides(pairs: list[str]) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     from ..bundle import check_bundle_target
-    from .animation import train_animation
-    from .config import load_config
-    from .semantic import WEIGHTS, train_semantic
+    from ..train.animation import train_animation
+    from ..train.config import load_config
+    from ..train.semantic import WEIGHTS, train_semantic
 
     out = Path(args.out)
     if args.stage in ("animation", "default"):
