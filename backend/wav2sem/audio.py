@@ -15,11 +15,17 @@ log = logging.getLogger(__name__)
 SAMPLE_RATE = 16_000          # Hz, what every speech encoder here expects
 MIN_DURATION_S = 0.1          # shorter clips cannot yield a single motion frame reliably
 SILENCE_PEAK = 1e-4           # peak amplitude (full scale = 1) below which a clip counts as silent
+# Limits checked on the file's header, before anything is decoded (a header that says 1 Hz
+# makes a few seconds of samples hours of audio, gigabytes once resampled to 16 kHz):
+MAX_DURATION_S = 3600.0       # s, one hour; its 16 kHz float32 waveform is 230 MB
+MAX_DECODED_SAMPLES = 2**29   # samples of all channels at the file's own rate (2 GiB of float32;
+                              # one hour of 48 kHz stereo is 0.35e9)
 
 
 def load_audio(path: str | Path) -> np.ndarray:
     """Read `path` as mono float32 at 16 kHz, shape (S,). Raises Wav2SemError with one clear
-    sentence for missing, empty, unreadable or too-short input. Blocks; any thread."""
+    sentence for missing, empty, unreadable, too-short or too-long input (MAX_DURATION_S,
+    MAX_DECODED_SAMPLES, from the header before decoding). Blocks; any thread."""
     import soundfile as sf
     import soxr
 
@@ -37,12 +43,23 @@ def load_audio(path: str | Path) -> np.ndarray:
     if info.st_size == 0:
         raise Wav2SemError(AUDIO_EMPTY, f"Audio file {path.name} is empty (0 bytes).")
     try:
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)   # (S, C)
-    except Exception as exc:  # libsndfile raises its own error types; all mean "cannot read"
-        raise Wav2SemError(
-            AUDIO_UNREADABLE,
-            f"Cannot read {path.name} as audio ({exc}). Use a WAV, FLAC, OGG or MP3 file.",
-        ) from exc
+        handle = open(path, "rb")       # the OS's refusal first: libsndfile would call it a "System error"
+    except OSError as exc:
+        reason = (exc.strerror or str(exc)).lower()
+        raise Wav2SemError(AUDIO_UNREADABLE, f"Cannot read {path}: {reason}; check the file's permissions.") from None
+    with handle:
+        try:
+            with sf.SoundFile(handle) as sound:
+                _check_size(path, sound.frames, sound.samplerate, sound.channels)
+                data = sound.read(dtype="float32", always_2d=True)         # (S, C)
+                rate = sound.samplerate
+        except Wav2SemError:
+            raise
+        except Exception as exc:  # libsndfile raises its own error types; all mean "cannot read"
+            raise Wav2SemError(
+                AUDIO_UNREADABLE,
+                f"Cannot read {path.name} as audio ({exc}). Use a WAV, FLAC, OGG or MP3 file.",
+            ) from exc
     if data.shape[0] == 0:
         raise Wav2SemError(AUDIO_EMPTY, f"Audio file {path.name} contains no samples.")
     duration = data.shape[0] / rate
@@ -63,6 +80,18 @@ def load_audio(path: str | Path) -> np.ndarray:
     if rate != SAMPLE_RATE:
         mono = soxr.resample(mono, rate, SAMPLE_RATE, quality="HQ")
     return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+def _check_size(path: Path, frames: int, rate: int, channels: int) -> None:
+    """Refuse, from the header, audio whose decoded or 16 kHz size is past the limits."""
+    if rate > 0 and frames / rate > MAX_DURATION_S:
+        raise Wav2SemError(AUDIO_UNREADABLE, f"{path.name} says it holds {frames / rate / 60:.0f} min of audio "
+                                             f"({frames} samples at {rate} Hz); wav2sem reads at most "
+                                             f"{MAX_DURATION_S / 60:.0f} min: cut it into shorter files.")
+    if frames * channels > MAX_DECODED_SAMPLES:
+        raise Wav2SemError(AUDIO_UNREADABLE, f"{path.name} holds {frames * channels} samples ({channels} channels "
+                                             f"at {rate} Hz), more than the {MAX_DECODED_SAMPLES} wav2sem decodes at "
+                                             "once: cut it into shorter files or convert it to mono.")
 
 
 def is_silent(waveform: np.ndarray) -> bool:

@@ -1,13 +1,15 @@
 """Writing results so that a failure never leaves a half-written or wrong file behind.
 
 An output is written to a partial file beside it, named `.wav2sem-partial-<pid>-...`, then
-renamed over it. A process killed outright (kill -9) cannot remove its partial file; the
-next write into that folder removes partial files whose process is gone."""
+renamed over it; several outputs of one run are all written before any is renamed
+(`commit_all`). Files get the permissions of any new file (0o666 less the umask), as bundles
+do. A process killed outright (kill -9) cannot remove its partial file; the next write into
+that folder removes partial files whose process is gone."""
 from __future__ import annotations
 
 import json
 import os
-import tempfile
+import uuid
 from pathlib import Path
 from typing import IO, Callable
 
@@ -49,9 +51,10 @@ def _partial_file(path: Path, suffix: str, mode: str, write: Callable[[IO], None
     """A new partial file beside `path` (stale ones of dead processes removed first), filled
     by `write(handle)`; returns it. Nothing is left on failure; OSError -> OUTPUT_UNWRITABLE."""
     remove_stale_partials(path.parent)
+    tmp = path.parent / f"{PARTIAL_PREFIX}{os.getpid()}-{path.stem[:40]}-{uuid.uuid4().hex[:12]}{suffix}"
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f"{PARTIAL_PREFIX}{os.getpid()}-{path.stem[:40]}-", suffix=suffix,
-                                   dir=path.parent)
+        # 0o666: the OS takes the umask off, as for any new file (tempfile.mkstemp's 0o600 would not)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     except OSError as exc:
         raise _unwritable(path, exc) from exc
     try:
@@ -59,11 +62,11 @@ def _partial_file(path: Path, suffix: str, mode: str, write: Callable[[IO], None
         with os.fdopen(fd, mode, encoding="utf-8" if text else None, newline="\n" if text else None) as handle:
             write(handle)
     except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         if isinstance(exc, OSError):
             raise _unwritable(path, exc) from exc
         raise
-    return Path(tmp)
+    return tmp
 
 
 def commit_partial(partial: Path, path: str | Path) -> None:
@@ -75,12 +78,30 @@ def commit_partial(partial: Path, path: str | Path) -> None:
         raise _unwritable(Path(path), exc) from exc
 
 
-def save_npy_atomic(path: str | Path, array: np.ndarray) -> None:
-    commit_partial(write_partial(path, array), path)
+def commit_all(writes: list[tuple[Path, Path]]) -> None:
+    """Rename each (partial, path) of one run, all or nothing: on a failure the partials left
+    and the outputs already renamed in this call are removed, so no half result stays."""
+    done: list[Path] = []
+    try:
+        for partial, path in writes:
+            commit_partial(partial, path)
+            done.append(Path(path))
+    except BaseException:
+        for partial, _ in writes:
+            partial.unlink(missing_ok=True)
+        for path in done:
+            path.unlink(missing_ok=True)
+        raise
 
 
-def save_json_atomic(path: str | Path, data: object) -> None:
-    """Write `data` as UTF-8 JSON through a partial file beside `path` (as the .npy outputs)."""
+def discard_partials(writes: list[tuple[Path, Path]]) -> None:
+    """Remove the partial files of (partial, path) pairs not committed (after a failure)."""
+    for partial, _ in writes:
+        partial.unlink(missing_ok=True)
+
+
+def write_partial_json(path: str | Path, data: object) -> Path:
+    """`data` as UTF-8 JSON into a new partial file beside `path`; returns it."""
     path = Path(path)
     if not path.parent.is_dir():
         raise Wav2SemError(OUTPUT_UNWRITABLE, f"The folder for the output, {path.parent}, does not exist.")
@@ -89,7 +110,7 @@ def save_json_atomic(path: str | Path, data: object) -> None:
         json.dump(data, handle, indent=2)
         handle.write("\n")
 
-    commit_partial(_partial_file(path, ".json", "w", write), path)
+    return _partial_file(path, ".json", "w", write)
 
 
 def remove_stale_partials(folder: Path) -> None:

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from w2s_helpers import SR, sine, write_audio
+from unprivileged import open_folder  # noqa: F401  (fixture)
+from w2s_helpers import SR, assert_clean_failure, sine, write_audio
 from wav2sem.errors import AUDIO_EMPTY, AUDIO_NOT_FOUND, AUDIO_TOO_SHORT, AUDIO_UNREADABLE, Wav2SemError
 
 FORMATS = {  # extension -> soundfile format / subtype
@@ -115,18 +116,82 @@ def test_float_audio_far_beyond_full_scale_gives_finite_offsets(tmp_path, tiny_m
     assert np.isfinite(offsets).all() and np.abs(offsets).max() > 1e-4
 
 
-def test_unreadable_audio_is_one_sentence(tmp_path):
-    import os
+def test_unreadable_audio_says_it_is_a_permission_problem(tmp_path, monkeypatch):
+    """Opening the file refused (in-process, simulated: these tests run as root; the real case
+    as an unprivileged user is below): a sentence about permissions, not libsndfile's
+    "System error ... Use a WAV, FLAC, OGG or MP3 file"."""
+    from wav2sem import audio
 
-    if os.geteuid() == 0:
-        pytest.skip("root reads files whatever their permissions")
     path = write_audio(tmp_path / "locked.wav", sine(300, 0.5, SR), SR)
-    path.chmod(0)
-    try:
-        code, message = code_of(path)
-    finally:
-        path.chmod(0o644)
+
+    def refused(name, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(name))
+
+    monkeypatch.setattr(audio, "open", refused, raising=False)
+    code, message = code_of(path)
     assert code == AUDIO_UNREADABLE and "locked.wav" in message
+    assert "permission denied" in message and "permissions" in message and "WAV" not in message
+
+
+def test_unreadable_audio_as_an_unprivileged_user(open_folder, tiny_bundle):
+    """`wav2sem infer` run as nobody on a file only root may read: one sentence, no traceback."""
+    from unprivileged import run_wav2sem_as_nobody
+
+    path = write_audio(open_folder / "locked.wav", sine(300, 0.5, SR), SR)
+    path.chmod(0o600)
+    out = open_folder / "out"
+    out.mkdir(mode=0o777)
+    out.chmod(0o777)
+    proc = run_wav2sem_as_nobody("infer", path, "-o", out / "take.npy", "--model", tiny_bundle)
+    line = assert_clean_failure(proc, "locked.wav", "permission denied", "permissions")
+    assert "WAV, FLAC" not in line and list(out.iterdir()) == []
+
+
+def _one_hertz_wav(path):
+    """3 s of 16 kHz samples whose header says 1 Hz: 48000 s (13 h) of audio, which resampled
+    to 16 kHz would be 768 million samples (the server allocated about 22 GB)."""
+    noise = (np.random.default_rng(0).standard_normal(48_000) * 0.1).astype(np.float32)
+    sf.write(str(path), noise, 1, subtype="PCM_16")
+    return path
+
+
+def test_audio_past_the_limit_is_refused_from_its_header(tmp_path, monkeypatch):
+    import soxr
+
+    from wav2sem.audio import MAX_DURATION_S
+
+    def no_resampling(*args, **kwargs):
+        raise AssertionError("audio past the limit was resampled")
+
+    monkeypatch.setattr(soxr, "resample", no_resampling)
+    code, message = code_of(_one_hertz_wav(tmp_path / "bomb.wav"))
+    assert code == AUDIO_UNREADABLE and "bomb.wav" in message and "800 min" in message
+    assert f"at most {MAX_DURATION_S / 60:.0f} min" in message
+    # many channels: the decoded size is checked too (a header read, nothing decoded)
+    from wav2sem import audio
+
+    monkeypatch.setattr(audio, "MAX_DECODED_SAMPLES", 1000)
+    wide = write_audio(tmp_path / "wide.wav", np.zeros((600, 2), np.float32), SR)
+    code, message = code_of(wide)
+    assert code == AUDIO_UNREADABLE and "1200 samples" in message and "mono" in message
+
+
+def test_audio_past_the_limit_through_the_command_line(tmp_path, tiny_bundle):
+    """The real command, its address space capped at 6 GB: refused with one sentence at once
+    (before the fix, resampling needed several times that)."""
+    import resource
+    import subprocess
+
+    from w2s_helpers import SUBPROCESS_ENV, wav2sem_cmd
+
+    def cap():
+        resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))
+
+    path = _one_hertz_wav(tmp_path / "bomb.wav")
+    proc = subprocess.run(wav2sem_cmd("infer", path, "-o", tmp_path / "take.npy", "--model", tiny_bundle),
+                          capture_output=True, text=True, timeout=120, env=SUBPROCESS_ENV, preexec_fn=cap)
+    assert_clean_failure(proc, "bomb.wav", "at most 60 min")
+    assert not (tmp_path / "take.npy").exists()
 
 
 def test_audio_in_a_folder_that_cannot_be_searched(tmp_path, monkeypatch):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from unprivileged import open_folder  # noqa: F401  (fixture)
 from w2s_helpers import (SR, assert_clean_failure, error_lines, run_wav2sem, run_wav2sem_inprocess, run_wav2sem_many,
                          speechlike, write_audio)
 
@@ -187,26 +188,29 @@ def test_full_disk_while_writing_is_output_unwritable(tiny_bundle, speech_wav, t
     assert sorted(p.name for p in tmp_path.iterdir()) == ["full.npy"]
 
 
-def test_output_folder_that_cannot_be_written(tiny_bundle, speech_wav, tmp_path, monkeypatch):
-    """A read-only output folder: refused before any work where the OS says so (non-root),
-    and still one sentence when creating the file fails (root, network shares: simulated)."""
+def test_output_folder_that_cannot_be_written(tiny_bundle, speech_wav, open_folder, monkeypatch):
+    """A read-only output folder: refused before any work, run as an unprivileged user (these
+    tests run as root, whom permissions do not stop); and still one sentence when creating the
+    file fails although the folder looks writable (root, network shares: simulated)."""
     import os
-    import tempfile
+    import shutil
 
-    folder = tmp_path / "locked"
-    folder.mkdir()
-    if os.geteuid() != 0:
-        folder.chmod(0o555)
-        try:
-            proc = run_wav2sem_inprocess("infer", speech_wav, "-o", folder / "a.npy", "--model", tiny_bundle)
-        finally:
-            folder.chmod(0o755)
-        assert_clean_failure(proc, "not writable")
+    from unprivileged import run_wav2sem_as_nobody
 
-    def read_only(*args, **kwargs):
-        raise PermissionError(13, "Permission denied", str(folder))
+    folder = open_folder / "locked"
+    folder.mkdir(mode=0o755)
+    audio = shutil.copy(speech_wav, open_folder / "speech.wav")
+    proc = run_wav2sem_as_nobody("infer", audio, "-o", folder / "a.npy", "--model", tiny_bundle)
+    assert_clean_failure(proc, "not writable")
 
-    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    real_open = os.open
+
+    def read_only(path, *args, **kwargs):
+        if str(path).startswith(str(folder)):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", read_only)
     proc = run_wav2sem_inprocess("infer", speech_wav, "-o", folder / "b.npy", "--model", tiny_bundle)
     assert_clean_failure(proc, "b.npy", "permission denied")
     assert list(folder.iterdir()) == []

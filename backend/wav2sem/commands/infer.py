@@ -85,7 +85,7 @@ class _StderrProgress:
 def run(args: argparse.Namespace) -> int:
     from ..audio import load_audio
     from ..inference import configure_threads, generate, load_model
-    from ..outputs import check_output_path, save_json_atomic, save_npy_atomic
+    from ..outputs import check_output_path, commit_all, discard_partials, write_partial, write_partial_json
 
     if not args.output and not args.no_offsets:
         raise Wav2SemError(BAD_REQUEST, "Give the output file with -o OUT.npy (or --no-offsets to write only a "
@@ -114,14 +114,22 @@ def run(args: argparse.Namespace) -> int:
     duration = waveform.shape[0] / 16000
     about = (f"at {result.fps:g} fps from {duration:.2f} s of audio in {result.seconds:.2f} s "
              f"(model {model.bundle.config.name}, {model.device})")
+    writes = []                   # (partial, final path): all written before any is renamed
+    try:
+        if weights_out is not None:
+            names = channels_path(weights_out)
+            writes.append((write_partial(weights_out, result.weights), weights_out))
+            writes.append((write_partial_json(names, {"channels": list(result.channels), "fps": result.fps,
+                                                      "frames": result.frames, "model": model.bundle.config.name}),
+                           names))
+        if write_offsets:
+            writes.append((write_partial(args.output, result.offsets), Path(args.output)))
+        commit_all(writes)
+    finally:
+        discard_partials(writes)
     if weights_out is not None:
-        save_npy_atomic(weights_out, result.weights)
-        names = channels_path(weights_out)
-        save_json_atomic(names, {"channels": list(result.channels), "fps": result.fps, "frames": result.frames,
-                                 "model": model.bundle.config.name})
         print(f"wrote {weights_out}: {result.frames} frames x {len(result.channels)} blendshape weights "
               f"(channel names in {names.name}) {about}", file=sys.stderr)
     if write_offsets:
-        save_npy_atomic(args.output, result.offsets)
         print(f"wrote {args.output}: {result.frames} frames x {model.vertex_count} vertices {about}", file=sys.stderr)
     return 0
