@@ -21,6 +21,8 @@ BACKEND_SOURCE_DIR = "backend_src"            # addon/installer.py reads the sam
 _EXCLUDE_DIRS = {"__pycache__", ".mypy_cache", ".pytest_cache"}
 _EXCLUDE_SUFFIXES = {".pyc", ".pyo"}
 _ADDON_ONLY_EXCLUDE = {"mypy.ini"}
+# Tiny test weights for the suite and the benchmarks: not part of what users install.
+_BACKEND_TEST_ONLY = {"testing.py", "testing_codetalker.py"}
 
 
 def version() -> str:
@@ -50,7 +52,7 @@ def archive_entries() -> list[tuple[Path, str]]:
         entries.append((REPO / name, f"{BACKEND_SOURCE_DIR}/{name}"))
     package = REPO / "backend" / "wav2sem"
     entries += [(p, f"{BACKEND_SOURCE_DIR}/backend/wav2sem/{p.relative_to(package).as_posix()}")
-                for p in _files(package)]
+                for p in _files(package) if p.relative_to(package).as_posix() not in _BACKEND_TEST_ONLY]
     return entries
 
 

@@ -13,11 +13,10 @@ bl_info = {
 }
 
 # Registration order: settings before the operators and panels that use them.
-from . import (check_operator, face_match, face_panel, face_props, fit_face_operator, install_operator,  # noqa: E402
-               operators, panels, preferences, properties)
+from .ops import check, face_match, fit_face, generate, install  # noqa: E402
+from .ui import face_panel, face_props, panels, preferences, properties  # noqa: E402
 
-_MODULES = (preferences, properties, face_props, operators, fit_face_operator, face_match, check_operator,
-            install_operator, panels, face_panel)
+_MODULES = (preferences, properties, face_props, generate, fit_face, face_match, check, install, panels, face_panel)
 
 
 def register() -> None:

@@ -73,7 +73,7 @@ def addon_module(name: str) -> Any:
 def render_preview(scene: bpy.types.Scene, obj: bpy.types.Object, path: str, scale: int) -> None:
     """A Workbench movie with sound. Blender's own output (a line per frame, GPU messages)
     is kept out of the console: a progress line every tenth of the frames instead."""
-    versions, quiet = addon_module("versions"), addon_module("quiet")
+    versions, quiet = addon_module("scene.versions"), addon_module("core.quiet")
     ensure_camera(scene, obj)
     scene.render.engine = "BLENDER_WORKBENCH"  # type: ignore[assignment]  # stubs list one engine
     scene.render.resolution_percentage = scale
@@ -121,7 +121,7 @@ class Shot:
 def animate(args: argparse.Namespace, strip: str) -> tuple[str | None, list[str]]:
     """Generate one take; returns (the error or None, its warnings). Blender's report lines
     are restated by the caller; anything else it printed (a traceback) is passed on."""
-    quiet = addon_module("quiet")
+    quiet = addon_module("core.quiet")
     error = None
     with quiet.captured_output() as output:
         try:
@@ -139,7 +139,7 @@ def animate(args: argparse.Namespace, strip: str) -> tuple[str | None, list[str]
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    versions, apply = addon_module("versions"), addon_module("apply")
+    versions, takes = addon_module("scene.versions"), addon_module("scene.takes")
     scene = bpy.context.scene
     assert scene is not None
     obj = bpy.data.objects.get(args.object)
@@ -158,10 +158,10 @@ def main(argv: list[str]) -> int:
             failures.append(label)
             continue
         strip = versions.new_sound_strip(scene, Path(audio).stem, audio_path, frame)
-        take, start, sound_end = apply.take_name_for(strip.name), round(strip.frame_start), round(strip.frame_final_end)
+        take, start, sound_end = takes.take_name_for(strip.name), round(strip.frame_start), round(strip.frame_final_end)
         shot_start = time.monotonic()
         error, warnings = animate(args, strip.name)
-        span = apply.take_span(obj, take)
+        span = takes.take_span(obj, take)
         if error is None and (span is None or span[0] != start):
             error = f"the take {take} is not on '{obj.name}' at frame {start}"
         if error is not None:
@@ -175,7 +175,7 @@ def main(argv: list[str]) -> int:
         shots.append(Shot(label, take, span))
         frame = max(sound_end, span[1] + 1) + args.gap
     for shot in shots:   # nothing a later shot did may have replaced or moved an earlier take
-        if apply.take_span(obj, shot.take) != shot.frames:
+        if takes.take_span(obj, shot.take) != shot.frames:
             print(f"{shot.label}: FAILED: its take {shot.take} was replaced by a later shot", flush=True)
             failures.append(shot.label)
     scene.frame_start, scene.frame_end = first_frame, max(first_frame, frame - args.gap - 1)   # the shots

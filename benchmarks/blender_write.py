@@ -37,11 +37,12 @@ os.environ["HOME"] = tempfile.mkdtemp(prefix="wav2sem_bench_home_")   # before b
 
 import bpy  # noqa: E402
 
-# The add-on's modules without registering it (apply/mapping need no registration).
+# The add-on's modules without registering it (takes/mapping need no registration).
 _package = types.ModuleType("wav2sem_lipsync")
 _package.__path__ = [str(REPO / "addon")]  # type: ignore[attr-defined]
 sys.modules["wav2sem_lipsync"] = _package
-from wav2sem_lipsync import apply, face_keys, face_plan, face_take, mapping, visemes  # noqa: E402
+from wav2sem_lipsync.core import face_keys, face_plan, mapping, visemes  # noqa: E402
+from wav2sem_lipsync.scene import face_take, takes  # noqa: E402
 
 sys.path.insert(0, str(REPO / "blend_examples"))
 import ict_head  # noqa: E402
@@ -115,10 +116,10 @@ def measure(mode: str, template: np.ndarray, faces: list, offsets: np.ndarray) -
     scene.render.fps, scene.render.fps_base = FPS, 1.0
     obj = new_object("Head", template, faces)
     start = time.perf_counter()
-    prepared = mapping.prepare_take(template, apply.rest_positions(obj), offsets, FPS, FPS, 1.0, mode)
+    prepared = mapping.prepare_take(template, takes.rest_positions(obj), offsets, FPS, FPS, 1.0, mode)
     prepare_s = time.perf_counter() - start
     start = time.perf_counter()
-    summary = apply.write_take(obj, "LipSync_bench", prepared, 1)
+    summary = takes.write_take(obj, "LipSync_bench", prepared, 1)
     write_s = time.perf_counter() - start
     blend_mb, eval_ms = saved_size_and_playback(scene, obj, summary.frame_end)
     return {"mode": mode, "keys": summary.keys, "relative_error": summary.relative_error,
@@ -176,8 +177,8 @@ def render_mouth(out_dir: Path) -> list[Path]:
     obj = new_object("Head", template @ y_up_to_z_up.T * 10.0, head.template.faces.tolist())
     for polygon in obj.data.polygons:
         polygon.use_smooth = True
-    prepared = mapping.prepare_take(template, apply.rest_positions(obj), offsets, 30.0, 24.0)
-    apply.write_take(obj, "LipSync_open", prepared, 1)
+    prepared = mapping.prepare_take(template, takes.rest_positions(obj), offsets, 30.0, 24.0)
+    takes.write_take(obj, "LipSync_open", prepared, 1)
     scene = bpy.context.scene
     camera = bpy.data.objects.new("Camera", bpy.data.cameras.new("Camera"))
     scene.collection.objects.link(camera)

@@ -156,7 +156,7 @@ def assert_fully_same(before: dict, after: dict) -> None:
 def cancel_as_the_result_arrives(inputs):
     """Run one take from `inputs` (an operator-like object) up to the backend's result, then
     press Esc before the write: the outcome of LipSyncRun.finish."""
-    lipsync = sys.modules[f"{PACKAGE}.lipsync_run"]
+    lipsync = sys.modules[f"{PACKAGE}.ops.lipsync_run"]
     run = lipsync.LipSyncRun(lipsync.gather(bpy.context, inputs))
     try:
         while not run.job.poll(0.1):

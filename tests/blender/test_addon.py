@@ -74,7 +74,7 @@ def test_compact_take_follows_backend_offsets(scene, template, speech, reference
     frames = take_frames(reference_offsets)
     # One weight curve per basis key, keyed on every frame plus a zero before and after;
     # sliders opened to [-1, 1] so no weight is clamped.
-    curves = sys.modules[PACKAGE + ".versions"].action_fcurves(bpy.data.actions["LipSync_line"])
+    curves = sys.modules[PACKAGE + ".scene.versions"].action_fcurves(bpy.data.actions["LipSync_line"])
     assert sorted(c.data_path for c in curves) == sorted(f'key_blocks["{n}"].value' for n in take_keys)
     for curve in curves:
         assert len(curve.keyframe_points) == frames + 2
@@ -103,7 +103,7 @@ def test_vertex_take_from_factors_or_dense_offsets(scene, template, speech, refe
     """The tiny FaceFormer is factored: the add-on asks for its coefficients and builds the
     take from them; a backend that names no output_basis (older) still gets the dense path.
     Both give the backend's own offsets (from `wav2sem infer`) within the tolerance."""
-    mapping, jobs = sys.modules[PACKAGE + ".mapping"], sys.modules[PACKAGE + ".jobs"]
+    mapping, jobs = sys.modules[PACKAGE + ".core.mapping"], sys.modules[PACKAGE + ".core.jobs"]
     calls = []
     for name in ("prepare_take", "prepare_factor_take"):
         original = getattr(mapping, name)
@@ -168,7 +168,7 @@ def test_failure_while_writing_rolls_back(scene, template, speech, addon, monkey
     head.shape_key_add(name="Basis", from_mix=False)
     bpy.ops.wav2sem.generate_lipsync(object="Head", audio_path=str(speech))     # an existing take
     before = snapshot(head)
-    versions = sys.modules[PACKAGE + ".versions"]
+    versions = sys.modules[PACKAGE + ".scene.versions"]
 
     def broken(*args, **kwargs):
         raise RuntimeError("simulated failure after the keys were added")
@@ -186,7 +186,7 @@ def test_backend_crash_leaves_mesh_unchanged_and_shows_stderr(scene, template, s
     with pytest.raises(RuntimeError, match=r"stopped unexpectedly \(exit code 3\).*crashed on purpose"):
         bpy.ops.wav2sem.generate_lipsync(object="Head", audio_path=str(speech))
     assert_same(before, snapshot(head))
-    assert sys.modules[PACKAGE + ".operators"]._ACTIVE == []
+    assert sys.modules[PACKAGE + ".ops.run"]._ACTIVE == []
 
 
 def test_cancel_leaves_mesh_unchanged(scene, template, addon, workdir):
@@ -197,7 +197,7 @@ def test_cancel_leaves_mesh_unchanged(scene, template, addon, workdir):
     head = make_head(template)
     head.shape_key_add(name="Basis", from_mix=False)
     before = snapshot(head)
-    operators = sys.modules[PACKAGE + ".operators"]
+    operators = sys.modules[PACKAGE + ".ops.generate"]
 
     class Props:  # what the panel passes to the operator
         object, audio_path, strip, subject, intensity, output_mode = "Head", str(long_speech), "", "", 1.0, "COMPACT"
@@ -213,7 +213,7 @@ def test_cancel_leaves_mesh_unchanged(scene, template, addon, workdir):
     finally:
         run.close()
     assert_same(before, snapshot(head))
-    assert sys.modules[PACKAGE + ".client"].POOL.get(sys.executable)[0].alive   # still warm after a cancel
+    assert sys.modules[PACKAGE + ".core.client"].POOL.get(sys.executable)[0].alive   # still warm after a cancel
 
 
 def test_check_backend_reports_versions_devices_and_model(scene, addon):
@@ -253,7 +253,7 @@ def test_packed_sound_strip_is_used_when_its_file_is_gone(scene, template, speec
 
 def test_managed_environment_lives_in_the_extension_user_folder(addon):
     from bpy_helpers import _HOME
-    venv = sys.modules[PACKAGE + ".preferences"].managed_venv_dir()
+    venv = sys.modules[PACKAGE + ".ui.preferences"].managed_venv_dir()
     assert venv.name == "venv" and str(venv).startswith(_HOME) and "wav2sem_lipsync" in str(venv)
 
 
@@ -264,7 +264,7 @@ def test_backend_stays_warm_and_ends_when_the_addon_is_disabled(scene, template,
     import addon_utils
     make_head(template)
     bpy.ops.wav2sem.generate_lipsync(object="Head", audio_path=str(speech))
-    pool = sys.modules[PACKAGE + ".client"].POOL
+    pool = sys.modules[PACKAGE + ".core.client"].POOL
     backend, is_new = pool.get(sys.executable)
     assert not is_new and backend.alive            # kept warm between clicks
     pid = backend.pid

@@ -11,7 +11,7 @@ from bpy_helpers import PACKAGE, bpy
 
 
 def test_check_during_a_take_reports_and_leaves_the_take_its_result(scene, addon, speech, fake_python, monkeypatch):
-    client = sys.modules[PACKAGE + ".client"]
+    client = sys.modules[PACKAGE + ".core.client"]
     python = fake_python("--slow", "3")
     monkeypatch.setenv("WAV2SEM_PYTHON", python)
     client.POOL.close()

@@ -26,7 +26,7 @@ def addon_module(name: str):
 
 
 def fcurves(action):
-    return addon_module("versions").action_fcurves(action)
+    return addon_module("scene.versions").action_fcurves(action)
 
 
 @pytest.fixture(scope="session")
@@ -56,7 +56,7 @@ def ict(scene, addon, ict_bundle):
 
 
 def at_scene_fps(weights: np.ndarray) -> np.ndarray:
-    return addon_module("mapping").resample(weights.astype(np.float32), MODEL_FPS, SCENE_FPS).astype(np.float64)
+    return addon_module("core.mapping").resample(weights.astype(np.float32), MODEL_FPS, SCENE_FPS).astype(np.float64)
 
 
 def take_curves(take="LipSync_line") -> dict:
@@ -154,7 +154,7 @@ def test_a_partial_set_is_solved_onto_the_keys_it_has(ict, speech, only):
 
 
 def test_viseme_only_head_drives_its_visemes(ict, speech):
-    visemes = addon_module("visemes").VISEME_SHAPES
+    visemes = addon_module("core.visemes").VISEME_SHAPES
     oculus = {k: v for k, v in visemes.items() if k.startswith("viseme_")}
     head = ict.build_ict_head(bpy, "Visemes", keys="visemes", visemes=oculus)
     assert generate(head, speech) == {"FINISHED"}
@@ -224,9 +224,9 @@ def logging_python(tmp_path, monkeypatch):
     wrapper.write_text(f"#!/bin/sh\ntee {log} | exec {sys.executable} -m wav2sem serve\n")
     wrapper.chmod(0o755)
     monkeypatch.setenv("WAV2SEM_PYTHON", str(wrapper))
-    addon_module("client").POOL.close()
+    addon_module("core.client").POOL.close()
     yield log
-    addon_module("client").POOL.close()
+    addon_module("core.client").POOL.close()
 
 
 def requests(log) -> list[dict]:
@@ -275,7 +275,7 @@ def test_cancel_and_failure_leave_keys_values_and_curves_as_they_were(ict, speec
 
     def broken(*args, **kwargs):
         raise RuntimeError("simulated failure after the curves were added")
-    monkeypatch.setattr(addon_module("versions"), "add_nla_strip", broken)
+    monkeypatch.setattr(addon_module("scene.versions"), "add_nla_strip", broken)
     with pytest.raises(RuntimeError, match="simulated failure"):
         generate(head, speech)
     assert_fully_same(before, full_snapshot(head, fcurves))
@@ -284,7 +284,7 @@ def test_cancel_and_failure_leave_keys_values_and_curves_as_they_were(ict, speec
 def test_backend_dying_mid_take_leaves_the_keys_as_they_were(ict, speech, fake_python, monkeypatch):
     monkeypatch.setenv("WAV2SEM_PYTHON", fake_python("--vertex-count", "26719", "--blendshapes", "10",
                                                      "--crash-after-progress", "2"))
-    addon_module("client").POOL.close()
+    addon_module("core.client").POOL.close()
     head = ict.build_ict_head(bpy, "ICT", only=SPEECH)
     head.data.shape_keys.key_blocks["jawOpen"].value = 0.3
     before = full_snapshot(head, fcurves)
@@ -292,7 +292,7 @@ def test_backend_dying_mid_take_leaves_the_keys_as_they_were(ict, speech, fake_p
         with pytest.raises(RuntimeError, match=r"stopped unexpectedly \(exit code 3\)"):
             generate(head, speech)
     finally:
-        addon_module("client").POOL.close()
+        addon_module("core.client").POOL.close()
     assert_fully_same(before, full_snapshot(head, fcurves))
     assert len(head.wav2sem_face.rows) == 0                     # no match stored by a failed take
 
@@ -301,7 +301,7 @@ def test_takes_at_other_frames_on_the_same_keys_both_play(ict, workdir, fake_pyt
     """A take that drives the user's keys does not hold its ends, so a lower take still plays."""
     from bpy_helpers import write_wav
     monkeypatch.setenv("WAV2SEM_PYTHON", fake_python("--vertex-count", "26719", "--blendshapes", "4"))
-    addon_module("client").POOL.close()
+    addon_module("core.client").POOL.close()
     first, second = write_wav(workdir / "first.wav", 1.0), write_wav(workdir / "second.wav", 1.0)
     head = ict.build_ict_head(bpy, "ICT", only=("jawOpen", "mouthClose"))
     try:
@@ -309,7 +309,7 @@ def test_takes_at_other_frames_on_the_same_keys_both_play(ict, workdir, fake_pyt
         bpy.context.scene.frame_set(60)
         assert generate(head, second) == {"FINISHED"}           # frames 60-89
     finally:
-        addon_module("client").POOL.close()
+        addon_module("core.client").POOL.close()
     assert [t.name for t in head.data.shape_keys.animation_data.nla_tracks] == [
         "LipSync rest values", "LipSync_first", "LipSync_second"]
     jaw = head.data.shape_keys.key_blocks["jawOpen"]
@@ -329,7 +329,7 @@ def test_takes_at_other_frames_on_the_same_keys_both_play(ict, workdir, fake_pyt
 def test_a_failing_first_take_leaves_no_animation_data(ict, speech, monkeypatch, fails):
     head = ict.build_ict_head(bpy, "ICT", only=("jawOpen", "mouthClose"))
     before = full_snapshot(head, fcurves)
-    versions = addon_module("versions")
+    versions = addon_module("scene.versions")
     real = versions.add_nla_strip
 
     def broken(track, name, *args):

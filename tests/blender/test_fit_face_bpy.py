@@ -31,7 +31,7 @@ def module(name: str):
 
 
 def fcurves(action):
-    return module("versions").action_fcurves(action)
+    return module("scene.versions").action_fcurves(action)
 
 
 def _part_mesh(name: str, arrays, parts: list[str]):
@@ -103,7 +103,7 @@ def test_fitted_head_speaks_through_its_new_keys(user_head):
     fitted = list(key["wav2sem_fitted"])
     assert "jawOpen" in fitted and "mouthClose" in fitted and "eyeBlink_L" not in fitted
     assert [b.name for b in key.key_blocks] == ["Basis", *fitted]
-    assert sorted(module("fit_landmarks").find(head)) == sorted(module("protocol").FIT_LANDMARKS)
+    assert sorted(module("scene.fit_landmarks").find(head)) == sorted(module("core.protocol").FIT_LANDMARKS)
     teeth, gums = bpy.data.objects["Teeth"], bpy.data.objects["GumsTongue"]
     for extra in (teeth, gums):                                # picked by name, driven by the head
         assert extra.data.shape_keys is not None
@@ -146,7 +146,7 @@ def test_refit_from_a_moved_empty_rewrites_the_keys_in_place(user_head):
     jaw = key.key_blocks["jawOpen"]
     first = np.empty(len(jaw.data) * 3, np.float32)
     jaw.data.foreach_get("co", first)
-    action, _, curves = module("versions").new_shape_key_action("LipSync_earlier", key)   # an earlier take
+    action, _, curves = module("scene.versions").new_shape_key_action("LipSync_earlier", key)   # an earlier take
     curve = curves.new('key_blocks["jawOpen"].value')
     curve.keyframe_points.insert(1, 0.5)
     corner = bpy.data.objects["W2S_mouth_corner_left"]
@@ -172,7 +172,7 @@ def test_a_cube_has_no_face_and_gets_landmarks_to_move_but_no_keys(scene, addon)
     with pytest.raises(RuntimeError, match=r"No face found on 'Cube': move the W2S_ empties onto the face"):
         bpy.ops.wav2sem.fit_face(object=cube.name)
     assert cube.data.shape_keys is None
-    assert sorted(module("fit_landmarks").find(cube)) == sorted(module("protocol").FIT_LANDMARKS)
+    assert sorted(module("scene.fit_landmarks").find(cube)) == sorted(module("core.protocol").FIT_LANDMARKS)
 
 
 def test_a_stylised_retopologised_head_nobody_prepared_speaks_after_two_clicks(scene, addon, monkeypatch):

@@ -24,7 +24,7 @@ def module(name: str):
 
 
 def fcurves(action):
-    return module("versions").action_fcurves(action)
+    return module("scene.versions").action_fcurves(action)
 
 
 def place(obj, location=(0.3, -0.2, 1.4), rotation=(0.2, -0.1, 0.7), scale=(1.5, 1.5, 1.5), parent=None):
@@ -68,7 +68,7 @@ def world(obj, local: np.ndarray) -> np.ndarray:
 
 
 def write(objects, deltas, names=("jawOpen", "mouthClose")):
-    fit_mesh = module("fit_mesh")
+    fit_mesh = module("scene.fit_mesh")
     gathered = fit_mesh.gather(objects)
     undo = []
     written = fit_mesh.write_keys(objects, gathered, list(names), np.asarray(deltas, np.float32), undo)
@@ -92,7 +92,7 @@ def fake_fit(tmp_path, monkeypatch):
         monkeypatch.setenv("WAV2SEM_PYTHON", str(wrapper))
         return log
     yield use
-    module("client").POOL.close()
+    module("core.client").POOL.close()
 
 
 def refused(words: str, **kwargs) -> None:
@@ -120,7 +120,7 @@ def test_mesh_file_is_world_space_rest_positions_and_blenders_polygons(scene, ad
     smile.value = 1.0                                 # a key at 1 must not leak into the rest positions
     smile.data.foreach_set("co", (moved + 0.02).astype(np.float32).ravel())
 
-    gathered = module("fit_mesh").gather([head, teeth])
+    gathered = module("scene.fit_mesh").gather([head, teeth])
     path = tmp_path / "mesh.npz"
     gathered.save(str(path))
     with np.load(path) as data:
@@ -144,7 +144,7 @@ def coords_of_mesh(obj) -> np.ndarray:
 
 
 def test_interior_objects_by_name_or_picked_from_the_heads_children(scene, addon):
-    fit_mesh = module("fit_mesh")
+    fit_mesh = module("scene.fit_mesh")
     head = grid_head()
     picked = [place(grid_head(n, 2), parent=head) for n in ("LowerTeeth", "tongue_geo", "Gums.001", "Hat")]
     deeper = place(grid_head("MouthInside", 2), parent=picked[0])        # any depth below the head
@@ -152,9 +152,9 @@ def test_interior_objects_by_name_or_picked_from_the_heads_children(scene, addon
     found = {o.name for o in fit_mesh.interior_objects(head, "")}
     assert found == {"LowerTeeth", "tongue_geo", "Gums.001", deeper.name}
     assert [o.name for o in fit_mesh.interior_objects(head, " Hat , LowerTeeth,Hat")] == ["Hat", "LowerTeeth"]
-    ui = module("ui")
+    errors = module("core.errors")
     for names, words in (("Nope", "no object named 'Nope'"), ("Head", "not the head itself")):
-        with pytest.raises(ui.UserError, match=words):
+        with pytest.raises(errors.UserError, match=words):
             fit_mesh.interior_objects(head, names)
 
 
@@ -187,7 +187,7 @@ def test_refit_rewrites_keys_in_place_and_takes_curves_still_point_at_them(scene
     smile.data.foreach_set("co", (coords(key.reference_key) + 0.01).astype(np.float32).ravel())
     jaw = key.key_blocks["jawOpen"]
     jaw.slider_max, jaw.value, jaw.mute = 2.0, 0.25, True
-    action, _, curves = module("versions").new_shape_key_action("LipSync_take", key)
+    action, _, curves = module("scene.versions").new_shape_key_action("LipSync_take", key)
     curve = curves.new('key_blocks["jawOpen"].value')
     curve.keyframe_points.insert(1, 0.5)
     smile_before, basis_before = coords(smile), coords(key.reference_key)
@@ -228,7 +228,7 @@ def test_a_failing_write_takes_back_every_change(scene, addon, monkeypatch):
     count = len(head.data.vertices) + len(teeth.data.vertices)
     write([head], random_deltas(rng, 2, len(head.data.vertices)))      # an earlier fit, head only
     before, teeth_before = full_snapshot(head, fcurves), full_snapshot(teeth, fcurves)
-    fit_mesh = module("fit_mesh")
+    fit_mesh = module("scene.fit_mesh")
 
     def broken(*args):
         raise RuntimeError("driver refused")
@@ -280,7 +280,7 @@ def test_lower_teeth_keys_follow_the_heads_keys_and_still_parts_get_none(scene, 
 # --- the landmark empties --------------------------------------------------------------
 
 def test_empties_keep_their_world_position_under_the_head_and_read_back(scene, addon):
-    fit_landmarks = module("fit_landmarks")
+    fit_landmarks = module("scene.fit_landmarks")
     head = place(grid_head())
     points = {name: (0.01 * i, -0.2 + 0.003 * i, 1.4 + 0.01 * i) for i, name in enumerate(LANDMARKS)}
     made = fit_landmarks.place(head, points, 0.3, [])
@@ -303,7 +303,7 @@ def test_empties_keep_their_world_position_under_the_head_and_read_back(scene, a
     # Placing again moves the existing empties instead of adding more.
     assert fit_landmarks.place(head, points, 0.3, []) == []
     bpy.data.objects.remove(bpy.data.objects["W2S_nose_tip"])
-    with pytest.raises(module("ui").UserError, match="W2S_nose_tip"):
+    with pytest.raises(module("core.errors").UserError, match="W2S_nose_tip"):
         fit_landmarks.read(head)
 
 
@@ -317,7 +317,7 @@ def test_fit_face_operator_writes_keys_empties_and_refits_from_moved_empties(sce
     key = head.data.shape_keys
     assert [b.name for b in key.key_blocks] == ["Basis", "jawOpen", "mouthClose", "mouthFunnel"]
     assert teeth.data.shape_keys is not None                            # auto-picked and moved by jawOpen
-    assert sorted(module("fit_landmarks").find(head)) == sorted(LANDMARKS)
+    assert sorted(module("scene.fit_landmarks").find(head)) == sorted(LANDMARKS)
     sent = [r for r in requests(log) if r["op"] == "fit_face"][-1]["params"]
     assert "landmarks" not in sent and sent["include_eyes"] is False
     # Move an empty; the refit sends the empties' world positions.
@@ -328,7 +328,7 @@ def test_fit_face_operator_writes_keys_empties_and_refits_from_moved_empties(sce
     np.testing.assert_allclose(sent["landmarks"]["chin"], (0.1, -0.3, 1.2), atol=1e-6)
     assert sent["include_eyes"] is True and "eyeBlink_L" in key.key_blocks
     # Generate's planning now sees ARKit face keys.
-    bindings = module("face_keys").find_face_keys(module("apply").user_key_names(head))
+    bindings = module("core.face_keys").find_face_keys(module("scene.takes").user_key_names(head))
     assert {b.key for b in bindings} >= {"jawOpen", "mouthClose", "eyeBlink_L"}
 
 
@@ -349,7 +349,7 @@ def test_no_face_places_the_guess_as_empties_and_adds_no_keys(scene, addon, fake
     refused(r"No face found on 'Head': move the W2S_ empties onto the face .* Use Existing Landmarks",
             object=head.name)
     assert head.data.shape_keys is None
-    assert sorted(module("fit_landmarks").find(head)) == sorted(LANDMARKS)
+    assert sorted(module("scene.fit_landmarks").find(head)) == sorted(LANDMARKS)
     # Fitting from the user's empties that still find no face leaves them where they are.
     chin = bpy.data.objects["W2S_chin"]
     chin.location = (0.5, 0.5, 0.5)
@@ -362,7 +362,7 @@ def test_cancel_as_the_result_arrives_leaves_the_head_unchanged(scene, addon, fa
     fake_fit("ok")
     head = place(grid_head())
     before = full_snapshot(head, fcurves)
-    fit_run = module("fit_run")
+    fit_run = module("ops.fit_run")
 
     class Inputs:
         object, use_existing_landmarks, include_eyes, interior_objects = head.name, False, False, ""
@@ -377,7 +377,7 @@ def test_cancel_as_the_result_arrives_leaves_the_head_unchanged(scene, addon, fa
         run.close()
     assert outcome.status == {"CANCELLED"} and "cancelled" in outcome.reports[0][1]
     assert_fully_same(before, full_snapshot(head, fcurves))
-    assert not module("fit_landmarks").find(head)
+    assert not module("scene.fit_landmarks").find(head)
 
 
 def test_refusals_before_any_backend_work(scene, addon, fake_fit):
@@ -414,12 +414,12 @@ def test_generate_waits_while_a_fit_runs(scene, addon):
     """A lip sync started mid-fit would plan a head that has no keys yet: it is refused, as a
     fit is while a lip sync runs."""
     head = grid_head()
-    fitting = module("fit_face_operator")._ACTIVE
-    fitting.append(object())                       # a fit in progress (the list the panel reads)
+    fitting = module("ops.run")._ACTIVE
+    fitting.append(("Fit Face", object()))         # a fit in progress (what the panel reads)
     try:
         with pytest.raises(RuntimeError, match="Fit Face is running; wait for it or press Esc"):
             bpy.ops.wav2sem.generate_lipsync(object=head.name, audio_path=str(REPO / "blend_examples" / "demo.wav"))
-        assert module("operators").why_cannot_generate(bpy.context) == "Fit Face is running."
+        assert module("ops.generate").why_cannot_generate(bpy.context) == "Fit Face is running; wait for it or press Esc."
     finally:
         fitting.clear()
     assert head.data.shape_keys is None

@@ -29,7 +29,7 @@ def test_long_non_ascii_name_regenerates_one_take_and_clears_everything(scene, t
     head = make_head(template)
     for mode in ("COMPACT", "PER_FRAME"):
         assert bpy.ops.wav2sem.generate_lipsync(object="Head", audio_path=str(audio), output_mode=mode) == {"FINISHED"}
-    apply = addon_module("apply")
+    apply = addon_module("scene.takes")
     takes = apply.list_takes(head)
     assert len(takes) == 1 and len(takes[0].encode()) <= 63
     key = head.data.shape_keys
@@ -79,12 +79,12 @@ def test_wrong_vertex_count_is_refused_before_any_inference(scene, speech, addon
     ops = [json.loads(line)["op"] for line in log.read_text().splitlines() if line.strip()]
     assert "model_info" in ops and "generate" not in ops, ops
     assert_same(before, snapshot(bpy.data.objects["Suzanne"]))
-    addon_module("client").POOL.close()
+    addon_module("core.client").POOL.close()
 
 
 def test_a_failing_close_never_leaves_a_lip_sync_running(scene, template, speech, addon, monkeypatch):
     head = make_head(template)
-    pool = addon_module("client").POOL
+    pool = addon_module("core.client").POOL
 
     def broken_release(keep_warm):
         raise BrokenPipeError("simulated failure while closing the backend")
@@ -93,11 +93,11 @@ def test_a_failing_close_never_leaves_a_lip_sync_running(scene, template, speech
         bpy.ops.wav2sem.generate_lipsync(object="Head", audio_path=str(speech))
     except RuntimeError:
         pass                                   # whether it reports the close or not: no state may stick
-    assert addon_module("operators")._ACTIVE == []
+    assert addon_module("ops.run")._ACTIVE == []
     assert not scene.wav2sem_lipsync.running and scene.wav2sem_lipsync.status == ""
     monkeypatch.undo()
     assert bpy.ops.wav2sem.generate_lipsync(object="Head", audio_path=str(speech)) == {"FINISHED"}
-    assert addon_module("apply").list_takes(head) == ["LipSync_line"]
+    assert addon_module("scene.takes").list_takes(head) == ["LipSync_line"]
 
 
 def test_backend_dying_mid_take_leaves_no_temporary_folder(scene, template, speech, addon, fake_python, tmp_path,

@@ -32,7 +32,7 @@ class PanelSelf:
 
 
 def modules():
-    return sys.modules[PACKAGE + ".client"], sys.modules[PACKAGE + ".prewarm"]
+    return sys.modules[PACKAGE + ".core.client"], sys.modules[PACKAGE + ".ui.prewarm"]
 
 
 def draw_panel():

@@ -37,7 +37,7 @@ def addon_module(name: str):
 
 
 def fcurves(action):
-    return addon_module("versions").action_fcurves(action)
+    return addon_module("scene.versions").action_fcurves(action)
 
 
 

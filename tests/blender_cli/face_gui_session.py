@@ -69,7 +69,7 @@ def open_sidebar():
     head.select_set(True)
     settings = bpy.context.scene.wav2sem_lipsync
     settings.audio_source, settings.audio_file = "FILE", AUDIO       # what the panel's File choice sets
-    module = sys.modules["wav2sem_lipsync.face_panel"]
+    module = sys.modules["wav2sem_lipsync.ui.face_panel"]
     module.WAV2SEM_PT_face_keys.draw = counted(module.WAV2SEM_PT_face_keys.draw, "panel_draws")
     module.WAV2SEM_UL_face_rows.draw_item = counted(module.WAV2SEM_UL_face_rows.draw_item, "rows_drawn")
     area = view3d()["area"]

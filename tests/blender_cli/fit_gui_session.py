@@ -52,7 +52,7 @@ def state():
 
 
 def running() -> bool:
-    return addon("fit_face_operator").running() is not None
+    return addon("ops.fit_face").running() is not None
 
 
 def counted(original, counter):
@@ -79,7 +79,7 @@ def invoke(**kwargs):
 
 def fitting_started() -> bool:
     """True once the running fit has reported progress; True (an error recorded) if none runs."""
-    run = addon("fit_face_operator").running()
+    run = addon("ops.fit_face").running()
     if run is None:
         report["errors"].append("the fit ended before it could be cancelled")
         return True
@@ -102,9 +102,9 @@ def setup():
     teeth.matrix_parent_inverse = head.matrix_world.inverted()
     bpy.context.view_layer.objects.active = head
     head.select_set(True)
-    for panel, counter in ((addon("panels").WAV2SEM_PT_lipsync, "main"), (addon("face_panel").WAV2SEM_PT_face_keys, "face")):
+    for panel, counter in ((addon("ui.panels").WAV2SEM_PT_lipsync, "main"), (addon("ui.face_panel").WAV2SEM_PT_face_keys, "face")):
         panel.draw = counted(panel.draw, counter)
-    operator = addon("fit_face_operator").WAV2SEM_OT_fit_face
+    operator = addon("ops.fit_face").WAV2SEM_OT_fit_face
     show = operator._show_progress
 
     def recording(self, context, fraction, message):

@@ -71,7 +71,7 @@ def check_disabled_reason():
     bpy.context.view_layer.objects.active = head
     head.select_set(True)
     ok = op_call(bpy.ops.wav2sem.generate_lipsync.poll)
-    ops = sys.modules["wav2sem_lipsync.operators"]
+    ops = sys.modules["wav2sem_lipsync.ops.generate"]
     report["no_audio_poll"] = ok
     with bpy.context.temp_override(**view3d()):
         report["no_audio_reason"] = ops.why_cannot_generate(bpy.context)
@@ -85,7 +85,7 @@ def check_disabled_reason():
 def record_shown_progress():
     """Record every fraction the operator puts on screen: sampling the scene's progress from
     a timer misses them all when a short clip finishes between two samples."""
-    operator = sys.modules["wav2sem_lipsync.operators"].WAV2SEM_OT_generate_lipsync
+    operator = sys.modules["wav2sem_lipsync.ops.generate"].WAV2SEM_OT_generate_lipsync
     show = operator._show_progress
 
     def recording(self, context, fraction, message):
@@ -99,7 +99,7 @@ def record_shown_progress():
 def prewarm_from_the_panel():
     """What the Lip Sync panel's draw calls; Blender's own event loop then runs the prewarm's
     timer (the bpy-module tests can only call it by hand)."""
-    prewarm = sys.modules["wav2sem_lipsync.prewarm"]
+    prewarm = sys.modules["wav2sem_lipsync.ui.prewarm"]
     bpy.context.scene.wav2sem_lipsync.known_subjects.clear()
     with bpy.context.temp_override(**view3d()):
         prewarm.from_panel(bpy.context)
@@ -108,10 +108,10 @@ def prewarm_from_the_panel():
 
 @step
 def wait_prewarm():
-    prewarm = sys.modules["wav2sem_lipsync.prewarm"]
+    prewarm = sys.modules["wav2sem_lipsync.ui.prewarm"]
     if prewarm.running():
         return False
-    backend = sys.modules["wav2sem_lipsync.client"].POOL.backend
+    backend = sys.modules["wav2sem_lipsync.core.client"].POOL.backend
     report["prewarm_error"] = None if prewarm.last_error is None else str(prewarm.last_error)
     report["prewarm_pid"] = backend.pid if backend is not None and backend.alive and backend.greeted else None
     report["styles_after_prewarm"] = [s.name for s in bpy.context.scene.wav2sem_lipsync.known_subjects]
@@ -132,7 +132,7 @@ def wait_generate():
         return False
     report["first_shown"] = list(report["shown"])
     report["actions"] = [a.name for a in bpy.data.actions]
-    backend = sys.modules["wav2sem_lipsync.client"].POOL.backend
+    backend = sys.modules["wav2sem_lipsync.core.client"].POOL.backend
     report["generate_pid"] = backend.pid if backend is not None else None
     return True
 
@@ -188,7 +188,7 @@ def wait_esc():
 @step
 def wait_check():
     """The Check queued behind the cancelled take ends and reports the model."""
-    operator = sys.modules["wav2sem_lipsync.check_operator"].WAV2SEM_OT_check_backend
+    operator = sys.modules["wav2sem_lipsync.ops.check"].WAV2SEM_OT_check_backend
     if operator._running:
         return False
     report["check_status"] = bpy.context.preferences.addons["wav2sem_lipsync"].preferences.status
@@ -229,7 +229,7 @@ def load_file_when_running():
 
 @step
 def after_file_load():
-    operators = sys.modules["wav2sem_lipsync.operators"]
+    operators = sys.modules["wav2sem_lipsync.ops.run"]
     report["active_after_load"] = len(operators._ACTIVE)
     report["running_after_load"] = bpy.context.scene.wav2sem_lipsync.running
     return True

@@ -95,7 +95,7 @@ SCRIPT = """
 import sys, json, bpy
 sys.path.insert(0, %(examples)r)
 import ict_head
-from wav2sem_lipsync import visemes
+from wav2sem_lipsync.core import visemes
 for o in list(bpy.data.objects):
     bpy.data.objects.remove(o)
 bpy.context.scene.render.fps = %(fps)d

@@ -12,7 +12,7 @@ ADDON_DIR = REPO / "addon"
 FAKE_BACKEND = REPO / "tests" / "fake_backend.py"
 
 if "wav2sem_lipsync" not in sys.modules:
-    # A namespace-like package over addon/ so `wav2sem_lipsync.mapping` imports without
+    # A namespace-like package over addon/ so `wav2sem_lipsync.core.mapping` imports without
     # executing addon/__init__.py (which registers bpy classes).
     package = types.ModuleType("wav2sem_lipsync")
     package.__path__ = [str(ADDON_DIR)]  # type: ignore[attr-defined]
@@ -32,7 +32,7 @@ def fake_backend_command():
 @pytest.fixture
 def start_fake():
     """Starts fake backends with switches; closes them after the test."""
-    from wav2sem_lipsync.client import BackendProcess
+    from wav2sem_lipsync.core.client import BackendProcess
 
     started: list[BackendProcess] = []
 

@@ -10,8 +10,8 @@ import wave
 import numpy as np
 import pytest
 
-from wav2sem_lipsync import client, protocol
-from wav2sem_lipsync.client import BackendError, BackendProcess, CheckJob, GenerateJob, GenerateRequest
+from wav2sem_lipsync.core import client, protocol
+from wav2sem_lipsync.core.client import BackendError, BackendProcess, CheckJob, GenerateJob, GenerateRequest
 
 
 def wait_for_stderr(backend: BackendProcess, text: str, seconds: float = 20) -> None:

@@ -21,8 +21,15 @@ def test_legacy_and_extension_zips(tmp_path):
     # Legacy: one top folder named after the module. Extension: the manifest at the root.
     assert all(n.startswith("wav2sem_lipsync/") for n in legacy_names)
     assert {n[len("wav2sem_lipsync/"):] for n in legacy_names} == extension_names
-    for name in ("__init__.py", "blender_manifest.toml", "batch.py", "client.py", "versions.py",
-                 "backend_src/pyproject.toml", "backend_src/README.md", "backend_src/backend/wav2sem/serve.py"):
+    for name in ("__init__.py", "blender_manifest.toml", "batch.py", "core/client.py", "core/protocol.py",
+                 "scene/versions.py", "ops/run.py", "ui/panels.py", "backend_src/pyproject.toml",
+                 "backend_src/README.md", "backend_src/backend/wav2sem/__main__.py"):
         assert name in extension_names, name
     assert not any("__pycache__" in n or n.endswith(".pyc") or "egg-info" in n for n in extension_names)
     assert "mypy.ini" not in extension_names
+    # The test-only tiny weights stay out of what users install.
+    assert not any(n.endswith(("/testing.py", "/testing_codetalker.py")) for n in extension_names)
+    # The protocol exists once: the add-on carries the backend's module, byte for byte.
+    with zipfile.ZipFile(extension) as zf:
+        assert zf.read("core/protocol.py") == (REPO / "backend" / "wav2sem" / "protocol.py").read_bytes()
+        assert zf.read("core/protocol.py") == zf.read("backend_src/backend/wav2sem/protocol.py")

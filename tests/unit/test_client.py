@@ -12,8 +12,8 @@ import time
 import numpy as np
 import pytest
 
-from wav2sem_lipsync import client, jobs, protocol
-from wav2sem_lipsync.client import BackendError, BackendProcess, CheckJob, GenerateJob, GenerateRequest
+from wav2sem_lipsync.core import client, jobs, protocol
+from wav2sem_lipsync.core.client import BackendError, BackendProcess, CheckJob, GenerateJob, GenerateRequest
 
 
 def test_hello_model_info_and_generate(start_fake, wav_file, tmp_path):
@@ -91,7 +91,7 @@ def test_crash_mid_generate_reports_stderr_tail(start_fake, wav_file):
 
 
 def test_last_error_line_skips_traceback_frames():
-    from wav2sem_lipsync.client import last_error_line
+    from wav2sem_lipsync.core.client import last_error_line
     tail = ("INFO wav2sem.serve: serving\nTraceback (most recent call last):\n  File \"x.py\", line 3, in f\n"
             "    raise RuntimeError('boom')\n    ^^^^^^^^^^^^^^^^\nRuntimeError: boom\n")
     assert last_error_line(tail) == "RuntimeError: boom"
@@ -199,9 +199,9 @@ def test_python_resolution_order(tmp_path):
 def test_bpy_free_modules_do_not_import_bpy():
     code = ("import sys, types; p = types.ModuleType('wav2sem_lipsync'); p.__path__ = ['addon']; "
             "sys.modules['wav2sem_lipsync'] = p; "
-            "import wav2sem_lipsync.client, wav2sem_lipsync.protocol, wav2sem_lipsync.mapping, "
-            "wav2sem_lipsync.installer, wav2sem_lipsync.backend_error, wav2sem_lipsync.backend_python, "
-            "wav2sem_lipsync.backend_process, wav2sem_lipsync.jobs, wav2sem_lipsync.pool; "
+            "import wav2sem_lipsync.core.client, wav2sem_lipsync.core.protocol, wav2sem_lipsync.core.mapping, "
+            "wav2sem_lipsync.core.installer, wav2sem_lipsync.core.errors, wav2sem_lipsync.core.backend_python, "
+            "wav2sem_lipsync.core.backend_process, wav2sem_lipsync.core.jobs, wav2sem_lipsync.core.pool; "
             "assert 'bpy' not in sys.modules, 'bpy imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=os.path.dirname(os.path.dirname(
         os.path.dirname(os.path.abspath(__file__)))))

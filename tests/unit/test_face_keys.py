@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from wav2sem_lipsync import face_keys as fk
+from wav2sem_lipsync.core import face_keys as fk
 from wav2sem.heads import SPEECH_CHANNELS, ict_arrays
 
 CHANNELS = list(SPEECH_CHANNELS)

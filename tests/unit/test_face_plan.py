@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from wav2sem_lipsync import face_keys, face_plan, mapping, protocol
+from wav2sem_lipsync.core import face_keys, face_plan, mapping, protocol
 
 CHANNELS = ("jawOpen", "mouthClose", "mouthFunnel", "mouthPress_L", "mouthPress_R", "browInnerUp_L")
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from wav2sem_lipsync import protocol
-from wav2sem_lipsync.client import BackendProcess, FitJob, FitRequest
+from wav2sem_lipsync.core import protocol
+from wav2sem_lipsync.core.client import BackendProcess, FitJob, FitRequest
 
 FAKE_FIT = Path(__file__).resolve().parents[1] / "fake_fit_backend.py"
 

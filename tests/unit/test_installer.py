@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from wav2sem_lipsync import installer
-from wav2sem_lipsync.client import managed_python
+from wav2sem_lipsync.core import installer
+from wav2sem_lipsync.core.client import managed_python
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -199,7 +199,7 @@ def test_a_crashed_install_is_recovered_at_the_next_install(old_venv, tmp_path):
 
 # --- The torch build and the progress bar (issue 9 item 12) ---
 
-from wav2sem_lipsync import install_progress, torch_build  # noqa: E402
+from wav2sem_lipsync.core import install_progress, torch_build  # noqa: E402
 
 # Recorded: pip 26.3 `install --progress-bar raw sympy` from PyPI.
 PIP_RAW = """\

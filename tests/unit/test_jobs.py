@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from wav2sem_lipsync import client, protocol
-from wav2sem_lipsync.client import CheckJob, GenerateJob, GenerateRequest
+from wav2sem_lipsync.core import client, protocol
+from wav2sem_lipsync.core.client import CheckJob, GenerateJob, GenerateRequest
 
 
 def running_take(backend, wav, **kwargs) -> GenerateJob:

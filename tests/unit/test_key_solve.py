@@ -6,9 +6,10 @@ import time
 import numpy as np
 import pytest
 
-from wav2sem_lipsync import face_keys as fk
-from wav2sem_lipsync import key_solve as ks
-from wav2sem_lipsync.visemes import VISEME_SHAPES, viseme_weights
+from wav2sem_lipsync.core import face_keys as fk
+from wav2sem_lipsync.core import key_solve as ks
+from wav2sem_lipsync.core.face_keys import viseme_row as viseme_weights
+from wav2sem_lipsync.core.visemes import VISEME_SHAPES
 from wav2sem.heads import SPEECH_CHANNELS, ict_head
 
 CHANNELS = list(SPEECH_CHANNELS)

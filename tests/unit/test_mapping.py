@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from wav2sem_lipsync import mapping
+from wav2sem_lipsync.core import mapping
 
 
 def rotation_about(axis: str, degrees: float) -> np.ndarray:

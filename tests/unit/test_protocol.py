@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from wav2sem_lipsync import protocol
+from wav2sem_lipsync.core import protocol
 
 
 def test_request_line_is_one_json_object():
@@ -66,7 +66,7 @@ def test_blendshape_fields_round_trip_and_default_for_vertex_models():
 
 
 def test_generate_params_without_offsets():
-    from wav2sem_lipsync.jobs import GenerateRequest
+    from wav2sem_lipsync.core.jobs import GenerateRequest
     params = GenerateRequest("/a.wav", output="/o.npy", offsets=False, weights_output="/w.npy").generate_params()
     assert params["offsets"] is False and params["weights_output"] == "/w.npy" and "output" not in params
     assert "offsets" not in GenerateRequest("/a.wav").generate_params()
@@ -84,7 +84,7 @@ def test_factored_fields_round_trip_and_are_absent_from_older_backends():
 
 
 def test_generate_params_asking_for_factors():
-    from wav2sem_lipsync.jobs import GenerateRequest
+    from wav2sem_lipsync.core.jobs import GenerateRequest
     params = GenerateRequest("/a.wav", output="/o.npy", offsets=False, factors=True,
                              coefficients_output="/c.npy").generate_params()
     assert params["factors"] is True and params["offsets"] is False and params["coefficients_output"] == "/c.npy"

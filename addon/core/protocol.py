@@ -1,0 +1,1 @@
+../../backend/wav2sem/protocol.py

@@ -1,1 +1,0 @@
-../backend/wav2sem/protocol.py
