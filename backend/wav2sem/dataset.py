@@ -147,14 +147,21 @@ def load_templates_pkl(path: str | Path) -> dict[str, np.ndarray]:
     """Reference templates.pkl -> subject -> (V, 3) float32, refusing anything but arrays."""
     try:
         table = safe_load(path)
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as exc:
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, MemoryError, OverflowError) as exc:
         raise Wav2SemError(MODEL_INVALID, f"Refused to load {Path(path).name}: {exc}. Use a templates.pkl that "
-                                          "holds only numpy arrays (subject -> vertices).") from exc
+                                          "holds only numpy arrays (subject -> vertices).") from None
     if not isinstance(table, dict) or not table:
         raise Wav2SemError(MODEL_INVALID, f"{Path(path).name} must map subject names to (V, 3) vertex arrays.")
     out = {}
     for subject, verts in table.items():
-        arr = np.asarray(verts, dtype=np.float32)
+        try:
+            arr = np.asarray(verts) if isinstance(verts, (np.ndarray, list, tuple)) else None
+        except ValueError:          # ragged lists
+            arr = None
+        if arr is None or arr.dtype.kind not in "fiu" or not arr.size:
+            raise Wav2SemError(MODEL_INVALID, f"Template of {subject!r} in {Path(path).name} is a "
+                                              f"{type(verts).__name__}, not an array of (V, 3) vertex positions.")
+        arr = arr.astype(np.float32)
         if arr.size % 3:
             raise Wav2SemError(MODEL_INVALID, f"Template of {subject!r} in {Path(path).name} is not (V, 3).")
         out[str(subject)] = arr.reshape(-1, 3)

@@ -213,3 +213,25 @@ def test_template_with_nan_vertices_or_out_of_range_indices_is_refused(tmp_path)
             Template(**kwargs)
         assert info.value.code == MODEL_INVALID, name
         assert "\n" not in info.value.message
+
+
+class _TerabyteArray:
+    """Pickles as numpy's array constructor asked for an 8 TiB array: a few bytes of header."""
+
+    def __reduce__(self):
+        return np.core.multiarray._reconstruct, (np.ndarray, (2**43,), b"b")
+
+
+@pytest.mark.parametrize("value,words", [(_TerabyteArray(), ["8796093022208 bytes"]),
+                                         ("vertices", ["str", "not an array"]),
+                                         ([[0.0, 1.0], [2.0]], ["list", "not an array"])])
+def test_templates_pkl_with_a_huge_header_or_a_non_array_is_one_sentence(tmp_path, value, words):
+    from wav2sem.dataset import load_templates_pkl
+
+    path = tmp_path / "templates.pkl"
+    path.write_bytes(pickle.dumps({"FaceTalk_A": VERTS, "FaceTalk_B": value}, protocol=2))
+    with pytest.raises(Wav2SemError) as info:
+        load_templates_pkl(path)
+    assert info.value.code == MODEL_INVALID and "templates.pkl" in info.value.message
+    for word in words:
+        assert word in info.value.message
