@@ -159,10 +159,12 @@ def wav2sem_encoder_spec(encoder_state: dict[str, torch.Tensor], directory: Path
 
 
 def _wav2vec2_sizes(state: dict[str, torch.Tensor], source: str) -> dict:
-    """A Wav2Vec2Config's sizes from its weights: layers from the key indices, hidden and
-    intermediate widths, the conv stack's widths, kernels and bias, the norm style, and the
-    positional conv's kernel and groups. Strides are the standard (5, 2, 2, 2, 2, 2, 2) and
-    the heads hidden / 64, which shapes cannot tell (a config.json beside the weights can)."""
+    """A Wav2Vec2Config's sizes from its weights: layers from the key indices (0 included: the
+    official code builds such encoders), hidden and intermediate widths (no layers: no
+    intermediate width, the config's default stands), the conv stack's widths, kernels and
+    bias, the norm style, and the positional conv's kernel and groups. Strides are the standard
+    (5, 2, 2, 2, 2, 2, 2) and the heads hidden / 64, which shapes cannot tell (a config.json
+    beside the weights can)."""
     def indices(prefix: str) -> list[int]:
         return sorted({int(k[len(prefix):].split(".")[0]) for k in state if k.startswith(prefix)})
 
@@ -173,10 +175,10 @@ def _wav2vec2_sizes(state: dict[str, torch.Tensor], source: str) -> dict:
         return tuple(state[key].shape)
 
     layers, convs = indices("encoder.layers."), indices("feature_extractor.conv_layers.")
-    if not layers or not convs or layers != list(range(len(layers))) or convs != list(range(len(convs))):
+    if not convs or layers != list(range(len(layers))) or convs != list(range(len(convs))):
         raise Wav2SemError(MODEL_INVALID, f"{source} has no complete Encoder.layers.* / FeatureExtractor.conv_layers.* "
                                           "weights; is it a Wav2Sem (wav2vec 2.0) encoder?")
-    hidden = shape("encoder.layers.0.attention.q_proj.weight")[0]
+    hidden = shape("encoder.layer_norm.weight")[0]                                         # (hidden,)
     if len(convs) != 7 or hidden % 64:
         raise Wav2SemError(MODEL_INVALID, f"The Wav2Sem encoder in {source} ({len(convs)} conv layers, width {hidden}) "
                                           "is not one whose strides and heads the weights tell; put its config.json beside them.")
@@ -186,9 +188,9 @@ def _wav2vec2_sizes(state: dict[str, torch.Tensor], source: str) -> dict:
                                 "encoder.pos_conv_embed.conv.weight") if k in state), "encoder.pos_conv_embed.conv.weight_v")
     pos = shape(pos_key)                                                                   # (hidden, hidden/groups, kernel)
     layer_norm = "feature_extractor.conv_layers.1.layer_norm.weight" in state
+    widths = {"intermediate_size": shape("encoder.layers.0.feed_forward.intermediate_dense.weight")[0]} if layers else {}
     return {
-        "hidden_size": hidden, "num_hidden_layers": len(layers), "num_attention_heads": hidden // 64,
-        "intermediate_size": shape("encoder.layers.0.feed_forward.intermediate_dense.weight")[0],
+        "hidden_size": hidden, "num_hidden_layers": len(layers), "num_attention_heads": hidden // 64, **widths,
         "conv_dim": [c[0] for c in conv], "conv_kernel": [c[2] for c in conv], "conv_stride": [5, 2, 2, 2, 2, 2, 2],
         "conv_bias": "feature_extractor.conv_layers.0.conv.bias" in state,
         "feat_extract_norm": "layer" if layer_norm else "group", "do_stable_layer_norm": layer_norm,

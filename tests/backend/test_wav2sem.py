@@ -320,9 +320,11 @@ def test_convert_reads_a_non_base_wav2sem_encoder_from_its_weights(tmp_path, bes
     ("base", {}),
     ("large-lv60", dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
                         feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=True)),
+    ("no transformer layers", dict(num_hidden_layers=0)),     # the official code builds these too
 ])
 def test_wav2vec2_sizes_read_from_shapes_match_the_published_configs(name, sizes):
-    """Built on the meta device (shapes, no memory): the published base and large-lv60 layouts."""
+    """Built on the meta device (shapes, no memory): the published base and large-lv60 layouts,
+    and one without transformer layers."""
     from transformers import Wav2Vec2Config, Wav2Vec2Model
 
     from wav2sem.checkpoints import _wav2vec2_sizes
