@@ -36,7 +36,8 @@ def run_speed(args, paths, run_official, write_encoder_folder, results: Path) ->
     import torch
 
     from wav2sem.audio import normalize
-    from wav2sem.inference import generate, load_model
+    from wav2sem.inference import generate
+    from wav2sem.loaded_model import load_model
     from wav2sem.testing_codetalker import BASE, BASE_SPEECH, encoder_config, official_stage1, official_stage2
 
     torch.set_num_threads(args.threads)

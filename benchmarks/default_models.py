@@ -36,7 +36,8 @@ def run_case(case: str, seconds: float, threads: int, old: str) -> dict:
     import numpy as np
     import torch
 
-    from wav2sem.inference import generate, load_model
+    from wav2sem.inference import generate
+    from wav2sem.loaded_model import load_model
 
     torch.set_num_threads(threads)
     model = load_model(old if case == BASE else None, "cpu")

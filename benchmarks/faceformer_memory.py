@@ -69,7 +69,7 @@ def child_official(folder: Path, work: Path) -> dict:
 def child_project(work: Path) -> dict:
     import numpy as np
 
-    from wav2sem.inference import load_model
+    from wav2sem.loaded_model import load_model
 
     wave = np.load(work / "speech.npy")
     base = _after_imports_mb()

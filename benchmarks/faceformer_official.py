@@ -22,7 +22,7 @@ so and exits 0. Nothing is downloaded:
   (newer versions return a pair);
 - the official state dict is converted into a project bundle by `wav2sem convert`'s own
   function (`wav2sem.commands.convert.run`, in-process), which the project then loads with
-  `wav2sem.inference.load_model`;
+  `wav2sem.loaded_model.load_model`;
 - the speech is espeak-ng reading an English paragraph (a local program), resampled to 16 kHz
   and cut to 5, 10 and 20 s (`--wav FILE` gives another recording). The official code stops
   at 20 s (600 frames at 30 fps: its temporal-bias mask and positional table); 20 s = 599
@@ -340,7 +340,7 @@ def main() -> int:
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
-    from wav2sem.inference import load_model
+    from wav2sem.loaded_model import load_model
 
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     load_before = os.getloadavg()

@@ -57,7 +57,8 @@ def speech_like(seconds: float, seed: int = 0):
 def case_generate(config: str, seconds: float) -> dict:
     import torch
 
-    from wav2sem.inference import generate, load_model
+    from wav2sem.inference import generate
+    from wav2sem.loaded_model import load_model
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     with tempfile.TemporaryDirectory() as tmp:

@@ -195,7 +195,8 @@ PHASES_CODE = r"""
 import json, sys, time, statistics
 import torch
 from wav2sem import audio as aio
-from wav2sem.inference import _encode_windows, _semantic_per_frame, load_model, subject_weights
+from wav2sem.inference import _encode_windows, _semantic_per_frame, subject_weights
+from wav2sem.loaded_model import load_model
 from wav2sem.models.encoders import memory_frame_count
 torch.set_num_threads(1)
 model = load_model(None, "cpu")

@@ -2,7 +2,7 @@
 of default model 0.3 (results/default_model/model_0.3; 0.4, the shipped one, uses whisper-base), on the CPU.
 
 Measures: import time (fresh interpreters, after torch), load time (converted folder fp32 and
-fp16, straight from the package, and the default bundle as wav2sem.inference loads it),
+fp16, straight from the package, and the default bundle as wav2sem.loaded_model loads it),
 encode_aligned time (own-length and 30 s-padded windows) for 5, 10, 30 and 60 s of
 speech at 1 and 2 torch threads (rounds
 alternate encoders, threads and lengths; medians of 3), how much own-length features of a 5 s

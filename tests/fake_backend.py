@@ -7,7 +7,9 @@ protocol version, hang, stop reading its stdin. Like the real server it answers 
 cancel at once, even while a generate runs, and queues the other requests.
 With `--blendshapes K` it is a blendshape (ARKit) model: model_info declares K channels
 (jawOpen, mouthClose, ...) and their displacements, generate returns (T, K) weights (and
-offsets = weights @ deltas unless asked for `offsets: false`).
+offsets = weights @ deltas unless asked for `offsets: false`). Every message is built by the
+protocol module the add-on and the real server use (wav2sem.protocol), so the fake cannot
+drift from them (tests/backend/test_protocol_agreement.py).
 Run: python tests/fake_backend.py [--crash-after-progress N] [--slow S] [--log FILE] ...
 """
 from __future__ import annotations
@@ -16,6 +18,7 @@ import argparse
 import json
 import math
 import os
+import platform
 import queue
 import sys
 import tempfile
@@ -25,6 +28,8 @@ import wave
 from pathlib import Path
 
 import numpy as np
+
+from wav2sem import protocol
 
 FPS = 30.0
 CHANNELS = ("jawOpen", "mouthClose", "mouthFunnel", "mouthPucker", "mouthPress_L", "mouthPress_R",
@@ -88,15 +93,20 @@ class Server:
             np.save(self.blendshapes_path, channel_deltas(self.template, len(self.channels)))
         self.requests: queue.Queue[dict | None] = queue.Queue()
         self.cancelled: set[int] = set()
+        self.unfinished: set = set()        # ids of queued and running requests (what a cancel can find)
         self.lock = threading.Lock()
 
-    def send(self, message: dict) -> None:
+    def send(self, message: protocol.Progress | protocol.Result | protocol.Error) -> None:
         with self.lock:
-            sys.stdout.write(json.dumps(message) + "\n")
+            sys.stdout.write(protocol.encode(message).decode("ascii"))
             sys.stdout.flush()
 
     def error(self, request_id, code: str, message: str) -> None:
-        self.send({"id": request_id, "type": "error", "error": {"code": code, "message": message}})
+        self.send(protocol.Error(request_id, code, message))
+
+    def reply(self, request_id, result) -> None:
+        """A result event carrying one of protocol's result types."""
+        self.send(protocol.Result(request_id, result.to_dict()))
 
     def read_stdin(self) -> None:
         for line in sys.stdin:
@@ -105,7 +115,7 @@ class Server:
                 if not isinstance(request, dict) or "op" not in request:
                     raise ValueError(line)
             except ValueError:
-                self.error(None, "BAD_REQUEST", "not a request")
+                self.error(None, protocol.BAD_REQUEST, "not a request")
                 continue
             if self.args.log:
                 with open(self.args.log, "a", encoding="utf-8") as log:
@@ -120,11 +130,12 @@ class Server:
                 target = request.get("params", {}).get("target", -1)
                 if not self.args.ignore_cancel:
                     self.cancelled.add(target)
-                self.send({"id": rid, "type": "result", "data": {"target": target, "found": True}})
+                self.reply(rid, protocol.CancelResult(target, target in self.unfinished))
             elif request["op"] == "hello":   # answered at once, even while generating
-                self.send({"id": rid, "type": "result", "data": {
-                    "protocol": self.args.protocol, "version": "0.0-fake", "torch": "none", "devices": ["cpu"]}})
+                self.reply(rid, protocol.Hello(self.args.protocol, "0.0-fake", "none", ("cpu",),
+                                               platform.python_version(), 1))
             else:
+                self.unfinished.add(rid)
                 self.requests.put(request)
         self.requests.put(None)
 
@@ -139,25 +150,28 @@ class Server:
         print("fake backend ready", file=sys.stderr, flush=True)
         while True:
             request = self.requests.get()
-            if request is None or request["op"] == "shutdown":
+            if request is None:
                 return 0
             rid, op, params = request.get("id"), request["op"], request.get("params") or {}
+            if op == "shutdown":
+                self.send(protocol.Result(rid, {}))
+                return 0
             if op == "model_info":
-                self.send({"id": rid, "type": "result", "data": {
-                    "name": "fake", "fps": FPS, "vertex_count": len(self.template),
-                    "template": str(self.template_path), "faces": None, "subjects": ["A", "B"],
-                    "regions": {}, "landmarks": {}, "output": "blendshapes" if self.channels else "vertices",
-                    "channels": list(self.channels),
-                    "blendshapes": str(self.blendshapes_path) if self.channels else None}})
+                self.reply(rid, protocol.ModelInfo(
+                    "fake", FPS, len(self.template), str(self.template_path), subjects=("A", "B"),
+                    output=protocol.OUTPUT_BLENDSHAPES if self.channels else protocol.OUTPUT_VERTICES,
+                    channels=tuple(self.channels), blendshapes=str(self.blendshapes_path) if self.channels else None,
+                    directory=str(self.workdir), description="tests/fake_backend.py"))
             elif op == "generate":
                 self.generate(rid, params)
             else:
-                self.error(rid, "BAD_REQUEST", f"unknown op {op!r}")
+                self.error(rid, protocol.BAD_REQUEST, f"unknown op {op!r}")
+            self.unfinished.discard(rid)
 
     def generate(self, rid: int, params: dict) -> None:
         audio = str(params.get("audio", ""))
         if not os.path.isfile(audio):
-            self.error(rid, "AUDIO_NOT_FOUND", f"Audio file not found: {audio}.")
+            self.error(rid, protocol.AUDIO_NOT_FOUND, f"Audio file not found: {audio}.")
             return
         if self.args.junk_stdout:
             print("this is not a protocol line", flush=True)
@@ -165,10 +179,9 @@ class Server:
         steps = 5
         for step in range(steps):
             if rid in self.cancelled:
-                self.error(rid, "CANCELLED", "Generation was cancelled.")
+                self.error(rid, protocol.CANCELLED, "Generation was cancelled.")
                 return
-            self.send({"id": rid, "type": "progress", "stage": "decode", "fraction": step / steps,
-                       "message": f"Decoding {step}/{steps}"})
+            self.send(protocol.Progress(rid, "decode", step / steps, f"Decoding {step}/{steps}"))
             if self.args.crash_after_progress is not None and step >= self.args.crash_after_progress:
                 print("Traceback (most recent call last):\nRuntimeError: fake backend crashed on purpose",
                       file=sys.stderr, flush=True)
@@ -187,10 +200,8 @@ class Server:
                 np.save(output, np.einsum("tk,kvc->tvc", weights, deltas).astype(np.float32))
         else:
             np.save(output, motion(self.template, frames, FPS))
-        self.send({"id": rid, "type": "result", "data": {
-            "offsets": output, "frames": frames, "fps": FPS, "vertex_count": len(self.template),
-            "model": "fake", "seconds": 0.0, "warnings": list(self.args.warning),
-            "weights": weights_output, "channels": list(self.channels)}})
+        self.reply(rid, protocol.GenerateResult(output, frames, FPS, len(self.template), "fake", 0.0,
+                                                tuple(self.args.warning), weights_output, tuple(self.channels)))
 
 
 def main() -> int:

@@ -12,12 +12,14 @@ moves nothing. Landmarks: the head's bounding box, all ten names. Modes (first a
   old      does not know fit_face (an older backend)
 With `--mode-file FILE` each fit_face reads its mode from FILE (when it exists), so one
 session can switch modes without restarting the backend. Like the real server it answers
-hello and cancel at once and fits on a worker thread.
+hello and cancel at once and fits on a worker thread; every message is built by the protocol
+module the add-on and the real server use (wav2sem.protocol).
 Run: python tests/fake_fit_backend.py MODE [--log FILE] [--mode-file FILE] [ignored serve arguments]
 """
 from __future__ import annotations
 
 import json
+import platform
 import sys
 import threading
 import time
@@ -25,23 +27,25 @@ from pathlib import Path
 
 import numpy as np
 
+from wav2sem import protocol
+
 DROP_M = 0.01
 NAMES = ("jawOpen", "mouthClose", "mouthFunnel")
-LANDMARKS = ("nose_tip", "upper_lip_center", "lower_lip_center", "mouth_corner_left", "mouth_corner_right",
-             "chin", "eye_outer_left", "eye_inner_left", "eye_inner_right", "eye_outer_right")
+LANDMARKS = protocol.FIT_LANDMARKS
 
 _lock = threading.Lock()
 _cancelled: set = set()
+_unfinished: set = set()       # ids of running fits (what a cancel can find)
 
 
-def send(message: dict) -> None:
+def send(message: protocol.Progress | protocol.Result | protocol.Error) -> None:
     with _lock:
-        sys.stdout.write(json.dumps(message) + "\n")
+        sys.stdout.write(protocol.encode(message).decode("ascii"))
         sys.stdout.flush()
 
 
-def error(rid, code: str, message: str, **extra) -> None:
-    send({"id": rid, "type": "error", "error": {"code": code, "message": message, **extra}})
+def error(rid, code: str, message: str) -> None:
+    send(protocol.Error(rid, code, message))
 
 
 def guess(vertices: np.ndarray) -> dict:
@@ -50,21 +54,28 @@ def guess(vertices: np.ndarray) -> dict:
 
 
 def fit(rid, params: dict, mode: str) -> None:
+    try:
+        fit_steps(rid, params, mode)
+    finally:
+        _unfinished.discard(rid)
+
+
+def fit_steps(rid, params: dict, mode: str) -> None:
     steps = 40 if mode == "slow" else 3
     for i in range(steps):
         if rid in _cancelled:
-            return error(rid, "CANCELLED", "Fit cancelled.")
-        send({"id": rid, "type": "progress", "stage": "fit", "fraction": i / steps, "message": f"fitting {i}"})
+            return error(rid, protocol.CANCELLED, "Fit cancelled.")
+        send(protocol.Progress(rid, "fit", i / steps, f"fitting {i}"))
         time.sleep(0.1 if mode == "slow" else 0.01)
     with np.load(params["mesh"]) as mesh:
         vertices, ids = mesh["vertices"], mesh["object_ids"]
         assert int(mesh["loop_totals"].sum()) == len(mesh["loop_vertices"])
     head = vertices[ids == 0]
     if mode == "no_face":
-        return error(rid, "NO_FACE", "No face found on this mesh.", landmarks=guess(head))
+        return send(protocol.no_face_error(rid, "No face found on this mesh.", guess(head)))
     if mode == "internal":
-        return error(rid, "INTERNAL", "Internal error in the backend: boom",
-                     traceback="Traceback (most recent call last):\nRuntimeError: boom")
+        return send(protocol.Error(rid, protocol.INTERNAL, "Internal error in the backend: boom",
+                                   "Traceback (most recent call last):\nRuntimeError: boom"))
     names = list(NAMES) + (["eyeBlink_L"] if params.get("include_eyes") else [])
     middle = (head[:, 2].min() + head[:, 2].max()) / 2
     moving = (ids > 0) | ((ids == 0) & (vertices[:, 2] < middle))
@@ -74,17 +85,18 @@ def fit(rid, params: dict, mode: str) -> None:
     if mode == "bad":
         deltas = deltas[:, 1:]
     np.savez(params["output"], names=np.array(names), deltas=deltas)
-    landmarks = params.get("landmarks") or guess(head)
+    landmarks = protocol.parse_landmarks(params.get("landmarks") or guess(head))
     if rid in _cancelled:
-        return error(rid, "CANCELLED", "Fit cancelled.")
-    send({"id": rid, "type": "result", "data": {"keys": params["output"], "names": names, "landmarks": landmarks,
-                                                "report": {"fake": True}, "seconds": 0.1, "warnings": []}})
+        return error(rid, protocol.CANCELLED, "Fit cancelled.")
+    result = protocol.FitResult(params["output"], tuple(names), landmarks, {"fake": True}, 0.1)
+    send(protocol.Result(rid, result.to_dict()))
 
 
 def main() -> None:
     mode = sys.argv[1] if len(sys.argv) > 1 else "ok"
     log = sys.argv[sys.argv.index("--log") + 1] if "--log" in sys.argv else None
     mode_file = Path(sys.argv[sys.argv.index("--mode-file") + 1]) if "--mode-file" in sys.argv else None
+    fits: list[threading.Thread] = []
     for line in sys.stdin:
         request = json.loads(line)
         rid, op, params = request["id"], request["op"], request.get("params") or {}
@@ -92,19 +104,25 @@ def main() -> None:
             with open(log, "a") as f:
                 f.write(json.dumps(request) + "\n")
         if op == "hello":
-            send({"id": rid, "type": "result", "data": {"protocol": 1, "version": "fake", "torch": "-",
-                                                        "devices": ["cpu"]}})
+            hello = protocol.Hello(protocol.PROTOCOL_VERSION, "fake", "-", ("cpu",), platform.python_version(), 1)
+            send(protocol.Result(rid, hello.to_dict()))
         elif op == "cancel":
-            _cancelled.add(params.get("target"))
-            send({"id": rid, "type": "result", "data": {"target": params.get("target"), "found": True}})
+            target = params.get("target")
+            _cancelled.add(target)
+            send(protocol.Result(rid, protocol.CancelResult(target, target in _unfinished).to_dict()))
         elif op == "shutdown":
-            send({"id": rid, "type": "result", "data": {}})
+            send(protocol.Result(rid, {}))
             break
         elif op == "fit_face" and mode != "old":
             now = mode_file.read_text().strip() if mode_file is not None and mode_file.exists() else mode
-            threading.Thread(target=fit, args=(rid, params, now), daemon=True).start()
+            _unfinished.add(rid)
+            fits.append(threading.Thread(target=fit, args=(rid, params, now), daemon=True))
+            fits[-1].start()
         else:
-            error(rid, "BAD_REQUEST", f"Unknown op {op!r}; expected one of hello, cancel, shutdown.")
+            error(rid, protocol.BAD_REQUEST, f"Unknown op {op!r}; expected one of hello, cancel, shutdown.")
+    else:               # end of input, as the real server: the fits asked for finish first
+        for thread in fits:
+            thread.join()
 
 
 if __name__ == "__main__":

@@ -1,4 +1,3 @@
 """Wav2Sem backend: speech -> per-frame 3D face vertex offsets (see docs/DESIGN.md)."""
 
 __version__ = "0.1.0"
-PROTOCOL_VERSION = 1

@@ -15,7 +15,7 @@ from .errors import Wav2SemError
 # name -> (module, one-line help)
 SUBCOMMANDS = {
     "infer": ("wav2sem.commands.infer", "speech file -> per-frame vertex offsets (.npy)"),
-    "serve": ("wav2sem.serve", "JSON-lines backend server on stdin/stdout (used by the add-on)"),
+    "serve": ("wav2sem.commands.serve", "JSON-lines backend server on stdin/stdout (used by the add-on)"),
     "info": ("wav2sem.commands.info", "print versions, devices and the models found"),
     "convert": ("wav2sem.commands.convert", "official FaceFormer / CodeTalker (+ Wav2Sem) weights -> model bundle"),
     "fit": ("wav2sem.commands.fit", "head mesh without face keys -> ARKit shapes fitted from the reference head"),

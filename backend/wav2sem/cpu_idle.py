@@ -1,6 +1,6 @@
 """How many CPU cores other processes leave idle, measured from the kernel's counters.
 
-The thread policy (`inference.configure_threads(None)`, "auto") asks this before a generate.
+The thread policy (`threads.configure_threads(None)`, "auto") asks this before a generate.
 The 1-minute load average was used before and misled it both ways: it counts this process's
 own recent work (loading the model, the previous click) as other load, and it lags a minute
 behind a job that has just started or ended. Here the CPU time of every process on the

@@ -5,18 +5,10 @@ prints it, the server sends it as an error event, the add-on shows it.
 """
 from __future__ import annotations
 
-BAD_REQUEST = "BAD_REQUEST"
-AUDIO_NOT_FOUND = "AUDIO_NOT_FOUND"
-AUDIO_UNREADABLE = "AUDIO_UNREADABLE"
-AUDIO_EMPTY = "AUDIO_EMPTY"
-AUDIO_TOO_SHORT = "AUDIO_TOO_SHORT"
-MODEL_NOT_FOUND = "MODEL_NOT_FOUND"
-MODEL_INVALID = "MODEL_INVALID"
-DEVICE_UNAVAILABLE = "DEVICE_UNAVAILABLE"
-OUT_OF_MEMORY = "OUT_OF_MEMORY"
-CANCELLED = "CANCELLED"
-OUTPUT_UNWRITABLE = "OUTPUT_UNWRITABLE"  # extension of the DESIGN.md list
-INTERNAL = "INTERNAL"
+# The codes are the protocol's (defined once, in protocol.py); raisers import them from here.
+from .protocol import (AUDIO_EMPTY, AUDIO_NOT_FOUND, AUDIO_TOO_SHORT, AUDIO_UNREADABLE, BAD_REQUEST,  # noqa: F401
+                       CANCELLED, DEVICE_UNAVAILABLE, INTERNAL, MODEL_INVALID, MODEL_NOT_FOUND, OUT_OF_MEMORY,
+                       OUTPUT_UNWRITABLE)
 
 
 class Wav2SemError(Exception):
@@ -26,9 +18,6 @@ class Wav2SemError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
-
-    def to_dict(self) -> dict:
-        return {"code": self.code, "message": self.message}
 
     def __reduce__(self):  # picklable (errors cross process boundaries, e.g. the espeak child)
         return (type(self), (self.code, self.message))

@@ -1,7 +1,7 @@
 """Speech -> per-frame vertex offsets (and, for a blendshape model, channel weights) with a
 loaded bundle.
 
-    model = load_model(bundle_dir, device="auto")
+    model = load_model(bundle_dir, device="auto")          # loaded_model.py
     result = generate(model, load_audio("line.wav"))
     result.offsets        # (T, V, 3) float32, template units
     result.weights        # (T, K) float32 for a blendshape model (model.channels), else None
@@ -22,26 +22,22 @@ key/value cache, so memory stays bounded and there is no length limit.
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
 from . import audio as audio_io
-from . import cpu_idle
-from .bundle import PREPROCESSOR_FILE, Bundle, load_weights, read_bundle
-from .errors import (AUDIO_TOO_SHORT, BAD_REQUEST, DEVICE_UNAVAILABLE, MODEL_INVALID, OUT_OF_MEMORY, Cancelled,
-                     Wav2SemError, reason)
+from .errors import AUDIO_TOO_SHORT, BAD_REQUEST, MODEL_INVALID, OUT_OF_MEMORY, Cancelled, Wav2SemError
+from .loaded_model import LoadedModel
 from .models.encoders import encode_aligned, memory_frame_count
-from .models.talker import ALIGN_PAIR, SpeechToFace
+from .models.talker import ALIGN_PAIR
 from .segmentation import utterance_spans
-from .template import Template
+from .threads import generate_threads, thread_count
 
 log = logging.getLogger(__name__)
 
@@ -50,88 +46,6 @@ CancelFn = Callable[[], bool]                        # True -> stop as soon as p
 
 ENCODER_WINDOW_S = 20     # s, longest audio the speech encoder sees at once (bounded memory)
 ENCODER_OVERLAP_S = 2     # s, cross-faded overlap between consecutive windows
-
-# Threads (`wav2sem serve/infer --threads auto|N`; results/startup.md). On the 2-core CPU,
-# with the default model: two intra-op threads beat one in every phase while the cores were
-# idle (the warm 10 s request 0.17 vs 0.29 s, the speech encoder 0.03 vs 0.06 s on 2 s of
-# speech and 1.2 vs 2.1 s on 60 s, Wav2Sem's GRU and the decoder no slower), and lost 2-10x
-# while other work kept the cores busy (the encoder 1.30 vs 0.31 s on 10 s, the GRU and the
-# decoder 3-40x). So "auto" loads the model on one thread and runs each generate on as many
-# threads as cores are idle just before it (cpu_idle: measured, this process's own work left
-# out), at least one and at most AUTO_MAX_THREADS. A core counts as idle while others use
-# less than 1 - AUTO_IDLE_FRACTION of it. Library callers that never call configure_threads
-# keep torch's setting.
-AUTO_MAX_THREADS = 4
-AUTO_IDLE_FRACTION = 0.75
-_THREADS: tuple[str, int] | None = None    # None: not configured; ("auto", 1) or ("fixed", N)
-
-
-@dataclass
-class LoadedModel:
-    bundle: Bundle
-    net: SpeechToFace
-    device: torch.device
-    dtype: torch.dtype
-    feature_extractor: object | None = None
-    key: tuple = field(default=())
-    _output_basis: np.ndarray | None = field(default=None, repr=False)
-
-    @property
-    def fps(self) -> float:
-        return self.bundle.config.fps
-
-    @property
-    def vertex_count(self) -> int:
-        return self.bundle.template.vertex_count
-
-    @property
-    def subjects(self) -> tuple[str, ...]:
-        return self.bundle.config.subjects
-
-    @property
-    def template(self) -> Template:
-        return self.bundle.template
-
-    @property
-    def output(self) -> str:
-        """"vertices" (the model predicts offsets) or "blendshapes" (it predicts channel weights)."""
-        return self.bundle.config.output_type
-
-    @property
-    def channels(self) -> tuple[str, ...]:
-        """The blendshape channel names, in the weights' column order; () for a vertex model."""
-        return self.bundle.config.channels
-
-    @property
-    def predicts_weights(self) -> bool:
-        return bool(self.channels)
-
-    @property
-    def factored(self) -> bool:
-        """Offsets linear in R per-frame coefficients (module docstring): a vertex model whose
-        decoder offers `decode_features`, the rows its linear output map `vertice_map_r` reads.
-        A subclass that redefines `decode` without `decode_features` beside it (another decoder
-        on FaceFormer's parts) is not factored: the inherited features would not be its output's."""
-        net = self.net
-        return (not self.predicts_weights and callable(getattr(net, "decode_features", None))
-                and isinstance(getattr(net, "vertice_map_r", None), torch.nn.Linear)
-                and _defining_class(type(net), "decode") is _defining_class(type(net), "decode_features"))
-
-    def output_basis(self) -> np.ndarray:
-        """(R, V, 3) float32, R = feature_dim + 1: the output map's weights, one row per
-        decoder feature, then its bias; offsets = coefficients @ basis. Computed once."""
-        if not self.factored:
-            raise ValueError(f"the model {self.bundle.config.name} has no factored output")
-        if self._output_basis is None:
-            out_map = self.net.vertice_map_r
-            with torch.no_grad():
-                rows = torch.cat([out_map.weight.t(), out_map.bias.unsqueeze(0)]).float().cpu().numpy()
-            self._output_basis = np.ascontiguousarray(rows.reshape(len(rows), self.vertex_count, 3))
-        return self._output_basis
-
-
-def _defining_class(cls: type, name: str) -> type | None:
-    return next((klass for klass in cls.__mro__ if name in vars(klass)), None)
 
 
 @dataclass
@@ -146,84 +60,6 @@ class GenerateResult:
     coefficients: np.ndarray | None = None  # (T, R) float32 with generate(factors=True) on a factored
                                             # model: offsets = coefficients @ model.output_basis()
 
-
-def available_devices() -> list[str]:
-    devices = ["cpu"]
-    if torch.cuda.is_available():
-        devices += [f"cuda:{i} ({torch.cuda.get_device_name(i)})" for i in range(torch.cuda.device_count())]
-    return devices
-
-
-def resolve_device(device: str | None) -> torch.device:
-    device = (device or "auto").lower()
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise Wav2SemError(DEVICE_UNAVAILABLE, "CUDA was requested but no CUDA GPU is available to this backend; use device 'auto' or 'cpu'.")
-        return torch.device(device)
-    if device == "cpu":
-        return torch.device("cpu")
-    raise Wav2SemError(BAD_REQUEST, f"Unknown device {device!r}; use 'auto', 'cpu' or 'cuda'.")
-
-
-def configure_threads(threads: int | None) -> None:
-    """The process's thread policy (serve and infer call it once, before loading a model):
-    a fixed intra-op thread count, or None = auto (see AUTO_*; starts the idle-core monitor)."""
-    global _THREADS
-    _THREADS = ("auto", 1) if threads is None else ("fixed", int(threads))
-    torch.set_num_threads(_THREADS[1])
-    if threads is None:
-        cpu_idle.start_monitor()
-
-
-def generate_threads() -> int | None:
-    """Threads for the next generate under the configured policy; None = leave torch's
-    setting as it is (a fixed count, or a library caller's own)."""
-    if _THREADS is None or _THREADS[0] != "auto":
-        return None
-    idle = cpu_idle.idle_cores() + 1 - AUTO_IDLE_FRACTION
-    return max(1, min(AUTO_MAX_THREADS, int(idle)))
-
-
-@contextlib.contextmanager
-def _thread_count(n: int | None):
-    if n is None or n == torch.get_num_threads():
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-PRECISIONS = (torch.float32, torch.float16, torch.bfloat16)
-
-
-def load_model(path: str | Path | None = None, device: str | None = "auto",
-               dtype: torch.dtype | None = None) -> LoadedModel:
-    """Read a bundle and put it on a device. `dtype`: None = float16 on CUDA, float32 on the
-    CPU; tests pass float16 on the CPU to run exactly the casts CUDA runs. Feature
-    extraction and position biases stay float32 either way. Blocks; any thread."""
-    if dtype is not None and dtype not in PRECISIONS:
-        raise Wav2SemError(BAD_REQUEST, f"Unsupported precision {dtype}; use one of {[str(p) for p in PRECISIONS]}.")
-    bundle = read_bundle(path)
-    dev = resolve_device(device)
-    net = load_weights(bundle)
-    dtype = dtype or (torch.float16 if dev.type == "cuda" else torch.float32)
-    net = net.to(dev).to_precision(dtype).eval()
-    extractor = None
-    if bundle.has_preprocessor:
-        from transformers import AutoFeatureExtractor
-
-        try:
-            extractor = AutoFeatureExtractor.from_pretrained(str(bundle.directory), local_files_only=True)
-        except Exception as exc:  # transformers raises many types (OSError, ValueError, JSON errors)
-            raise Wav2SemError(MODEL_INVALID, f"{bundle.directory / PREPROCESSOR_FILE} is not a valid feature-extractor "
-                                              f"config ({reason(exc)}); fix or remove it.") from exc
-    return LoadedModel(bundle, net, dev, dtype, extractor, key=(str(bundle.directory.resolve()), str(dev)))
 
 
 def subject_weights(model: LoadedModel, subject) -> torch.Tensor:
@@ -318,7 +154,7 @@ def generate(
         warnings.append("This model has no Wav2Sem module; generated without it.")
 
     try:
-        with torch.inference_mode(), _thread_count(generate_threads()):
+        with torch.inference_mode(), thread_count(generate_threads()):
             normalized = audio_io.normalize(waveform, model.feature_extractor)
             wav = torch.from_numpy(normalized).to(model.device).unsqueeze(0)           # (1, S) float32
             split = 0.8 if use_semantic else 1.0

@@ -15,15 +15,25 @@ from typing import Any, Union
 
 PROTOCOL_VERSION = 1
 
-# Error codes the backend sends (DESIGN.md), plus the add-on's own for process failures.
+# Error codes (DESIGN.md "Backend protocol"). The backend sends these; wav2sem.errors raises them.
 BAD_REQUEST = "BAD_REQUEST"
+AUDIO_NOT_FOUND = "AUDIO_NOT_FOUND"
+AUDIO_UNREADABLE = "AUDIO_UNREADABLE"
+AUDIO_EMPTY = "AUDIO_EMPTY"
+AUDIO_TOO_SHORT = "AUDIO_TOO_SHORT"
+MODEL_NOT_FOUND = "MODEL_NOT_FOUND"
+MODEL_INVALID = "MODEL_INVALID"
+DEVICE_UNAVAILABLE = "DEVICE_UNAVAILABLE"
+OUT_OF_MEMORY = "OUT_OF_MEMORY"
+OUTPUT_UNWRITABLE = "OUTPUT_UNWRITABLE"  # an output's folder missing or read-only, a full disk or temp folder
 CANCELLED = "CANCELLED"
-INTERNAL = "INTERNAL"
-BACKEND_DIED = "BACKEND_DIED"          # add-on side: the process ended mid-request
-BACKEND_TIMEOUT = "BACKEND_TIMEOUT"    # add-on side: no answer in time
-PROTOCOL_MISMATCH = "PROTOCOL_MISMATCH"
-MESH_MISMATCH = "MESH_MISMATCH"        # add-on side: the mesh cannot take the model's output
 NO_FACE = "NO_FACE"                    # fit_face: no face found; the error carries a "landmarks" guess
+INTERNAL = "INTERNAL"                  # carries the backend's traceback
+# The add-on's own, for process failures.
+BACKEND_DIED = "BACKEND_DIED"          # the process ended mid-request
+BACKEND_TIMEOUT = "BACKEND_TIMEOUT"    # no answer in time
+PROTOCOL_MISMATCH = "PROTOCOL_MISMATCH"
+MESH_MISMATCH = "MESH_MISMATCH"        # the mesh cannot take the model's output
 
 # model_info "output": what a model predicts.
 OUTPUT_VERTICES = "vertices"           # per-frame offsets on its template (FaceFormer)
@@ -34,6 +44,7 @@ OUTPUT_BLENDSHAPES = "blendshapes"     # per-frame channel weights (ARKit), offs
 FIT_LANDMARKS = ("nose_tip", "upper_lip_center", "lower_lip_center", "mouth_corner_left", "mouth_corner_right",
                  "chin", "eye_outer_left", "eye_inner_left", "eye_inner_right", "eye_outer_right")
 Point = tuple[float, float, float]
+RequestId = Union[int, float, str, None]   # the add-on sends ints; the backend answers any scalar id
 
 
 class ProtocolError(ValueError):
@@ -56,7 +67,7 @@ class Request:
 
 @dataclass(frozen=True)
 class Progress:
-    id: int | None
+    id: RequestId
     stage: str
     fraction: float
     message: str = ""
@@ -73,7 +84,7 @@ class Progress:
 
 @dataclass(frozen=True)
 class Result:
-    id: int | None
+    id: RequestId
     data: dict[str, Any]
 
     def to_dict(self) -> dict[str, Any]:
@@ -89,7 +100,7 @@ class Result:
 
 @dataclass(frozen=True)
 class Error:
-    id: int | None
+    id: RequestId
     code: str
     message: str
     traceback: str = ""                 # INTERNAL errors carry the backend's traceback
@@ -150,15 +161,19 @@ class Hello:
     version: str
     torch: str
     devices: tuple[str, ...]
+    python: str = ""                    # the backend's Python version ("" from older backends)
+    threads: int | str | None = None    # its --threads setting: "auto" or a count (None: older backends)
 
     def to_dict(self) -> dict[str, Any]:
         return {"protocol": self.protocol, "version": self.version, "torch": self.torch,
-                "devices": list(self.devices)}
+                "devices": list(self.devices), "python": self.python, "threads": self.threads}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Hello":
+        threads = data.get("threads")
         return cls(int(data.get("protocol", 0)), str(data.get("version", "?")),
-                   str(data.get("torch", "?")), tuple(str(d) for d in data.get("devices") or ()))
+                   str(data.get("torch", "?")), tuple(str(d) for d in data.get("devices") or ()),
+                   str(data.get("python") or ""), threads if isinstance(threads, (int, str)) else None)
 
     def summary(self) -> str:
         return f"wav2sem {self.version}, torch {self.torch}, devices: {', '.join(self.devices) or 'none'}"
@@ -179,6 +194,9 @@ class ModelInfo:
     blendshapes: str | None = None      # blendshape models: path to (K, V, 3) float32 .npy
     output_basis: str | None = None     # factored vertex models: path to (R, V, 3) float32 .npy,
                                         # offsets = coefficients @ basis (absent from older backends)
+    semantic: bool = False              # the model has the Wav2Sem module
+    directory: str = ""                 # the bundle's folder
+    description: str = ""               # the bundle's own description
 
     @property
     def predicts_weights(self) -> bool:
@@ -193,7 +211,8 @@ class ModelInfo:
         return {"name": self.name, "fps": self.fps, "vertex_count": self.vertex_count,
                 "template": self.template, "faces": self.faces, "subjects": list(self.subjects),
                 "regions": dict(self.regions), "landmarks": dict(self.landmarks), "output": self.output,
-                "channels": list(self.channels), "blendshapes": self.blendshapes, "output_basis": self.output_basis}
+                "channels": list(self.channels), "blendshapes": self.blendshapes, "output_basis": self.output_basis,
+                "semantic": self.semantic, "directory": self.directory, "description": self.description}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelInfo":
@@ -206,7 +225,9 @@ class ModelInfo:
                    {str(k): str(v) for k, v in (data.get("regions") or {}).items()},
                    {str(k): int(v) for k, v in (data.get("landmarks") or {}).items()},
                    output, tuple(str(c) for c in data.get("channels") or ()),
-                   str(blendshapes) if blendshapes else None, str(basis) if basis else None)
+                   str(blendshapes) if blendshapes else None, str(basis) if basis else None,
+                   bool(data.get("semantic", False)), str(data.get("directory") or ""),
+                   str(data.get("description") or ""))
 
 
 @dataclass(frozen=True)
@@ -240,6 +261,24 @@ class GenerateResult:
                    tuple(str(c) for c in data.get("channels") or ()), str(coefficients) if coefficients else None)
 
 
+@dataclass(frozen=True)
+class CancelResult:
+    """cancel's result: `found` means the target was queued or running and will end CANCELLED;
+    false, that it was unknown or already finished."""
+    target: RequestId
+    found: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"target": self.target, "found": self.found}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "CancelResult":
+        target = data.get("target")
+        if target is not None and not isinstance(target, (int, float, str)):
+            raise ValueError("target must be the id of a request")
+        return cls(target, bool(data["found"]))
+
+
 def parse_landmarks(data: Any) -> dict[str, Point]:
     """{name: [x, y, z]} -> {name: (x, y, z)}; raises ValueError unless every point is three
     finite numbers (unknown names are kept: the backend may know more than this add-on)."""
@@ -256,6 +295,17 @@ def parse_landmarks(data: Any) -> dict[str, Point]:
     return points
 
 
+def landmark_lists(points: dict[str, Any]) -> dict[str, list[float]]:
+    """{name: (x, y, z)} of any numbers (numpy's included) -> {name: [x, y, z]} of floats, as
+    fit_face's result and a NO_FACE error's "landmarks" carry them."""
+    return {str(name): [float(c) for c in point] for name, point in points.items()}
+
+
+def no_face_error(request_id: RequestId, message: str, landmarks: dict[str, Any]) -> Error:
+    """fit_face found no face: the error carries the landmark guess, for the user to correct."""
+    return Error(request_id, NO_FACE, message, details={"landmarks": landmark_lists(landmarks)})
+
+
 @dataclass(frozen=True)
 class FitResult:
     """fit_face's result: the keys file (names (K,), deltas (K, V, 3) float32, world space) and
@@ -269,7 +319,7 @@ class FitResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {"keys": self.keys, "names": list(self.names),
-                "landmarks": {name: list(point) for name, point in self.landmarks.items()},
+                "landmarks": landmark_lists(self.landmarks),
                 "report": dict(self.report), "seconds": self.seconds, "warnings": list(self.warnings)}
 
     @classmethod

@@ -22,15 +22,15 @@ def _one_torch_thread():
 @pytest.fixture(autouse=True)
 def _thread_policy_kept_to_its_test():
     """A test that runs `wav2sem infer` or `serve` in this process sets the process's thread
-    policy (inference.configure_threads); put it back, so that later library calls keep one
+    policy (threads.configure_threads); put it back, so that later library calls keep one
     thread instead of following the machine's idle cores (which would change their output
     in the last float bits from run to run)."""
-    from wav2sem import inference
+    from wav2sem import threads
 
-    policy, threads = inference._THREADS, torch.get_num_threads()
+    policy, count = threads._THREADS, torch.get_num_threads()
     yield
-    inference._THREADS = policy
-    torch.set_num_threads(threads)
+    threads._THREADS = policy
+    torch.set_num_threads(count)
 
 
 @pytest.fixture(scope="session")
@@ -82,21 +82,21 @@ def tiny_bundle_pair(bundle_dir) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model(tiny_bundle):
-    from wav2sem.inference import load_model
+    from wav2sem.loaded_model import load_model
 
     return load_model(tiny_bundle, "cpu")
 
 
 @pytest.fixture(scope="session")
 def tiny_model_plain(tiny_bundle_plain):
-    from wav2sem.inference import load_model
+    from wav2sem.loaded_model import load_model
 
     return load_model(tiny_bundle_plain, "cpu")
 
 
 @pytest.fixture(scope="session")
 def tiny_model_pair(tiny_bundle_pair):
-    from wav2sem.inference import load_model
+    from wav2sem.loaded_model import load_model
 
     return load_model(tiny_bundle_pair, "cpu")
 

@@ -262,7 +262,8 @@ def trained(tmp_path_factory):
 
 def test_training_a_blendshape_model_lowers_the_loss_and_writes_its_bundle(trained):
     from wav2sem.bundle import load_weights, read_bundle
-    from wav2sem.inference import generate, load_model
+    from wav2sem.inference import generate
+    from wav2sem.loaded_model import load_model
     from wav2sem.dataset import open_dataset
 
     corpus, run, best = trained
@@ -309,7 +310,8 @@ def test_resuming_blendshape_training_continues_after_the_finished_epochs(traine
 def test_eval_of_a_blendshape_model_equals_the_metrics_on_full_offsets(trained):
     from wav2sem import metrics
     from wav2sem.dataset import open_dataset
-    from wav2sem.inference import generate, load_model
+    from wav2sem.inference import generate
+    from wav2sem.loaded_model import load_model
     from wav2sem.train.evaluate import ClosureStats, evaluate
 
     corpus, run, _ = trained

@@ -25,7 +25,7 @@ def arkit_bundle(bundle_dir) -> Path:
 
 @pytest.fixture(scope="module")
 def arkit_model(arkit_bundle):
-    from wav2sem.inference import load_model
+    from wav2sem.loaded_model import load_model
 
     return load_model(arkit_bundle, "cpu")
 
@@ -69,7 +69,8 @@ def test_vertex_models_say_so(tiny_model):
 def test_tiny_ict_bundle(bundle_dir, speech_wav):
     from wav2sem.audio import load_audio
     from wav2sem.heads import SPEECH_CHANNELS, ict_head
-    from wav2sem.inference import generate, load_model
+    from wav2sem.inference import generate
+    from wav2sem.loaded_model import load_model
     from wav2sem.testing import write_tiny_ict_bundle
 
     path = write_tiny_ict_bundle(bundle_dir / "tiny_ict", semantic=False, seed=3)
@@ -103,7 +104,8 @@ def test_generate_returns_weights_and_offsets_through_the_deltas(arkit_model, sp
 
 def test_pair_alignment_blendshape_model(bundle_dir, speech_wav):
     from wav2sem.audio import load_audio
-    from wav2sem.inference import generate, load_model
+    from wav2sem.inference import generate
+    from wav2sem.loaded_model import load_model
     from wav2sem.testing import write_tiny_bundle
 
     model = load_model(write_tiny_bundle(bundle_dir / "tiny_arkit_pair", blendshapes=["jawOpen", "mouthClose", "mouthFunnel"],
@@ -150,7 +152,8 @@ def test_non_finite_weights_are_refused(arkit_model, speech_wav, monkeypatch):
 
 def test_half_precision_weights(arkit_bundle, arkit_model, speech_wav):
     from wav2sem.audio import load_audio
-    from wav2sem.inference import generate, load_model
+    from wav2sem.inference import generate
+    from wav2sem.loaded_model import load_model
 
     wave = load_audio(speech_wav)
     full = generate(arkit_model, wave)
@@ -240,7 +243,7 @@ def test_cancelled_generate_writes_neither_file(arkit_bundle, speech_wav, tmp_pa
     import time
 
     from test_server import CancelWhenWritten
-    from wav2sem.serve import Server
+    from wav2sem.serve.transport import Server
 
     out = CancelWhenWritten(("decode", "frame", 1.0))
     server = Server(out, str(arkit_bundle), "cpu")
@@ -252,10 +255,12 @@ def test_cancelled_generate_writes_neither_file(arkit_bundle, speech_wav, tmp_pa
         while not any(m["id"] == "g" and m["type"] in ("result", "error") for m in out.lines):
             assert time.monotonic() < deadline, out.lines[-3:]
             time.sleep(0.05)
+        out.wait_for_the_cancel_reply()
     finally:
         server.stop()
     final = [m for m in out.lines if m["id"] == "g" and m["type"] in ("result", "error")]
     assert final[0]["type"] == "error" and final[0]["error"]["code"] == "CANCELLED", final
+    assert [m["data"] for m in out.lines if m["id"] == "esc"] == [{"target": "g", "found": True}]
     assert list(tmp_path.iterdir()) == []
 
 

@@ -207,7 +207,7 @@ FILE_CASES = {
 
 @pytest.mark.parametrize("case", sorted(FILE_CASES))
 def test_broken_bundle_files_are_one_model_invalid_sentence(tmp_path, source_bundle, case):
-    from wav2sem.inference import load_model
+    from wav2sem.loaded_model import load_model
 
     bundle = _copy(source_bundle, tmp_path / "bad")
     name, damage = FILE_CASES[case]

@@ -90,13 +90,14 @@ def test_loaded_network_equals_the_previous_loading_path(request, which):
 @pytest.mark.parametrize("which", BUNDLES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_generate_output_is_bit_identical_to_the_previous_loading_path(request, monkeypatch, which, dtype):
-    import wav2sem.inference as inference
+    import wav2sem.loaded_model as loaded_model
+    from wav2sem.inference import generate
 
     directory = _bundle_dir(request, which)
     wave = speechlike(1.5, seed=61)
-    new = inference.generate(inference.load_model(directory, "cpu", dtype=dtype), wave, subject=1)
-    monkeypatch.setattr(inference, "load_weights", old_load_weights)
-    old = inference.generate(inference.load_model(directory, "cpu", dtype=dtype), wave, subject=1)
+    new = generate(loaded_model.load_model(directory, "cpu", dtype=dtype), wave, subject=1)
+    monkeypatch.setattr(loaded_model, "load_weights", old_load_weights)
+    old = generate(loaded_model.load_model(directory, "cpu", dtype=dtype), wave, subject=1)
     assert new.frames == old.frames > 0
     assert np.array_equal(new.offsets, old.offsets)
     if old.weights is not None:

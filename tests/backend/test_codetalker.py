@@ -51,7 +51,8 @@ def bundles(tmp_path_factory, reference):
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_bundle_equals_the_official_predict(case, bundles, reference):
     from wav2sem.audio import load_audio, normalize
-    from wav2sem.inference import generate, load_model
+    from wav2sem.inference import generate
+    from wav2sem.loaded_model import load_model
 
     data, meta, path = reference
     audio = load_audio(path)

@@ -158,7 +158,8 @@ def test_convert_vocaset_bundle_layout(converted, vocaset_state, template_npy):
 
 def test_converted_bundle_inference_equals_direct_forward(converted, vocaset_state):
     from wav2sem.bundle import read_bundle
-    from wav2sem.inference import generate, load_model
+    from wav2sem.inference import generate
+    from wav2sem.loaded_model import load_model
 
     wave = speechlike(1.6, seed=11)
     model = load_model(converted, "cpu")
@@ -238,7 +239,8 @@ def test_convert_biwi_preset(tmp_path, encoder_dir):
     assert cfg["decoder"]["period"] == 25
     assert cfg["subjects"] == ["F2", "F3", "F4", "M3", "M4", "M5"]
 
-    from wav2sem.inference import generate, load_model
+    from wav2sem.inference import generate
+    from wav2sem.loaded_model import load_model
 
     wave = speechlike(1.3, seed=5)
     res = generate(load_model(tmp_path / "biwi", "cpu"), wave, subject="M3")

@@ -57,7 +57,7 @@ def test_pair_alignment_factors(tiny_model_pair, clip):
 
 def test_direct_decoder_factors(tmp_path, clip):
     from wav2sem.bundle import BundleConfig, build_model, save_bundle
-    from wav2sem.inference import load_model
+    from wav2sem.loaded_model import load_model
     from wav2sem.models.faceformer import DecoderConfig
     from wav2sem.testing import grid_template
 
@@ -74,7 +74,7 @@ def test_direct_decoder_factors(tmp_path, clip):
 
 
 def test_half_precision_factors_stay_close(tiny_bundle, clip):
-    from wav2sem.inference import load_model
+    from wav2sem.loaded_model import load_model
 
     assert_factors_match(load_model(tiny_bundle, "cpu", dtype=torch.float16), clip, HALF_RTOL)
 
@@ -82,7 +82,8 @@ def test_half_precision_factors_stay_close(tiny_bundle, clip):
 def test_model_without_factors_keeps_the_dense_path(tiny_bundle, clip):
     """A decoder without `decode_features` (e.g. one whose output goes through a nonlinear
     decoder) is not factored: factors=True gives the dense offsets only."""
-    from wav2sem.inference import generate, load_model
+    from wav2sem.inference import generate
+    from wav2sem.loaded_model import load_model
     from wav2sem.models.faceformer import FaceFormer
 
     class NoFactors(FaceFormer):
@@ -101,7 +102,7 @@ def test_model_without_factors_keeps_the_dense_path(tiny_bundle, clip):
 def test_a_subclass_with_its_own_decode_is_not_factored(tiny_bundle):
     """A decoder built on FaceFormer that redefines `decode` (a nonlinear output, say) does not
     inherit factors that are no longer its output's; restating `decode_features` opts back in."""
-    from wav2sem.inference import load_model
+    from wav2sem.loaded_model import load_model
     from wav2sem.models.faceformer import FaceFormer
 
     class OwnDecode(FaceFormer):
@@ -120,7 +121,8 @@ def test_a_subclass_with_its_own_decode_is_not_factored(tiny_bundle):
 
 
 def test_blendshape_model_is_not_factored(tmp_path, clip):
-    from wav2sem.inference import generate, load_model
+    from wav2sem.inference import generate
+    from wav2sem.loaded_model import load_model
     from wav2sem.testing import write_tiny_bundle
 
     model = load_model(write_tiny_bundle(tmp_path / "arkit", blendshapes=4, seed=4), "cpu")

@@ -15,7 +15,8 @@ pytestmark = [
 
 @pytest.mark.parametrize("which", ["tiny_bundle", "tiny_bundle_pair"])
 def test_fp16_cuda_generate_close_to_cpu(request, which):
-    from wav2sem.inference import generate, load_model
+    from wav2sem.inference import generate
+    from wav2sem.loaded_model import load_model
 
     bundle = request.getfixturevalue(which)
     wave = speechlike(3.0, seed=41)
@@ -33,7 +34,8 @@ def test_fp16_cuda_generate_close_to_cpu(request, which):
 
 
 def test_fp16_cuda_long_clip_is_finite(tiny_bundle):
-    from wav2sem.inference import generate, load_model
+    from wav2sem.inference import generate
+    from wav2sem.loaded_model import load_model
 
     result = generate(load_model(tiny_bundle, "cuda"), speechlike(45.0, seed=42))
     assert result.offsets.shape[0] == 1349
@@ -55,7 +57,8 @@ def test_server_hello_lists_cuda_and_generates_on_it(tiny_bundle, speech_wav):
 def test_default_model_generates_on_cuda_close_to_cpu():
     """The embedded default (log-mel encoder): its mel filters stay float32 in the fp16 model."""
     from wav2sem.bundle import DEFAULT_BUNDLE_DIR
-    from wav2sem.inference import generate, load_model
+    from wav2sem.inference import generate
+    from wav2sem.loaded_model import load_model
 
     wave = speechlike(3.0, seed=43)
     cpu = generate(load_model(DEFAULT_BUNDLE_DIR, "cpu"), wave).offsets

@@ -23,7 +23,8 @@ def relative_error(half: np.ndarray, full: np.ndarray) -> tuple[float, float]:
 @pytest.mark.parametrize("which", ["default", "tiny_bundle", "tiny_bundle_pair"])
 def test_half_precision_generate_on_cpu_is_finite_and_close_to_float32(request, which):
     from wav2sem.bundle import DEFAULT_BUNDLE_DIR
-    from wav2sem.inference import generate, load_model
+    from wav2sem.inference import generate
+    from wav2sem.loaded_model import load_model
 
     bundle = DEFAULT_BUNDLE_DIR if which == "default" else request.getfixturevalue(which)
     wave = speechlike(3.0, seed=51)
@@ -46,7 +47,7 @@ LOGMEL_BUNDLE = Path(__file__).resolve().parents[2] / "results" / "default_model
 @pytest.mark.parametrize("which", ["default (whisper-base)", "0.3 (log-mel)"])
 def test_feature_extraction_stays_float32_in_a_half_model(which):
     from wav2sem.bundle import DEFAULT_BUNDLE_DIR
-    from wav2sem.inference import load_model
+    from wav2sem.loaded_model import load_model
 
     net = load_model(DEFAULT_BUNDLE_DIR if which.startswith("default") else LOGMEL_BUNDLE, "cpu",
                      dtype=torch.float16).net
@@ -63,7 +64,7 @@ def test_feature_extraction_stays_float32_in_a_half_model(which):
 
 
 def test_faceformer_positional_table_stays_float32_in_a_half_model(tiny_bundle):
-    from wav2sem.inference import load_model
+    from wav2sem.loaded_model import load_model
 
     net = load_model(tiny_bundle, "cpu", dtype=torch.float16).net
     assert net.PPE.pe.dtype == torch.float32
@@ -72,7 +73,7 @@ def test_faceformer_positional_table_stays_float32_in_a_half_model(tiny_bundle):
 
 def test_unsupported_dtype_is_refused(tiny_bundle):
     from wav2sem.errors import BAD_REQUEST, Wav2SemError
-    from wav2sem.inference import load_model
+    from wav2sem.loaded_model import load_model
 
     with pytest.raises(Wav2SemError) as info:
         load_model(tiny_bundle, "cpu", dtype=torch.int8)

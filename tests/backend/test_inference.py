@@ -175,7 +175,7 @@ def test_too_short_for_one_frame(tiny_model):
 
 
 def test_devices():
-    from wav2sem.inference import available_devices, resolve_device
+    from wav2sem.loaded_model import available_devices, resolve_device
 
     assert available_devices()[0] == "cpu"
     assert resolve_device("cpu") == torch.device("cpu")
@@ -210,7 +210,8 @@ def test_cancel_between_stages_is_honoured(tiny_model, stage):
 
 def test_non_finite_offsets_are_refused_with_model_invalid(tiny_bundle):
     from wav2sem.errors import MODEL_INVALID
-    from wav2sem.inference import generate, load_model
+    from wav2sem.inference import generate
+    from wav2sem.loaded_model import load_model
 
     model = load_model(tiny_bundle, "cpu")
     with torch.no_grad():

@@ -22,7 +22,7 @@ def test_slaney_filters_equal_transformers(n_mels):
 
 
 def test_loading_and_running_the_default_model_imports_no_transformers():
-    code = ("import sys, numpy as np; from wav2sem.inference import load_model, generate; "
+    code = ("import sys, numpy as np; from wav2sem.inference import generate; from wav2sem.loaded_model import load_model; "
             "from wav2sem.bundle import DEFAULT_BUNDLE_DIR; m = load_model(DEFAULT_BUNDLE_DIR, 'cpu'); "
             "generate(m, np.random.default_rng(0).normal(size=16000).astype('float32') * 0.1, offsets=False); "
             "print('transformers' in sys.modules)")

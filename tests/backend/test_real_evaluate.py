@@ -139,7 +139,8 @@ def test_a_bundle_can_store_its_frozen_encoder_in_half_precision(tmp_path):
 
     from wav2sem.bundle import save_bundle
     from wav2sem.heads import SPEECH_CHANNELS, ict_head
-    from wav2sem.inference import generate, load_model
+    from wav2sem.inference import generate
+    from wav2sem.loaded_model import load_model
     from wav2sem.train.animation import build_network
     from wav2sem.train.config import load_config
 

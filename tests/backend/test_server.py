@@ -260,6 +260,7 @@ class CancelWhenWritten:
         self.lines: list[dict] = []
         self.server = None
         self.fired = False
+        self.cancel_thread = None
 
     def write(self, text: str) -> None:
         import json
@@ -273,11 +274,20 @@ class CancelWhenWritten:
                 and msg["message"].startswith(start) and msg["fraction"] >= fraction):
             self.fired = True
             cancel = json.dumps({"id": "esc", "op": "cancel", "params": {"target": msg["id"]}})
-            threading.Thread(target=self.server.handle_line, args=(cancel,), daemon=True).start()
+            self.cancel_thread = threading.Thread(target=self.server.handle_line, args=(cancel,), daemon=True)
+            self.cancel_thread.start()
             time.sleep(0.5)          # the cancel is set; its reply waits for this write to end
 
     def flush(self) -> None:
         pass
+
+    def wait_for_the_cancel_reply(self, timeout: float = 60) -> None:
+        """The cancel's reply may come after the generate's error: its handle_line returns
+        once the reply is written, so join it before the server stops (the timeout only
+        stops a hang)."""
+        assert self.cancel_thread is not None, f"the trigger {self.trigger} never came: {self.lines}"
+        self.cancel_thread.join(timeout)
+        assert not self.cancel_thread.is_alive(), "the cancel was never answered"
 
 
 @pytest.mark.parametrize("which", ["default", "tiny"])
@@ -287,7 +297,7 @@ def test_cancel_is_honoured_at_every_stage(which, trigger, tiny_bundle, speech_w
     import time
 
     from wav2sem.bundle import DEFAULT_BUNDLE_DIR
-    from wav2sem.serve import Server
+    from wav2sem.serve.transport import Server
 
     out = CancelWhenWritten(trigger)
     server = Server(out, str(DEFAULT_BUNDLE_DIR if which == "default" else tiny_bundle), "cpu")
@@ -300,9 +310,9 @@ def test_cancel_is_honoured_at_every_stage(which, trigger, tiny_bundle, speech_w
         while not any(m["id"] == "g" and m["type"] in ("result", "error") for m in out.lines):
             assert time.monotonic() < deadline, out.lines[-3:]
             time.sleep(0.05)
+        out.wait_for_the_cancel_reply()
     finally:
         server.stop()
-    assert out.fired, f"the trigger {trigger} never came: {out.lines}"
     final = [m for m in out.lines if m["id"] == "g" and m["type"] in ("result", "error")]
     assert len(final) == 1 and final[0]["type"] == "error" and final[0]["error"]["code"] == "CANCELLED", final
     assert [m["data"] for m in out.lines if m["id"] == "esc"] == [{"target": "g", "found": True}]

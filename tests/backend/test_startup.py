@@ -18,9 +18,11 @@ MODEL_03 = REPO / "results" / "default_model" / "model_0.3"
 # What `wav2sem serve` runs for a generate: its module, then the model load and one generate.
 SERVE_PATH = r"""
 import sys
-from wav2sem import serve
+from wav2sem.serve import transport  # noqa: F401  (and operations, model_cache)
 from wav2sem.audio import load_audio
-from wav2sem.inference import configure_threads, generate, load_model
+from wav2sem.inference import generate
+from wav2sem.loaded_model import load_model
+from wav2sem.threads import configure_threads
 configure_threads(None)
 model = load_model(sys.argv[1] or None, "cpu")
 result = generate(model, load_audio(sys.argv[2]), offsets=False)
@@ -60,34 +62,33 @@ def test_infer_refuses_a_bad_thread_count(speech_wav, tmp_path):
 @pytest.fixture
 def thread_policy():
     """Put the process's thread policy and torch's thread count back afterwards."""
-    from wav2sem import inference
+    from wav2sem import threads
 
-    saved, threads = inference._THREADS, torch.get_num_threads()
-    yield inference
-    inference._THREADS = saved
-    torch.set_num_threads(threads)
+    saved, count = threads._THREADS, torch.get_num_threads()
+    yield threads
+    threads._THREADS = saved
+    torch.set_num_threads(count)
 
 
 def test_auto_threads_follow_the_idle_cores(thread_policy, monkeypatch):
     from wav2sem import cpu_idle
 
-    inference = thread_policy
-    inference._THREADS = None
-    assert inference.generate_threads() is None                        # unconfigured (library use): untouched
-    inference.configure_threads(None)
+    policy = thread_policy
+    policy._THREADS = None
+    assert policy.generate_threads() is None                           # unconfigured (library use): untouched
+    policy.configure_threads(None)
     assert torch.get_num_threads() == 1                                # the model loads on one thread
-    for idle, threads in ((7.5, inference.AUTO_MAX_THREADS), (2.0, 2), (1.8, 2), (1.6, 1), (0.3, 1), (0.0, 1)):
+    for idle, count in ((7.5, policy.AUTO_MAX_THREADS), (2.0, 2), (1.8, 2), (1.6, 1), (0.3, 1), (0.0, 1)):
         monkeypatch.setattr(cpu_idle, "idle_cores", lambda idle=idle: idle)
-        assert inference.generate_threads() == threads, idle
-    inference.configure_threads(3)                                      # a fixed count is kept everywhere
-    assert torch.get_num_threads() == 3 and inference.generate_threads() is None
+        assert policy.generate_threads() == count, idle
+    policy.configure_threads(3)                                         # a fixed count is kept everywhere
+    assert torch.get_num_threads() == 3 and policy.generate_threads() is None
 
 
 def test_generate_runs_on_the_idle_cores_and_puts_the_thread_count_back(thread_policy, monkeypatch, tiny_model):
-    from wav2sem import cpu_idle
+    from wav2sem import cpu_idle, inference
 
-    inference = thread_policy
-    inference.configure_threads(None)
+    thread_policy.configure_threads(None)
     monkeypatch.setattr(cpu_idle, "idle_cores", lambda: 2.0)
     seen = []
     encode, decode = inference._encode_windows, tiny_model.net.decode

@@ -66,7 +66,8 @@ def test_default_recipe_trains_resumes_and_writes_a_usable_bundle(corpus, tmp_pa
 
     # The bundle is what infer and the server take.
     from wav2sem.dataset import open_dataset
-    from wav2sem.inference import generate, load_model
+    from wav2sem.inference import generate
+    from wav2sem.loaded_model import load_model
 
     model = load_model(run / "bundle", "cpu")
     assert model.net.has_semantic and model.bundle.config.arch == "direct"
@@ -141,7 +142,7 @@ def test_minimal_set_coupling_measures_the_semantic_vector(tmp_path):
         pytest.skip("espeak-ng is not installed (make system-deps)")
     import torch
 
-    from wav2sem.inference import load_model
+    from wav2sem.loaded_model import load_model
     from wav2sem.testing import write_tiny_bundle
     from wav2sem.train.coupling import minimal_set_coupling
 

@@ -286,7 +286,7 @@ def test_convert_reads_a_non_base_wav2sem_encoder_from_its_weights(tmp_path, bes
 
     from test_convert import V, official_state
     from w2s_helpers import run_wav2sem_inprocess
-    from wav2sem.inference import load_model
+    from wav2sem.loaded_model import load_model
 
     sizes = {**SMALL_WAV2SEM, "num_attention_heads": 4 if beside else 2}
     torch.manual_seed(5)

@@ -175,7 +175,7 @@ def official(matrix_dir, tiny_bundle) -> dict:
     weights, which use the reference names), a local HF encoder folder and the template."""
     from transformers import Wav2Vec2Config, Wav2Vec2Model
 
-    from wav2sem.inference import load_model
+    from wav2sem.loaded_model import load_model
     from wav2sem.testing import TINY_WAV2VEC2
 
     folder = matrix_dir / "official"

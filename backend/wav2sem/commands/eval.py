@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
 
     result = evaluate(args.model, args.corpus, args.split, not args.no_semantic, args.limit)
     if args.coupling:
-        from ..inference import load_model
+        from ..loaded_model import load_model
         from ..train.coupling import minimal_set_coupling
 
         result.update(minimal_set_coupling(load_model(args.model, "cpu")))

@@ -84,7 +84,9 @@ class _StderrProgress:
 
 def run(args: argparse.Namespace) -> int:
     from ..audio import load_audio
-    from ..inference import configure_threads, generate, load_model
+    from ..inference import generate
+    from ..loaded_model import load_model
+    from ..threads import configure_threads
     from ..outputs import check_output_path, commit_all, discard_partials, write_partial, write_partial_json
 
     if not args.output and not args.no_offsets:

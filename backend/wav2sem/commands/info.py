@@ -49,8 +49,9 @@ def run(args: argparse.Namespace) -> int:
     import torch
     import transformers
 
-    from .. import PROTOCOL_VERSION, __version__
-    from ..inference import available_devices
+    from .. import __version__
+    from ..loaded_model import available_devices
+    from ..protocol import PROTOCOL_VERSION
 
     info = {"wav2sem": __version__, "protocol": PROTOCOL_VERSION, "python": sys.version.split()[0],
             "torch": torch.__version__, "transformers": transformers.__version__,

@@ -150,7 +150,8 @@ def babble(sources: list[np.ndarray], seconds: float, rng: np.random.Generator) 
 
 def model_predictor(bundle: str | Path | None, semantic: bool = True) -> Predictor:
     """A bundle's ARKit weights (the default model for None)."""
-    from ..inference import generate, load_model
+    from ..inference import generate
+    from ..loaded_model import load_model
 
     model = load_model(bundle, device="cpu")
     if not model.predicts_weights:

@@ -42,7 +42,8 @@ def evaluate(model_dir: str | Path | None, corpus: str | Path, split: str = "tes
              limit: int | None = None, device: str = "cpu") -> dict:
     """Per-sequence metrics averaged over the split (as the reference evaluation does)."""
     from ..dataset import open_dataset
-    from ..inference import generate, load_model
+    from ..inference import generate
+    from ..loaded_model import load_model
 
     model = load_model(model_dir, device)
     ds = open_dataset(corpus, split=split)

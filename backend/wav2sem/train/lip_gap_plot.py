@@ -31,7 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     import matplotlib.pyplot as plt
 
     from ..dataset import open_dataset
-    from ..inference import generate, load_model
+    from ..inference import generate
+    from ..loaded_model import load_model
 
     ds = open_dataset(args.corpus, split=args.split)
     models = [(label, load_model(path, "cpu")) for label, _, path in (m.partition("=") for m in args.model)]

@@ -123,7 +123,8 @@ def summarise(results: list[WordResult]) -> dict:
 
 def run_folder(folder: str | Path, model_dir: str | Path | None, drop_prefix: bool, semantic: bool = True):
     from ..audio import load_audio
-    from ..inference import generate, load_model
+    from ..inference import generate
+    from ..loaded_model import load_model
 
     if not Path(folder).is_dir():
         raise SystemExit(f"{folder} is not a folder of recordings")

@@ -10,7 +10,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .pids import pid_alive, pid_in_name
+from ..pids import pid_alive, pid_in_name
 
 log = logging.getLogger(__name__)
 
