@@ -111,7 +111,8 @@ class Operations:
         if folder.is_dir():
             return folder
         template = model.bundle.template
-        arrays = {"template": template.vertices, **{f"region_{name}": index for name, index in template.regions.items()}}
+        arrays: dict[str, Any] = {"template": template.vertices,
+                                  **{f"region_{name}": index for name, index in template.regions.items()}}
         if template.faces is not None:
             arrays["faces"] = template.faces
         if model.predicts_weights:                  # (K, V, 3) float32, in the channels' order
