@@ -61,6 +61,8 @@ addon: $(STAMP)
 demo: setup system-deps addon
 	$(BIN)/python blend_examples/run_demo.py
 
+# With CI=true (.ci/run sets it) a test, module or tier that cannot run fails the run instead of
+# skipping, and so does a tier that passes no test: tests/conftest.py and tests/ci_policy.py.
 test: setup system-deps addon test-packages
 	$(BIN)/python -m pytest -q -ra
 	$(BIN)/python -m mypy --config-file addon/mypy.ini addon

@@ -10,8 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("bpy_helpers")  # sets HOME, then imports bpy
-from bpy_helpers import _HOME, PACKAGE, REPO, VERTEX_COUNT, addon_utils, bpy, write_wav  # noqa: E402
+from ci_policy import tier_cannot_run
+
+try:
+    # Sets HOME, then imports bpy.
+    from bpy_helpers import _HOME, PACKAGE, REPO, VERTEX_COUNT, addon_utils, bpy, write_wav
+except ImportError as exc:
+    pytest_pycollect_makemodule = tier_cannot_run(
+        f"the bpy tier (tests/blender) cannot run: the bpy module does not import "
+        f"({type(exc).__name__}: {exc}; `make setup` installs it)")
+
 
 @pytest.fixture(scope="session")
 def workdir(tmp_path_factory) -> Path:

@@ -9,19 +9,37 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cli_helpers import BLENDER, MAKE_SCENE, REPO, VERTEX_COUNT  # noqa: E402
+from ci_policy import cannot_run, tier_cannot_run
+from cli_helpers import BLENDER, MAKE_SCENE, REPO, VERTEX_COUNT
+
+if BLENDER is None:
+    pytest_pycollect_makemodule = tier_cannot_run(
+        "the blender_cli tier (tests/blender_cli) cannot run: Debian's blender is not on PATH "
+        "(make system-deps installs it)")
+
+
+def blender_starts(env: dict) -> None:
+    """Stops the tier, saying why, when `blender -b` does not start with its Python (a broken install)."""
+    command = [BLENDER, "-b", "--factory-startup", "--python-exit-code", "1", "--python-expr", "import bpy"]
+    try:
+        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        cannot_run(f"the blender_cli tier (tests/blender_cli) cannot run: {BLENDER} failed to start ({exc})")
+    if result.returncode != 0:
+        tail = (result.stderr.strip() or result.stdout.strip())[-300:]
+        cannot_run(f"the blender_cli tier (tests/blender_cli) cannot run: `{BLENDER} -b` failed to start "
+                   f"(exit status {result.returncode}: {tail})")
 
 
 @pytest.fixture(scope="session")
 def cli(tmp_path_factory):
     """Runs `blender -b ...` with HOME, the backend Python and the model set; returns the result."""
-    if BLENDER is None:
-        pytest.skip("Debian's blender is not installed (make system-deps)")
     work = tmp_path_factory.mktemp("blender_cli")
+    (work / "home").mkdir()
+    blender_starts(dict(os.environ, HOME=str(work / "home")))
     from wav2sem.testing import write_tiny_bundle
     bundle = write_tiny_bundle(work / "bundle", vertex_count=VERTEX_COUNT)
     env = dict(os.environ, HOME=str(work / "home"), WAV2SEM_PYTHON=sys.executable, WAV2SEM_MODEL=str(bundle))
-    (work / "home").mkdir()
 
     def run(*args: str, check: bool = True, timeout: float = 180, model: str | None = None) -> subprocess.CompletedProcess:
         """`model`: another bundle for this run (WAV2SEM_MODEL)."""
