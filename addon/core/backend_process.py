@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 START_FAILED = "START_FAILED"
 STDERR_LINES_KEPT = 40
 READER_JOIN_S = 2.0       # how long close() waits for the readers to report the exit
+TERMINATE_GRACE_S = 2.0   # how long close() waits after SIGTERM (the server then still cleans up) before killing
 
 
 class Inbox:
@@ -135,31 +136,44 @@ class BackendProcess:
         with self._routes_lock:
             return [route.op for request_id, route in self._routes.items() if before is None or request_id < before]
 
-    def close(self, timeout: float = 3.0) -> None:
-        """Ask the backend to stop and make sure it has: waits up to `timeout`, then kills.
+    @property
+    def returncode(self) -> int | None:
+        """The child's exit status once it has ended (negative: killed by that signal), else None."""
+        return self._proc.poll() if self._proc else None
 
-        Never raises; safe twice. Afterwards every inbox still waiting has an `Exited`."""
+    def close(self, timeout: float = 3.0) -> None:
+        """Ask the backend to stop and make sure it has: sends `shutdown` (it cancels what runs,
+        removes its temp folder and exits), ends its input, waits up to `timeout`, then
+        terminates and, last of all, kills it.
+
+        Never raises; safe twice and in any state. Afterwards every inbox still waiting has an `Exited`."""
         if self.closed:
             return
-        self.closed = True
         proc = self._proc
-        if proc is None:
-            return
         try:
-            if proc.poll() is None:
-                with contextlib.suppress(BackendError):
+            if proc is not None and proc.poll() is None:
+                with contextlib.suppress(BackendError):    # it may have stopped reading
                     self._write(Request(next(self._ids), "shutdown"))
                 with contextlib.suppress(OSError, ValueError):
                     if proc.stdin is not None:
                         proc.stdin.close()
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.wait(timeout)
         finally:
-            if proc.poll() is None:
-                log.warning("backend %s did not stop; killing it", proc.pid)
-                proc.kill()
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.wait(timeout)
+            self.closed = True      # from here on nothing more is written
+            if proc is not None:
+                self._end(proc, timeout)
+
+    def _end(self, proc: subprocess.Popen[bytes], timeout: float) -> None:
+        """Wait up to `timeout` for the child to exit; terminate it (the server still removes its
+        temp folder then), and kill it only if that fails too."""
+        try:
+            if not _exits_within(proc, timeout):
+                log.warning("backend %s did not stop in %.1f s; terminating it", proc.pid, timeout)
+                proc.terminate()
+                if not _exits_within(proc, TERMINATE_GRACE_S):
+                    log.warning("backend %s ignored the termination; killing it", proc.pid)
+                    proc.kill()
+                    _exits_within(proc, timeout)
+        finally:
             if self._stdout_reader is not None:   # it reports the exit to the inboxes...
                 self._stdout_reader.join(READER_JOIN_S)
             self._exit(Exited(proc.returncode, self.stderr_tail()))   # ...unless a grandchild holds stdout
@@ -269,6 +283,12 @@ class BackendProcess:
                     log.debug("backend: %s", line)
         with contextlib.suppress(OSError):
             stream.close()
+
+
+def _exits_within(proc: subprocess.Popen[bytes], seconds: float) -> bool:
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(seconds)
+    return proc.poll() is not None
 
 
 def died_error(event: Exited) -> BackendError:

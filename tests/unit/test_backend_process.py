@@ -1,11 +1,16 @@
-"""BackendProcess: events routed per request, close() that always ends the child, and
-UTF-8 on the pipes whatever the parent's locale (a real backend for that one)."""
+"""BackendProcess: events routed per request, close() that always ends the child (the real
+backend, asked to shut down, ends by itself), and UTF-8 on the pipes whatever the parent's
+locale (a real backend for that one)."""
 from __future__ import annotations
 
+import logging
 import os
+import signal
 import sys
+import tempfile
 import time
 import wave
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -52,6 +57,7 @@ def test_close_of_a_backend_that_stopped_reading_returns_and_ends_it(start_fake)
     pid = backend.pid
     backend.close(timeout=1.0)               # must not raise
     assert not backend.alive and gone(pid)
+    assert backend.returncode == -signal.SIGTERM, "terminate comes before kill"
     with pytest.raises(BackendError) as caught:
         CheckJob(backend)
     assert caught.value.code == protocol.BACKEND_DIED
@@ -80,12 +86,48 @@ def test_close_ends_a_waiting_take_at_once(start_fake, wav_file):
     assert take.error.code == protocol.BACKEND_DIED
 
 
-# --- non-ASCII paths with a locale that is not UTF-8 ---------------------------------
+def test_close_is_safe_in_any_state():
+    never_started = BackendProcess(sys.executable, command=[sys.executable, "-c", "pass"])
+    never_started.close()
+    never_started.close()
+    assert never_started.closed and not never_started.alive and never_started.returncode is None
+
 
 @pytest.fixture(scope="module")
 def tiny_bundle(tmp_path_factory):
     from wav2sem.testing import write_tiny_bundle
     return write_tiny_bundle(tmp_path_factory.mktemp("bundle") / "tiny", vertex_count=60)
+
+
+# --- close() during a take of the real backend ---------------------------------------
+
+def test_close_during_a_take_shuts_the_real_backend_down(tiny_bundle, wav_file, caplog):
+    """`shutdown` reaches the backend: it cancels the take, removes its temp folder and exits 0
+    by itself. (End of input alone would let the take finish; a kill leaves the folder.)"""
+    audio = wav_file(600.0)                  # ten minutes: the take is still running when close() comes
+    backend = BackendProcess(sys.executable, command=[sys.executable, "-m", "wav2sem", "serve",
+                                                      "--model", str(tiny_bundle), "--device", "cpu"])
+    backend.start()
+    try:
+        take = GenerateJob(backend, GenerateRequest(str(audio), device="cpu"))
+        deadline = time.monotonic() + 120
+        while take.fraction == 0.0 and not take.poll(0.05):
+            assert time.monotonic() < deadline, f"the take never started: {backend.stderr_tail()}"
+        assert take.error is None and take.result is None, "the take ended before close() was called"
+        workdirs = list(Path(tempfile.gettempdir()).glob(f"wav2sem-serve-{backend.pid}-*"))
+        assert len(workdirs) == 1, workdirs
+        with caplog.at_level(logging.WARNING, logger="wav2sem_lipsync.core.backend_process"):
+            backend.close(timeout=60.0)      # generous for shared CI; a backend that shuts down needs far less
+        take.poll(5.0)
+        assert take.error is not None and take.error.code == protocol.CANCELLED, "shutdown did not cancel the take"
+        assert backend.returncode == 0, f"the backend was ended by signal {-backend.returncode}"
+        assert not caplog.records, "close() had to terminate or kill the backend"
+        assert not workdirs[0].exists(), "the backend left its temp folder"
+    finally:
+        backend.close()
+
+
+# --- non-ASCII paths with a locale that is not UTF-8 ---------------------------------
 
 
 @pytest.mark.parametrize("parent_env", [
