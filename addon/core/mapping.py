@@ -109,12 +109,11 @@ def scene_fps(fps: int, fps_base: float) -> float:
 
 def resample(offsets: np.ndarray, source_fps: float, target_fps: float) -> np.ndarray:
     """Linear resampling in time: (T, ...) at source_fps -> (N, ...) at target_fps, frame 0
-    of both at time 0, N covering the same duration."""
+    of both at time 0, N covering the same duration. Always a new float32 array (callers
+    scale it in place), never `offsets` itself."""
     count = len(offsets)
-    if count == 0:
-        return offsets.copy()
-    if abs(source_fps - target_fps) < 1e-9:
-        return np.ascontiguousarray(offsets, dtype=np.float32)
+    if count == 0 or abs(source_fps - target_fps) < 1e-9:
+        return np.array(offsets, dtype=np.float32, order="C")     # a copy, even at the same rate
     n_out = int(math.floor((count - 1) * target_fps / source_fps + 1e-6)) + 1
     position = np.arange(n_out, dtype=np.float64) * (source_fps / target_fps)
     lower = np.minimum(np.floor(position).astype(np.int64), count - 1)

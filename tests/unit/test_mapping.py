@@ -277,3 +277,45 @@ def test_factor_take_refuses_bad_shapes_and_values(template):
         mapping.prepare_factor_take(template, template, broken, basis, 30, 30)
     with pytest.raises(mapping.MappingError, match="output mode"):
         mapping.prepare_factor_take(template, template, coefficients, basis, 30, 30, mode="BONES")
+
+
+# --- inputs are never changed ----------------------------------------------------------------
+
+def test_resample_returns_a_new_array_even_at_the_same_rate():
+    data = np.ones((4, 2, 3), np.float32)
+    assert not np.shares_memory(mapping.resample(data, 30.0, 30.0), data)
+    assert not np.shares_memory(mapping.resample(data[:0], 30.0, 24.0), data)
+
+
+def prepare_calls(template):
+    """Each prepare_* with its array inputs by name: (name, call(arrays), arrays)."""
+    rng = np.random.default_rng(4)
+    mesh = (template @ rotation_about("z", 30).T * 1.5).astype(np.float32)
+    coefficients, basis = factors(20, len(template), 4, seed=2)
+    return [
+        ("prepare_take", lambda a, fps, mode: mapping.prepare_take(
+            a["template"], a["mesh"], a["offsets"], 30.0, fps, intensity=0.5, mode=mode),
+         {"template": template, "mesh": mesh,
+          "offsets": rng.normal(scale=0.01, size=(20, len(template), 3)).astype(np.float32)}),
+        ("prepare_factor_take", lambda a, fps, mode: mapping.prepare_factor_take(
+            a["template"], a["mesh"], a["coefficients"], a["basis"], 30.0, fps, intensity=0.5, mode=mode),
+         {"template": template, "mesh": mesh, "coefficients": coefficients, "basis": basis}),
+        ("prepare_channel_take", lambda a, fps, mode: mapping.prepare_channel_take(
+            a["template"], a["mesh"], a["blendshapes"], a["weights"], ("jawOpen", "mouthClose"), 30.0, fps,
+            a["gains"]),
+         {"template": template, "mesh": mesh,
+          "blendshapes": rng.normal(scale=0.01, size=(2, len(template), 3)).astype(np.float32),
+          "weights": rng.uniform(0.0, 1.0, size=(20, 2)).astype(np.float32),
+          "gains": np.array([0.5, 2.0], np.float32)}),
+    ]
+
+
+@pytest.mark.parametrize("target_fps", [30.0, 24.0], ids=["same-rate", "resampled"])
+@pytest.mark.parametrize("mode", ["COMPACT", "PER_FRAME"])
+def test_prepare_functions_leave_the_callers_arrays_unchanged(template, target_fps, mode):
+    for name, call, arrays in prepare_calls(template):
+        before = {key: array.copy() for key, array in arrays.items()}
+        prepared = call(arrays, target_fps, mode)
+        assert prepared.frames > 0
+        for key, array in arrays.items():
+            np.testing.assert_array_equal(array, before[key], err_msg=f"{name} changed the caller's {key}")
