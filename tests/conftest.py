@@ -82,7 +82,7 @@ def pytest_sessionfinish(session, exitstatus):
     if not under_ci() or session.config.option.collectonly or exitstatus != pytest.ExitCode.OK:
         return
     passed = session.config.stash.get(PASSED, collections.Counter())
-    silent = [tier for tier, count in sorted(session.config.stash.get(SELECTED, {}).items()) if passed[tier] == 0]
+    silent = [tier for tier in sorted(session.config.stash.get(SELECTED, {})) if passed[tier] == 0]
     if silent:
         session.config.stash[SILENT] = silent
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
