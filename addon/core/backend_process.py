@@ -230,11 +230,12 @@ class BackendProcess:
         with self._routes_lock:
             if event.id is None:
                 routes = [route for route in self._routes.values() if not route.heard]
-            else:
-                route = self._routes.get(event.id) if isinstance(event.id, int) else None
-                routes = [route] if route is not None else []
-                if route is not None and isinstance(event, (Result, Error)):
+            elif isinstance(event.id, int) and event.id in self._routes:
+                routes = [self._routes[event.id]]
+                if isinstance(event, (Result, Error)):
                     del self._routes[event.id]   # answered: the route ends here
+            else:
+                routes = []     # not one of our ids (ours are ints)
             for route in routes:
                 route.heard = True
             inboxes = {id(route.inbox): route.inbox for route in routes}

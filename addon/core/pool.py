@@ -2,9 +2,18 @@
 from __future__ import annotations
 
 import atexit
+from dataclasses import dataclass
 from typing import Sequence
 
 from .backend_process import BackendProcess
+from .backend_python import PythonChoice
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How a backend is started: which Python, and the arguments after `wav2sem serve`."""
+    python: PythonChoice
+    args: tuple[str, ...] = ()
 
 
 class BackendPool:
@@ -15,12 +24,6 @@ class BackendPool:
 
     def __init__(self) -> None:
         self._backend: BackendProcess | None = None
-        self.args: tuple[str, ...] = ()      # launch arguments for `get` (preferences.backend_python sets them)
-
-    def configure(self, args: Sequence[str]) -> None:
-        """The arguments the next backend is started with (a running one with others is
-        replaced by the next `get`)."""
-        self.args = tuple(args)
 
     @property
     def backend(self) -> BackendProcess | None:
@@ -31,13 +34,13 @@ class BackendPool:
         """Whether a job still waits on the kept backend."""
         return self._backend is not None and self._backend.alive and bool(self._backend.waiting_ops())
 
-    def get(self, python: str, args: Sequence[str] | None = None) -> tuple[BackendProcess, bool]:
+    def get(self, python: str, args: Sequence[str] = ()) -> tuple[BackendProcess, bool]:
         """A started backend and whether it is new (then nobody has checked its hello yet).
 
-        `args`: launch arguments (default: the configured ones); a backend started with other
-        ones, or another Python, is closed and a fresh one started. Does not wait for the
+        `args`: the arguments after `serve` (Launch.args); a backend started with other ones,
+        or another Python, is closed and a fresh one started. Does not wait for the
         backend to import torch. Raises BackendError(START_FAILED)."""
-        args = self.args if args is None else tuple(args)
+        args = tuple(args)
         backend = self._backend
         if backend is not None and (not backend.alive or backend.python != python or backend.args != args):
             self.close()

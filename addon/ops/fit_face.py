@@ -15,7 +15,7 @@ from bpy.props import BoolProperty, StringProperty
 
 from . import run as runs
 from .fit_run import FEATURE, FitRun, gather
-from .run import ModalRun, Status
+from .run import ModalRun, Run, Status
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +69,9 @@ class WAV2SEM_OT_fit_face(ModalRun, bpy.types.Operator):
             self.object = context.active_object.name   # the redo panel re-runs on the same head
         return FitRun(*gather(context, self))
 
-    def _finish(self, context: bpy.types.Context, run: FitRun) -> Status:
+    def _finish(self, context: bpy.types.Context, run: Run) -> Status:
         status = super()._finish(context, run)
-        if run.placed_guess and not bpy.app.background:
+        if isinstance(run, FitRun) and run.placed_guess and not bpy.app.background:
             # NO_FACE ends CANCELLED (no undo step of the operator's), but it made the guessed
             # empties: give them a step of their own so Ctrl+Z removes them cleanly.
             try:

@@ -36,7 +36,7 @@ class Inputs:
     landmarks: dict[str, protocol.Point] | None   # use_existing_landmarks: the empties' world positions
     include_eyes: bool
     keep_warm: bool
-    python: client.PythonChoice
+    launch: client.Launch
 
 
 def gather(context: bpy.types.Context, op: object) -> tuple[Inputs, fit_mesh.GatheredMesh]:
@@ -51,7 +51,7 @@ def gather(context: bpy.types.Context, op: object) -> tuple[Inputs, fit_mesh.Gat
     landmarks = fit_landmarks.read(head) if getattr(op, "use_existing_landmarks") else None
     gathered = fit_mesh.gather([head, *extras])
     inputs = Inputs(head.name, tuple(o.name for o in extras), landmarks, bool(getattr(op, "include_eyes")),
-                    preferences.preferences(context).keep_warm, preferences.backend_python(context))
+                    preferences.preferences(context).keep_warm, preferences.backend_launch(context))
     return inputs, gathered
 
 
@@ -66,7 +66,7 @@ class FitRun(JobRun):
         self.inputs, self.gathered = inputs, gathered
         self.cancel_requested = False
         self.placed_guess = False          # NO_FACE: empties were made from the backend's guess
-        backend, is_new = client.POOL.get(inputs.python.path)
+        backend, is_new = client.POOL.get(inputs.launch.python.path, inputs.launch.args)
         self.folder = scratch.make_run_folder()
         try:
             mesh_file = os.path.join(self.folder, "mesh.npz")

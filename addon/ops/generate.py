@@ -79,7 +79,7 @@ def why_cannot_generate(context: bpy.types.Context) -> str:
     try:
         find_mesh(context, "")
         audio_source.find_audio(context.scene, bpy.path.abspath(settings.audio_file) if settings.audio_source == "FILE" else "")
-        preferences.backend_python(context)
+        preferences.backend_launch(context)
     except (UserError, client.BackendError) as exc:
         return user_message(exc)
     return ""

@@ -1,114 +1,116 @@
-"""Install Backend: the operator that runs installer.Installer (modal in the UI, blocking
-in background mode) and shows its progress in the preferences."""
+"""Install Backend: the operator that runs installer.Installer on the shared modal runner
+(ops/run.py: modal in the UI, Esc stops pip; blocking in background mode) and shows its
+progress in the preferences."""
 from __future__ import annotations
 
 import platform
 import shlex
 import sys
 from pathlib import Path
-from typing import Any
 
 import bpy
 
 from ..core import client, installer, torch_build
 from ..ui import preferences
-from .run import Status, redraw_sidebars
+from ..core.errors import UserError
+from .run import ModalRun, Outcome, Status
 
-ADDON_DIR = Path(__file__).resolve().parent
+ADDON_DIR = Path(__file__).resolve().parents[1]      # the add-on folder (this file is in ops/)
 
 
-class WAV2SEM_OT_install_backend(bpy.types.Operator):
+FEATURE = "Install Backend"
+
+
+def plan_install(context: bpy.types.Context) -> installer.InstallPlan:
+    prefs = preferences.preferences(context)
+    base = bpy.path.abspath(prefs.install_python) if prefs.install_python else sys.executable
+    pip_args = tuple(shlex.split(prefs.pip_args))
+    torch = torch_build.choose_torch(platform.system(), torch_build.find_nvidia_gpus(), pip_args)
+    return installer.InstallPlan(base, str(preferences.managed_venv_dir()),
+                                 str(ADDON_DIR / installer.BACKEND_SOURCE_DIR), pip_args, torch=torch)
+
+
+class InstallRun:
+    """One install (installer.Installer on its worker thread), polled by the runner."""
+    cancel_requested = False
+
+    def __init__(self, plan: installer.InstallPlan):
+        client.POOL.close()   # the managed environment may be in use
+        self.installer = installer.Installer(plan)
+        self._last_line = ""
+        try:
+            self.installer.start()
+        except installer.InstallError as exc:
+            raise UserError(str(exc)) from exc
+
+    @property
+    def torch_line(self) -> str:
+        torch = self.installer.plan.torch
+        return torch.description if torch is not None else ""
+
+    @property
+    def finished(self) -> bool:
+        return bool(self.installer.finished)
+
+    @property
+    def fraction(self) -> float:
+        return float(self.installer.fraction)
+
+    @property
+    def message(self) -> str:
+        return f"{self.torch_line}\n{self.installer.step}\n{self._last_line[:120]}".strip()
+
+    def poll(self) -> None:
+        lines = self.installer.poll()
+        if lines:
+            self._last_line = lines[-1]
+
+    def wait(self) -> None:
+        self.installer.wait()
+
+    def cancel(self) -> None:
+        self.installer.cancel()
+
+    def finish(self, context: bpy.types.Context) -> Outcome:
+        inst = self.installer
+        if inst.error:
+            return Outcome({"CANCELLED"}, (("ERROR", inst.error),))
+        return Outcome({"FINISHED"}, (("INFO", f"Backend installed in {inst.plan.venv_dir} ({self.torch_line}); "
+                                               "click Check to test it."),))
+
+    def close(self) -> None:
+        """Nothing to release: the installer's worker ends with pip."""
+
+
+class WAV2SEM_OT_install_backend(ModalRun, bpy.types.Operator):
     """Create a Python environment for the backend and install it with its dependencies"""
     bl_idname = "wav2sem.install_backend"
     bl_label = "Install Backend"
 
-    _installer: installer.Installer | None = None
-    _timer: Any = None
+    feature = FEATURE
+    exclusive = False            # one install at a time
 
-    def _plan(self, context: bpy.types.Context) -> installer.InstallPlan:
-        prefs = preferences.preferences(context)
-        base = bpy.path.abspath(prefs.install_python) if prefs.install_python else sys.executable
-        pip_args = tuple(shlex.split(prefs.pip_args))
-        torch = torch_build.choose_torch(platform.system(), torch_build.find_nvidia_gpus(), pip_args)
-        return installer.InstallPlan(base, str(preferences.managed_venv_dir()),
-                                     str(ADDON_DIR / installer.BACKEND_SOURCE_DIR), pip_args, torch=torch)
+    def _start(self, context: bpy.types.Context) -> InstallRun:
+        run = InstallRun(plan_install(context))
+        self._show_status(context, f"Installing the backend...\n{run.torch_line}", 0.0)
+        return run
 
-    def _begin(self, context: bpy.types.Context) -> bool:
-        client.POOL.close()   # the managed environment may be in use
-        self._installer = installer.Installer(self._plan(context))
-        try:
-            self._installer.start()
-        except installer.InstallError as exc:
-            self._report_status(context, str(exc), error=True)
-            return False
-        self._report_status(context, f"Installing the backend...\n{self._torch_line()}", fraction=0.0)
-        return True
+    def _progress_shown(self, context: bpy.types.Context, fraction: float, message: str) -> None:
+        self._show_status(context, message, fraction)
 
-    def execute(self, context: bpy.types.Context) -> Status:
-        if not self._begin(context):
-            return {"CANCELLED"}
-        assert self._installer is not None
-        self._installer.wait()
-        return self._end(context)
+    def _end(self, outcome: Outcome) -> Status:
+        """The preferences show the last report (the progress bar hidden)."""
+        if outcome.reports:
+            self._show_status(bpy.context, outcome.reports[-1][1], -1.0)
+        outcome = Outcome(outcome.status, tuple((level, text.replace("\n", ": ")) for level, text in outcome.reports))
+        return super()._end(outcome)
 
-    def invoke(self, context: bpy.types.Context, event: Any) -> Status:
-        if bpy.app.background:
-            return self.execute(context)
-        if not self._begin(context):
-            return {"CANCELLED"}
-        self._timer = context.window_manager.event_timer_add(0.25, window=context.window)
-        context.window_manager.modal_handler_add(self)
-        return {"RUNNING_MODAL"}
-
-    def modal(self, context: bpy.types.Context, event: Any) -> Status:
-        inst = self._installer
-        assert inst is not None
-        if event.type == "ESC" and event.value == "PRESS":
-            inst.cancel()
-        if event.type != "TIMER":
-            return {"PASS_THROUGH"}
-        lines = inst.poll()
-        if lines:
-            self._report_status(context, f"{self._torch_line()}\n{inst.step}\n{lines[-1][:120]}", inst.fraction)
-        if not inst.finished:
-            return {"RUNNING_MODAL"}
-        context.window_manager.event_timer_remove(self._timer)
-        return self._end(context)
-
-    def cancel(self, context: bpy.types.Context) -> None:
-        """Blender ends the modal operator (file load, window close): stop pip too."""
-        if self._installer is not None:
-            self._installer.cancel()
-        if self._timer is not None:
-            try:
-                context.window_manager.event_timer_remove(self._timer)
-            except (ReferenceError, RuntimeError):
-                pass
-            self._timer = None
-
-    def _end(self, context: bpy.types.Context) -> Status:
-        inst = self._installer
-        assert inst is not None
-        if inst.error:
-            self._report_status(context, inst.error, error=True)
-            return {"CANCELLED"}
-        self._report_status(context, f"Backend installed in {inst.plan.venv_dir} ({self._torch_line()}); "
-                                     "click Check to test it.")
-        return {"FINISHED"}
-
-    def _torch_line(self) -> str:
-        torch = self._installer.plan.torch if self._installer is not None else None
-        return torch.description if torch is not None else ""
-
-    def _report_status(self, context: bpy.types.Context, text: str, fraction: float = -1.0,
-                       error: bool = False) -> None:
+    @staticmethod
+    def _show_status(context: bpy.types.Context, text: str, fraction: float) -> None:
         """fraction: the install's progress bar (0..1), -1 hides it."""
         prefs = preferences.preferences(context)
         prefs.status = text
         prefs.install_fraction = fraction
-        if error or bpy.app.background:
-            self.report({"ERROR"} if error else {"INFO"}, text.replace("\n", ": "))
-        redraw_sidebars(context)
 
 
 classes = (WAV2SEM_OT_install_backend,)

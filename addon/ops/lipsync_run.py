@@ -35,7 +35,7 @@ class Inputs:
     device: str
     tolerance: float
     keep_warm: bool
-    python: client.PythonChoice
+    launch: client.Launch
 
 
 def gather(context: bpy.types.Context, op: Any) -> Inputs:
@@ -50,7 +50,7 @@ def gather(context: bpy.types.Context, op: Any) -> Inputs:
     model = bpy.path.abspath(prefs.model) if prefs.model else ""
     return Inputs(obj.name, takes.take_name_for(audio.label), audio, mapping.scene_fps(render.fps, render.fps_base),
                   op.subject, op.intensity, op.output_mode, model, prefs.device, prefs.tolerance, prefs.keep_warm,
-                  preferences.backend_python(context))
+                  preferences.backend_launch(context))
 
 
 CANCELLED = cancelled("Lip sync", "the mesh is")
@@ -75,7 +75,7 @@ class LipSyncRun(JobRun):
     def __init__(self, inputs: Inputs):
         self.inputs = inputs
         self.cancel_requested = False
-        backend, is_new = client.POOL.get(inputs.python.path)
+        backend, is_new = client.POOL.get(inputs.launch.python.path, inputs.launch.args)
         self.folder = scratch.make_run_folder()
         try:
             audio = audio_source.file_for_backend(inputs.audio, self.folder)

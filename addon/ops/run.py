@@ -82,26 +82,31 @@ class JobRun:
         self.job.cancel()
 
 
-# (feature, run) of the exclusive runs in progress: at most one (Generate or Fit Face).
-_ACTIVE: list[tuple[str, Any]] = []
+# (feature, exclusive, run) of the runs in progress. Exclusive ones (Generate, Fit Face) never
+# overlap; others (Check, Install) run one of a kind at a time.
+_ACTIVE: list[tuple[str, bool, Any]] = []
 
 
 def active(feature: str | None = None) -> Any | None:
-    """The exclusive run in progress (of `feature`, if given), or None (panel state)."""
-    for name, run in _ACTIVE:
-        if feature is None or name == feature:
+    """The run of `feature` in progress, or (None) the exclusive run in progress, else None
+    (panel state)."""
+    for name, exclusive, run in _ACTIVE:
+        if name == feature or (feature is None and exclusive):
             return run
     return None
 
 
-def busy_reason() -> str:
-    """Why an exclusive run cannot start now, or ''."""
-    return f"{_ACTIVE[0][0]} is running; wait for it or press Esc." if _ACTIVE else ""
+def busy_reason(feature: str | None = None) -> str:
+    """Why a run (an exclusive one, or one of `feature`) cannot start now, or ''."""
+    for name, exclusive, _ in _ACTIVE:
+        if (feature is None and exclusive) or name == feature:
+            return f"{name} is running; wait for it or press Esc."
+    return ""
 
 
 def cancel_all() -> None:
     """The add-on is disabled: ask every run to stop (its modal handler cleans up)."""
-    for _, run in list(_ACTIVE):
+    for _, _, run in list(_ACTIVE):
         run.cancel_requested = True
         run.cancel()
 
@@ -150,12 +155,12 @@ class ModalRun:
         """Extra UI state to clear when the run ends, if any."""
 
     def _begin(self, context: bpy.types.Context) -> None:
-        if self.exclusive and _ACTIVE:
-            raise UserError(busy_reason())
+        reason = busy_reason(None if self.exclusive else self.feature)
+        if reason:
+            raise UserError(reason)
         run = self._start(context)
         self._run = run
-        if self.exclusive:
-            _ACTIVE.append((self.feature, run))
+        _ACTIVE.append((self.feature, self.exclusive, run))
 
     def execute(self, context: bpy.types.Context) -> Status:
         """Synchronous: background mode, scripts and the redo panel."""
@@ -230,7 +235,8 @@ class ModalRun:
         self._progress_shown(context, fraction, message)
         context.window_manager.progress_update(int(fraction * 100))
         if context.workspace is not None:
-            context.workspace.status_text_set(f"{self.feature}: {message} ({fraction:.0%}) - Esc to cancel")
+            status = message.strip().replace("\n", " - ")
+            context.workspace.status_text_set(f"{self.feature}: {status} ({fraction:.0%}) - Esc to cancel")
         redraw_sidebars(context)
 
     def _cleanup(self, context: bpy.types.Context) -> None:
@@ -240,7 +246,7 @@ class ModalRun:
             if run is not None:
                 run.close()
         finally:
-            for entry in [e for e in _ACTIVE if e[1] is run]:
+            for entry in [e for e in _ACTIVE if e[2] is run]:
                 _ACTIVE.remove(entry)
             self._reset_ui(context)
 

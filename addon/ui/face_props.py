@@ -64,10 +64,6 @@ def strengths(obj: bpy.types.Object) -> dict[str, float]:
     return {group: float(getattr(settings, group)) for group, _ in STRENGTH_GROUPS}
 
 
-def has_bound_rows(obj: bpy.types.Object) -> bool:
-    return any(row.key for row in face(obj).rows)
-
-
 def row_group(source: str) -> str:
     """The strength group a row's source belongs to (visemes move the lips)."""
     return "lips" if face_keys.is_viseme(source) else face_keys.group_of(source)

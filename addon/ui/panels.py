@@ -23,7 +23,6 @@ class WAV2SEM_PT_lipsync(bpy.types.Panel):
         obj = context.active_object
         if obj is not None and obj.type == "MESH":
             layout.label(text=f"{obj.name} ({len(obj.data.vertices)} vertices)", icon="MESH_DATA")
-            prewarm.from_panel(context)       # start the backend before the first click (a timer)
         else:
             layout.label(text="Select the head mesh", icon="ERROR")
 
@@ -67,10 +66,10 @@ class WAV2SEM_PT_lipsync(bpy.types.Panel):
             face_panel.draw_fit_face(box, context, obj, options=False)
 
         if obj is not None and obj.type == "MESH":
-            takes = takes.list_takes(obj)
-            if takes:
+            names = takes.list_takes(obj)
+            if names:
                 box = layout.box()
-                for take in takes:
+                for take in names:
                     row = box.row()
                     row.label(text=take, icon="SHAPEKEY_DATA")
                     clear = row.operator("wav2sem.clear_lipsync", text="", icon="X")

@@ -111,17 +111,18 @@ def backend_args(prefs: WAV2SEM_AP_preferences) -> tuple[str, ...]:
     return ("--threads", str(prefs.backend_threads)) if prefs.backend_threads > 0 else ()
 
 
-def backend_python(context: bpy.types.Context | None = None) -> client.PythonChoice:
-    """Resolve the backend interpreter (see client.resolve_backend_python) and hand the
-    launch settings (backend_args) to the pool, so every path that starts a backend (Generate,
-    Fit Face, Check, the prewarm) starts the same one. Raises BackendError."""
+def backend_launch(context: bpy.types.Context | None = None) -> client.Launch:
+    """The backend interpreter (see client.resolve_backend_python) and its launch arguments
+    (backend_args), so every path that starts a backend (Generate, Fit Face, Check, the
+    prewarm) asks the pool for the same one. Reads only: safe from a panel's draw. Raises
+    BackendError."""
     global _CAN_IMPORT
     if _CAN_IMPORT is None:
         _CAN_IMPORT = client.current_python_can_import_backend()
     prefs = preferences(context)
-    client.POOL.configure(backend_args(prefs))
-    return client.resolve_backend_python(os.environ, bpy.path.abspath(prefs.backend_python), managed_venv_dir(),
-                                         sys.executable, _CAN_IMPORT)
+    python = client.resolve_backend_python(os.environ, bpy.path.abspath(prefs.backend_python), managed_venv_dir(),
+                                           sys.executable, _CAN_IMPORT)
+    return client.Launch(python, backend_args(prefs))
 
 
 register, unregister = bpy.utils.register_classes_factory(classes)

@@ -1,5 +1,6 @@
-"""Starting the backend before the first click: when the Lip Sync panel is first drawn for
-a mesh, and (preference "Start Backend With the Add-on", default off) when the add-on is
+"""Starting the backend before the first click: when a 3D View's sidebar is open on a mesh
+(where the Lip Sync panel lives; a watcher timer looks twice a second, so the panel's draw
+only draws), and (preference "Start Backend With the Add-on", default off) when the add-on is
 enabled. Main thread only (bpy timers).
 
 A prewarm is the Check's hello + model_info on the pool's backend, for the model and device
@@ -10,7 +11,7 @@ the same process (the pool's), started with the same launch settings
 (Python, launch arguments, model, device); changed settings prewarm again, and the pool
 replaces a backend started with other launch settings, never one a job still waits on.
 
-Quiet: the panel's draw only schedules a timer and never raises; a failed prewarm is
+Quiet: the watcher only schedules a timer and never raises; a failed prewarm is
 logged, its backend is stopped unless a job uses it, and the first Generate then reports the
 error as it would have without a prewarm.
 """
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 POLL_S = 0.25            # how often the timer looks at the prewarm's answers
 BUSY_RETRY_S = 1.0       # a job still uses a backend this prewarm would replace: look again later
 ENABLE_DELAY_S = 1.0     # after the add-on is enabled (Blender has finished starting)
+WATCH_S = 0.5            # how often the watcher looks for an open sidebar on a mesh
 
 Key = tuple[str, tuple[str, ...], str, str]
 
@@ -38,14 +40,14 @@ last_error: client.BackendError | None = None   # the last prewarm's failure (fo
 
 def _settings(context: bpy.types.Context) -> Key:
     """(Python, launch arguments, model, device) from the preferences. Raises BackendError."""
-    python = preferences.backend_python(context).path
+    launch = preferences.backend_launch(context)
     prefs = preferences.preferences(context)
     model = bpy.path.abspath(prefs.model) if prefs.model else ""
-    return python, preferences.backend_args(prefs), model, prefs.device
+    return launch.python.path, launch.args, model, prefs.device
 
 
-def from_panel(context: bpy.types.Context) -> None:
-    """The Lip Sync panel was drawn for a mesh: schedule a prewarm unless one was asked for
+def request(context: bpy.types.Context) -> None:
+    """The Lip Sync panel can be seen on a mesh: schedule a prewarm unless one was asked for
     these settings. Cheap, never blocks, never raises."""
     global _last_key
     try:
@@ -59,15 +61,41 @@ def from_panel(context: bpy.types.Context) -> None:
 
 
 def at_enable() -> None:
-    """The add-on was enabled: look at the consent preference once Blender is ready."""
+    """The add-on was enabled: look at the consent preference once Blender is ready, and
+    start watching for the sidebar."""
     if not bpy.app.timers.is_registered(_enable_tick):
         bpy.app.timers.register(_enable_tick, first_interval=ENABLE_DELAY_S, persistent=True)
+    if not bpy.app.timers.is_registered(_watch):
+        bpy.app.timers.register(_watch, first_interval=ENABLE_DELAY_S, persistent=True)
+
+
+def sidebar_open_on_a_mesh(window_manager: bpy.types.WindowManager) -> bool:
+    """Whether some window shows a 3D View's sidebar while its active object is a mesh."""
+    for window in window_manager.windows:
+        active = window.view_layer.objects.active
+        if active is None or active.type != "MESH" or window.screen is None:
+            continue
+        if any(area.type == "VIEW_3D" and getattr(area.spaces.active, "show_region_ui", False)
+               for area in window.screen.areas):
+            return True
+    return False
+
+
+def _watch() -> float:
+    """Timer: prewarm once the sidebar is open on a mesh (and again when the settings change)."""
+    try:
+        window_manager = bpy.context.window_manager
+        if window_manager is not None and sidebar_open_on_a_mesh(window_manager):
+            request(bpy.context)
+    except Exception as exc:   # never let a timer raise into Blender
+        log.debug("prewarm watcher: %s", exc)
+    return WATCH_S
 
 
 def stop() -> None:
     """The add-on is disabled: no more prewarms (the pool itself is closed by the operators)."""
     global _job, _last_key
-    for timer in (_tick, _enable_tick):
+    for timer in (_tick, _enable_tick, _watch):
         if bpy.app.timers.is_registered(timer):
             bpy.app.timers.unregister(timer)
     _job, _last_key = None, None

@@ -415,7 +415,7 @@ def test_generate_waits_while_a_fit_runs(scene, addon):
     fit is while a lip sync runs."""
     head = grid_head()
     fitting = module("ops.run")._ACTIVE
-    fitting.append(("Fit Face", object()))         # a fit in progress (what the panel reads)
+    fitting.append(("Fit Face", True, object()))   # a fit in progress (what the panel reads)
     try:
         with pytest.raises(RuntimeError, match="Fit Face is running; wait for it or press Esc"):
             bpy.ops.wav2sem.generate_lipsync(object=head.name, audio_path=str(REPO / "blend_examples" / "demo.wav"))

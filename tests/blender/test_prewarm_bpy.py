@@ -1,11 +1,13 @@
 """Starting the backend before the first click (addon/prewarm.py) in Blender 5.0 (bpy module)
-with the real backend: the Lip Sync panel's draw schedules one start, the first Generate runs
+with the real backend: the watcher (a sidebar open on a mesh) schedules one start, the panel's
+draw only draws, the first Generate runs
 on that very process, changed launch settings start a fresh one, and nothing starts when the
 add-on is enabled unless the user opted in.
 
 bpy as a module has no window and runs no timers by itself: the panel's draw is called with
-a layout that records what it is asked to show (the one stand-in here), and the tests run the
-timer functions as Blender's event loop would.
+a layout that records what it is asked to show (the one stand-in here), the tests ask for the
+prewarm as the watcher does (prewarm.request) and run the timer functions as Blender's event
+loop would. The watcher itself runs in a real window in tests/blender_cli (gui_session.py).
 """
 from __future__ import annotations
 
@@ -75,14 +77,17 @@ def clean(addon):
     client.POOL.close()
 
 
-def test_panel_draw_starts_the_backend_once_and_generate_uses_it(scene, template, speech, clean):
+def test_one_prewarm_per_settings_and_generate_uses_it(scene, template, speech, clean):
     client, prewarm = modules()
     make_head(template)
     bpy.context.scene.wav2sem_lipsync.known_subjects.clear()
     draw_panel()
-    assert client.POOL.backend is None                       # the draw itself starts nothing ...
+    assert client.POOL.backend is None and not bpy.app.timers.is_registered(prewarm._tick)   # draw only draws
+    assert not prewarm.sidebar_open_on_a_mesh(bpy.context.window_manager)     # no window here
+    prewarm.request(bpy.context)                             # what the watcher asks for ...
+    assert client.POOL.backend is None                       # ... starts nothing at once ...
     assert bpy.app.timers.is_registered(prewarm._tick)       # ... it schedules the start
-    draw_panel()                                             # more redraws: still one start
+    prewarm.request(bpy.context)                             # asked again: still one start
     run_timer(prewarm._tick)
     backend = client.POOL.backend
     assert backend is not None and backend.alive and backend.greeted and prewarm.last_error is None
@@ -91,7 +96,7 @@ def test_panel_draw_starts_the_backend_once_and_generate_uses_it(scene, template
     assert styles and styles == list(prewarm_model_info(backend).subjects)    # the Style list, before any click
     pid = backend.pid
     for _ in range(3):
-        draw_panel()
+        prewarm.request(bpy.context)
     assert not bpy.app.timers.is_registered(prewarm._tick) and client.POOL.backend is backend
 
     started = time.perf_counter()
@@ -104,12 +109,12 @@ def test_panel_draw_starts_the_backend_once_and_generate_uses_it(scene, template
 def test_changed_threads_start_a_fresh_backend_that_generate_then_uses(scene, template, speech, clean):
     client, prewarm = modules()
     make_head(template)
-    draw_panel()
+    prewarm.request(bpy.context)
     run_timer(prewarm._tick)
     first = client.POOL.backend
     assert first is not None and first.alive
     clean.backend_threads = 1                                 # a settings change: not the stale process
-    draw_panel()
+    prewarm.request(bpy.context)
     run_timer(prewarm._tick)
     second = client.POOL.backend
     assert second is not first and not first.alive and second.alive
@@ -127,7 +132,7 @@ def test_a_failed_prewarm_is_quiet_and_generate_reports_the_error(scene, templat
     previous = clean.model
     clean.model = str(tmp_path / "no-such-model")
     try:
-        draw_panel()                                          # never raises
+        prewarm.request(bpy.context)                          # never raises
         run_timer(prewarm._tick)
         assert prewarm.last_error is not None and prewarm.last_error.code == "MODEL_NOT_FOUND"
         assert client.POOL.backend is None                    # stopped: nobody used it
@@ -148,6 +153,8 @@ def test_no_start_at_enable_without_consent_and_a_start_with_it(scene, clean, bu
     try:
         assert prefs.start_with_blender is False
         assert bpy.app.timers.is_registered(prewarm._enable_tick)   # it looks, once Blender is ready ...
+        assert bpy.app.timers.is_registered(prewarm._watch)         # (and watches for the sidebar)
+        assert prewarm._watch() == prewarm.WATCH_S and not bpy.app.timers.is_registered(prewarm._tick)   # no window
         run_timer(prewarm._enable_tick)
         assert not bpy.app.timers.is_registered(prewarm._tick) and client.POOL.backend is None   # ... and starts nothing
         prefs.start_with_blender = True                       # consent: the same look starts the backend

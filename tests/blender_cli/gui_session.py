@@ -97,19 +97,19 @@ def record_shown_progress():
 
 @step
 def prewarm_from_the_panel():
-    """What the Lip Sync panel's draw calls; Blender's own event loop then runs the prewarm's
-    timer (the bpy-module tests can only call it by hand)."""
-    prewarm = sys.modules["wav2sem_lipsync.ui.prewarm"]
+    """The user opens the 3D View's sidebar with the head active: the prewarm's watcher and
+    then its timer run in Blender's own event loop (the bpy-module tests can only call them by
+    hand); nothing here calls the prewarm."""
     bpy.context.scene.wav2sem_lipsync.known_subjects.clear()
-    with bpy.context.temp_override(**view3d()):
-        prewarm.from_panel(bpy.context)
+    view3d()["area"].spaces.active.show_region_ui = True
     return True
 
 
 @step
 def wait_prewarm():
     prewarm = sys.modules["wav2sem_lipsync.ui.prewarm"]
-    if prewarm.running():
+    backend = sys.modules["wav2sem_lipsync.core.client"].POOL.backend
+    if prewarm.running() or (prewarm.last_error is None and (backend is None or not backend.greeted)):
         return False
     backend = sys.modules["wav2sem_lipsync.core.client"].POOL.backend
     report["prewarm_error"] = None if prewarm.last_error is None else str(prewarm.last_error)
@@ -188,8 +188,7 @@ def wait_esc():
 @step
 def wait_check():
     """The Check queued behind the cancelled take ends and reports the model."""
-    operator = sys.modules["wav2sem_lipsync.ops.check"].WAV2SEM_OT_check_backend
-    if operator._running:
+    if sys.modules["wav2sem_lipsync.ops.run"].active("Check") is not None:
         return False
     report["check_status"] = bpy.context.preferences.addons["wav2sem_lipsync"].preferences.status
     return True
