@@ -3,8 +3,9 @@ points on a triangle surface, and the similarity transform between point sets.
 
 Closest points are written here rather than taken from trimesh's `ProximityQuery` because the
 fit asks for millions of them restricted to part of a surface (one lip, the skin), and a
-k-nearest-vertex candidate search over one-ring triangles, vectorised in numpy, answers that
-in seconds where the general R-tree query takes minutes.
+candidate search over KD-trees, vectorised in numpy, answers that in seconds where the
+general R-tree query takes minutes. It is exact: a first guess bounds the distance, then
+every triangle whose bounding sphere comes within that bound is checked.
 """
 from __future__ import annotations
 
@@ -145,16 +146,27 @@ class SurfaceHit:
 
 
 class Surface:
-    """Closest-point queries on a triangle surface (optionally a subset of its triangles).
+    """Exact closest-point queries on a triangle surface (optionally a subset of its triangles).
 
-    Candidates are the triangles with the k nearest centroids and the nearest vertex's fan;
-    exact for points near the surface (the only ones the fit asks about)."""
+    A first guess (the triangles with the k nearest centroids and the nearest vertex's fan)
+    gives each point a cost bound U; a triangle can only beat it if its bounding sphere (about
+    its centroid, radius r) comes within U, i.e. |p - centroid| - r <= U. Triangles are kept
+    in KD-trees by size class (radii within a factor of 2), each searched within U plus its
+    largest radius, so small triangles beside large ones are neither missed nor swamped."""
 
     def __init__(self, vertices: np.ndarray, triangles: np.ndarray, k: int = 12, ring: int = 16):
         self.vertices = np.asarray(vertices, dtype=np.float64)
         self.triangles = np.asarray(triangles, dtype=np.int64)
         corners = self.vertices[self.triangles]
-        self._centroid_tree = cKDTree(corners.mean(axis=1))
+        centroids = corners.mean(axis=1)
+        self._centroid_tree = cKDTree(centroids)
+        radii = np.linalg.norm(corners - centroids[:, None, :], axis=-1).max(axis=1)
+        # size classes: log2 of the radius; each tree holds triangles of one class
+        size_class = np.floor(np.log2(np.maximum(radii, 1e-300))).astype(np.int64)
+        self._classes = []                              # (tree, triangle ids, largest radius)
+        for value in np.unique(size_class):
+            ids = np.nonzero(size_class == value)[0]
+            self._classes.append((cKDTree(centroids[ids]), ids, float(radii[ids].max())))
         self.k = int(min(k, len(self.triangles)))
         used = np.unique(self.triangles)
         self._used = used
@@ -188,25 +200,46 @@ class Surface:
             cand = np.concatenate([np.asarray(near_tris).reshape(len(p), -1),
                                    self._fan[self._used[near_vertex]]], axis=1)
             valid = cand >= 0
-            cand_safe = np.where(valid, cand, 0)
-            tri = self.triangles[cand_safe]                                      # (n, m, 3)
-            a, b, c = (self.vertices[tri[..., i]] for i in range(3))
-            closest, bary = closest_on_triangles(p[:, None, :], a, b, c)
-            dist = np.linalg.norm(closest - p[:, None, :], axis=-1)
-            dist = np.where(valid, dist, np.inf)
-            cost = dist
-            if normals is not None and facing > 0:
-                tri_n = np.cross(b - a, c - a)
-                tri_n /= np.maximum(np.linalg.norm(tri_n, axis=-1, keepdims=True), 1e-30)
-                cos = np.abs((tri_n * normals[lo:hi, None, :]).sum(-1))
-                cost = dist + facing * (1.0 - cos)
-            best = np.argmin(cost, axis=1)
-            rows = np.arange(len(p))
-            out.points[lo:hi] = closest[rows, best]
-            out.triangles[lo:hi] = cand_safe[rows, best]
-            out.barycentrics[lo:hi] = bary[rows, best]
-            out.distances[lo:hi] = dist[rows, best]
+            cost, *_ = self._costs(p, np.where(valid, cand, 0), normals, lo, hi, facing)
+            bound = np.where(valid, cost, np.inf).min(axis=1)                    # (n,) cost of the first guess
+            rows, tris = self._within(p, bound)
+            cost, dist, closest, bary = self._costs(p[rows], tris, normals, lo, hi, facing, rows)
+            # per point, the cheapest candidate: sort by (point, cost), take each point's first
+            order = np.lexsort((cost, rows))
+            first = order[np.r_[True, rows[order][1:] != rows[order][:-1]]]
+            out.points[lo:hi] = closest[first]
+            out.triangles[lo:hi] = tris[first]
+            out.barycentrics[lo:hi] = bary[first]
+            out.distances[lo:hi] = dist[first]
         return out
+
+    def _within(self, p: np.ndarray, bound: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, triangles): every triangle whose bounding sphere is within `bound` of p[row]."""
+        slack = 1e-9 * (1.0 + bound)                     # rounding of the bound itself
+        rows, tris = [], []
+        for tree, ids, radius in self._classes:
+            found = tree.query_ball_point(p, bound + radius + slack)
+            counts = np.fromiter((len(f) for f in found), np.int64, len(found))
+            if counts.sum():
+                rows.append(np.repeat(np.arange(len(p)), counts))
+                tris.append(ids[np.concatenate([np.asarray(f, np.int64) for f in found])])
+        return np.concatenate(rows), np.concatenate(tris)
+
+    def _costs(self, p, tri_ids, normals, lo, hi, facing, rows=None):
+        """Cost, distance, closest point and barycentrics of p on triangles `tri_ids` (p (n, 3)
+        with tri_ids (n, m), or flat pairs p[i], tri_ids[i] when `rows` gives their points)."""
+        tri = self.triangles[tri_ids]
+        a, b, c = (self.vertices[tri[..., i]] for i in range(3))
+        q = p if rows is not None else p[:, None, :]
+        closest, bary = closest_on_triangles(q, a, b, c)
+        dist = np.linalg.norm(closest - q, axis=-1)
+        cost = dist
+        if normals is not None and facing > 0:
+            tri_n = np.cross(b - a, c - a)
+            tri_n /= np.maximum(np.linalg.norm(tri_n, axis=-1, keepdims=True), 1e-30)
+            query_n = normals[lo:hi][rows] if rows is not None else normals[lo:hi, None, :]
+            cost = dist + facing * (1.0 - np.abs((tri_n * query_n).sum(-1)))
+        return cost, dist, closest, bary
 
 
 def interpolate(values: np.ndarray, triangles: np.ndarray, hit_triangles: np.ndarray,
