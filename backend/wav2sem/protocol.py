@@ -5,6 +5,10 @@ so a backend that reads stdin in another code page still reads every path right.
 go to the backend's stdin; events come back on its stdout. Big arrays travel as .npy paths.
 Everything here is pure data: frozen dataclasses with `to_dict`/`from_dict`, plus line
 framing that any thread may call.
+
+The protocol is defined here once, with the standard library only: the add-on carries this
+very file and parses with it, the server (wav2sem.serve) and the fake backends in tests/ build
+every reply from it (tests/backend/test_protocol_agreement.py holds the three together).
 """
 from __future__ import annotations
 
