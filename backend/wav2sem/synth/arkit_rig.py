@@ -63,15 +63,6 @@ def _head(channels: tuple[str, ...] = SPEECH_CHANNELS) -> Template:
     return ict_head(channels)
 
 
-def _midline_gap_coefficients(head: Template) -> tuple[float, np.ndarray]:
-    """Rest midline gap (m) and each channel's change of it per unit weight (K,)."""
-    u, lo = head.lip_centres  # type: ignore[misc]
-    rest = float(head.vertices[u, 1] - head.vertices[lo, 1])
-    assert head.blendshape_deltas is not None
-    per = head.blendshape_deltas[:, u, 1] - head.blendshape_deltas[:, lo, 1]
-    return rest, per.astype(np.float64)
-
-
 def arkit_weights(track: np.ndarray, channels: tuple[str, ...] | list[str] = SPEECH_CHANNELS) -> np.ndarray:
     """Articulator track (T, len(rig.ARTICULATORS)) 0..1 -> weights (T, len(channels)) float32 0..1.
     Channels are picked from the SPEECH_CHANNELS solution (others are 0)."""

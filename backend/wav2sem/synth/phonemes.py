@@ -150,11 +150,3 @@ def normalise(symbol: str, symbol_set: str) -> str:
             _warned.add((symbol_set, symbol))  # type: ignore[arg-type]
         return "SIL"
     return mapped
-
-
-def viseme_of(arpabet: str) -> str:
-    """The viseme class name of an ARPAbet phoneme."""
-    for name, members in VISEMES.items():
-        if arpabet in members:
-            return name
-    return "sil"
