@@ -159,6 +159,19 @@ def test_cli_main_uses_its_argv_not_sys_argv(monkeypatch, tiny_bundle):
     assert code == 0
 
 
+def test_every_subcommand_lives_in_commands():
+    """One place for the command line: commands/<name>.py for every subcommand, each with
+    add_arguments and run; the domain code stays in its own folders."""
+    import importlib
+
+    from wav2sem.cli import SUBCOMMANDS
+
+    for name, (module_name, _) in SUBCOMMANDS.items():
+        assert module_name == f"wav2sem.commands.{name}", name
+        module = importlib.import_module(module_name)
+        assert callable(module.add_arguments) and callable(module.run), name
+
+
 def test_no_command_prints_help_and_fails():
     proc = run_wav2sem_inprocess()
     assert proc.returncode == 2 and "infer" in proc.stdout
