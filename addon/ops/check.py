@@ -44,6 +44,13 @@ class CheckRun(JobRun):
                   + (f", {len(info.channels)} ARKit channels (drives face keys)" if info.predicts_weights else ""))
         return Outcome({"FINISHED"}, (("INFO", status),))
 
+    @property
+    def fraction(self) -> float:
+        return 1.0 if self.job.finished else 0.0     # two answers: no finer progress to show
+
+    def cancel(self) -> None:
+        """A Check is not cancelled (hello and model_info take seconds); nothing to do."""
+
     def close(self) -> None:
         error = self.job.error
         if error is not None and error.code == protocol.PROTOCOL_MISMATCH:
@@ -59,6 +66,7 @@ class WAV2SEM_OT_check_backend(ModalRun, bpy.types.Operator):
 
     feature = FEATURE
     exclusive = False           # may run beside a lip sync; one Check at a time
+    cancellable = False         # a few seconds at most; Esc goes to the lip sync beside it
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:

@@ -142,6 +142,7 @@ def redraw_sidebars(context: bpy.types.Context) -> None:
 class ModalRun:
     feature = ""
     exclusive = True
+    cancellable = True         # False: Esc is left to other handlers (a Check beside a lip sync)
     _run: Any = None
     _timer: Any = None
 
@@ -197,16 +198,21 @@ class ModalRun:
     def modal(self, context: bpy.types.Context, event: Any) -> Status:
         run = self._run
         assert run is not None
-        if event.type == "ESC" and event.value == "PRESS":
-            run.cancel_requested = True
-        if run.cancel_requested:
+        try:
+            if self.cancellable and event.type == "ESC" and event.value == "PRESS":
+                run.cancel_requested = True
+            if run.cancel_requested:
+                run.cancel()
+            if event.type != "TIMER":
+                return {"RUNNING_MODAL"} if self.cancellable and event.type == "ESC" else {"PASS_THROUGH"}
+            run.poll()
+            self._show_progress(context, run.fraction, run.message)
+            if not run.finished:
+                return {"RUNNING_MODAL"}
+        except Exception as exc:          # a defect: end the run, never leave it active
             run.cancel()
-        if event.type != "TIMER":
-            return {"RUNNING_MODAL"} if event.type == "ESC" else {"PASS_THROUGH"}
-        run.poll()
-        self._show_progress(context, run.fraction, run.message)
-        if not run.finished:
-            return {"RUNNING_MODAL"}
+            self._cleanup(context)
+            return self._end(failure(exc, self.feature))
         try:
             return self._finish(context, run)
         finally:
@@ -236,7 +242,8 @@ class ModalRun:
         context.window_manager.progress_update(int(fraction * 100))
         if context.workspace is not None:
             status = message.strip().replace("\n", " - ")
-            context.workspace.status_text_set(f"{self.feature}: {status} ({fraction:.0%}) - Esc to cancel")
+            escape = " - Esc to cancel" if self.cancellable else ""
+            context.workspace.status_text_set(f"{self.feature}: {status} ({fraction:.0%}){escape}")
         redraw_sidebars(context)
 
     def _cleanup(self, context: bpy.types.Context) -> None:
