@@ -154,6 +154,43 @@ def test_a_full_temporary_folder_is_one_sentence_and_no_half_file_is_ever_served
     np.testing.assert_array_equal(deltas, read_bundle(bundle).template.blendshape_deltas)
 
 
+# ----- several outputs, all or nothing -----------------------------------------------------------
+def test_generate_leaves_no_output_when_a_later_rename_fails(monkeypatch, bundle_dir, speech_wav, tmp_path):
+    """The weights are renamed into place, then renaming the offsets fails: OUTPUT_UNWRITABLE,
+    and the weights already renamed are removed too, so no half result stays."""
+    import os
+
+    from wav2sem.testing import write_tiny_bundle
+
+    bundle = bundle_dir / "tiny_arkit_commit"
+    if not bundle.exists():
+        write_tiny_bundle(bundle, blendshapes=4, seed=6)
+    replace = os.replace
+
+    def replace_failing_on_the_offsets(src, dst, *args, **kwargs):
+        if Path(dst).name == "take.npy":
+            raise OSError(errno.EIO, "Input/output error")
+        return replace(src, dst, *args, **kwargs)
+
+    params = {"audio": str(speech_wav), "output": str(tmp_path / "take.npy"),
+              "weights_output": str(tmp_path / "take.weights.npy"), "semantic": False}
+    server, out = server_for(bundle)
+    try:
+        monkeypatch.setattr(os, "replace", replace_failing_on_the_offsets)
+        server.handle_line(json.dumps({"id": "half", "op": "generate", "params": params}))
+        error = out.final("half")
+        assert list(tmp_path.iterdir()) == []
+        monkeypatch.undo()
+        server.handle_line(json.dumps({"id": "whole", "op": "generate", "params": params}))
+        whole = out.final("whole")
+    finally:
+        server.stop()
+    assert error["type"] == "error" and error["error"]["code"] == "OUTPUT_UNWRITABLE", error
+    assert "take.npy" in error["error"]["message"] and "Input/output error" in error["error"]["message"]
+    assert whole["type"] == "result", whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["take.npy", "take.weights.npy"]
+
+
 # ----- every request read is answered ------------------------------------------------------------
 def test_a_hello_read_before_the_input_ends_is_answered(monkeypatch, tiny_bundle):
     from wav2sem.serve.operations import Operations

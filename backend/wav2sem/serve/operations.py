@@ -137,7 +137,7 @@ class Operations:
     def generate(self, params: dict, request: RequestHandle) -> protocol.GenerateResult:
         from ..audio import load_audio
         from ..inference import generate
-        from ..outputs import check_output_path, commit_partial, write_partial
+        from ..outputs import check_output_path, commit_all, discard_partials, write_partial
 
         audio = _text(params, "audio", "the path of a sound file")
         if audio is None:
@@ -172,18 +172,12 @@ class Operations:
                                                      (coefficients_output, result.coefficients),
                                                      (output, result.offsets)) if array is not None]
         writes: list[tuple[Path, Path]] = []      # (partial, final path): all written before any is renamed
-
-        def rename_into_place() -> None:
-            for partial, path in writes:
-                commit_partial(partial, path)
-
         try:
             for path, array in outputs:
                 writes.append((write_partial(path, array), path))
-            request.commit(rename_into_place)
+            request.commit(lambda: commit_all(writes))
         finally:
-            for partial, _ in writes:
-                partial.unlink(missing_ok=True)
+            discard_partials(writes)
         return protocol.GenerateResult(
             offsets=str(output) if result.offsets is not None else None, frames=result.frames, fps=result.fps,
             vertex_count=model.vertex_count, model=model.bundle.config.name, seconds=round(result.seconds, 4),
