@@ -3,17 +3,21 @@ of default model 0.3 (results/default_model/model_0.3; 0.4, the shipped one, use
 
 Measures: import time (fresh interpreters, after torch), load time (converted folder fp32 and
 fp16, straight from the package, and the default bundle as wav2sem.loaded_model loads it),
-encode_aligned time (own-length and 30 s-padded windows) for 5, 10, 30 and 60 s of
-speech at 1 and 2 torch threads (rounds
-alternate encoders, threads and lengths; medians of 3), how much own-length features of a 5 s
-clip differ from those of the clip padded to 30 s (and the time of each), and the converted
-folders' sizes. Audio: KTuberling's recorded words repeated to length (espeak-ng if absent).
-Saves results/real_voices/whisper_encoder.{md,json}.
+the speech-feature time of each encoder (own-length and 30 s-padded Whisper windows) for 5,
+10, 30 and 60 s of speech at 1 and 2 torch threads, computed as inference computes it: a clip
+up to 20 s is one encoder window, a longer one inference's cross-faded 20 s windows (the
+Whisper encoder takes one 30 s window at most); rounds alternate encoders, threads and
+lengths, medians of 3. Also how much own-length features of a 5 s clip differ from those of
+the clip padded to 30 s (and the time of each), and the converted folders' sizes. Audio:
+KTuberling's recorded words repeated to length (espeak-ng if absent).
+Saves results/real_voices/whisper_encoder.{md,json} (--out for another folder).
 
 Run: .venv/bin/python benchmarks/whisper_encoder.py
+Quick check: .venv/bin/python benchmarks/whisper_encoder.py --lengths 5 35 --threads 1 --rounds 1 --out /tmp/w
 """
 from __future__ import annotations
 
+import argparse
 import glob
 import json
 import os
@@ -25,6 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -38,8 +43,9 @@ ROUNDS = 3
 LOGMEL_BUNDLE = REPO / "results" / "default_model" / "model_0.3"   # the last log-mel default model
 
 from wav2sem.audio import SAMPLE_RATE, load_audio  # noqa: E402
+from wav2sem.inference import ENCODER_WINDOW_S, _encode_windows  # noqa: E402
 from wav2sem.loaded_model import load_model  # noqa: E402
-from wav2sem.models.encoders import encode_aligned  # noqa: E402
+from wav2sem.models.encoders import memory_frame_count  # noqa: E402
 from wav2sem.models.whisper import load_whisper_encoder  # noqa: E402
 from wav2sem.models.whisper_convert import convert_whisper, resolve_source, whisper_encoder_from_ct2  # noqa: E402
 
@@ -66,17 +72,34 @@ def timed(fn) -> float:
     return time.perf_counter() - t
 
 
+def encode_as_inference(encoder, clip: torch.Tensor, fps: float, alignment: str) -> torch.Tensor:
+    """(1, M, H) speech features of `clip` (1, S) as generate computes them: one encoder window
+    up to ENCODER_WINDOW_S, else inference's overlapping windows, cross-faded."""
+    n_memory = memory_frame_count(encoder, clip.shape[1], fps, alignment)
+    return _encode_windows(SimpleNamespace(audio_encoder=encoder), clip, fps, alignment, n_memory,
+                           report=lambda stage, fraction, message: None, cancelled=lambda: False)
+
+
 def folder_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
 def main() -> int:
-    OUT.mkdir(parents=True, exist_ok=True)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--lengths", type=int, nargs="+", default=list(LENGTHS_S), metavar="S",
+                        help=f"seconds of speech to encode (default {' '.join(map(str, LENGTHS_S))})")
+    parser.add_argument("--threads", type=int, nargs="+", default=list(THREADS), metavar="N",
+                        help=f"torch thread counts (default {' '.join(map(str, THREADS))})")
+    parser.add_argument("--rounds", type=int, default=ROUNDS, help=f"rounds per measurement (default {ROUNDS})")
+    parser.add_argument("--out", type=Path, default=OUT, help=f"folder for whisper_encoder.md/.json (default {OUT})")
+    args = parser.parse_args()
+    lengths, threads, rounds = tuple(args.lengths), tuple(args.threads), args.rounds
+    args.out.mkdir(parents=True, exist_ok=True)
     audio, audio_name = speech()
     work = Path(tempfile.mkdtemp(prefix="wav2sem_whisper_bench_"))
     results: dict = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                                  "note": "2 shared CPU cores, no GPU", "torch": torch.__version__},
-                     "audio": audio_name}
+                     "audio": audio_name, "rounds": rounds, "lengths_s": lengths, "window_s": ENCODER_WINDOW_S}
     try:
         # conversion and sizes
         folders = {}
@@ -93,7 +116,7 @@ def main() -> int:
                       "wav2sem.inference (default model path)": "import wav2sem.inference",
                       "transformers WhisperModel": "from transformers import WhisperModel"}
         samples = {k: [] for k in statements}
-        for _ in range(ROUNDS):
+        for _ in range(rounds):
             for k, s in statements.items():
                 samples[k].append(import_time(s))
         results["import_s"] = {k: statistics.median(v) for k, v in samples.items()}
@@ -105,7 +128,7 @@ def main() -> int:
                    "whisper from the packages (no conversion)": lambda: whisper_encoder_from_ct2("base"),
                    "bundle 0.3 (log-mel), load_model": lambda: load_model(LOGMEL_BUNDLE, "cpu")}
         samples = {k: [] for k in loaders}
-        for _ in range(ROUNDS):
+        for _ in range(rounds):
             for k, f in loaders.items():
                 samples[k].append(timed(f))
         results["load_s"] = {k: statistics.median(v) for k, v in samples.items()}
@@ -131,29 +154,29 @@ def main() -> int:
                 "mean_cosine": cos.mean().item(), "min_cosine": cos.min().item(),
                 "padded_max_abs": padded.abs().max().item()}
             times = {"own": [], "padded": []}
-            for _ in range(ROUNDS):
+            for _ in range(rounds):
                 times["own"].append(timed(lambda: whisper(clip)))
                 times["padded"].append(timed(lambda: padded_whisper(clip)))
             results["own_vs_padded_5s"]["time_s_2_threads"] = {k: statistics.median(v) for k, v in times.items()}
 
-        # encode times
-        clips = {s: torch.from_numpy(np.resize(audio, s * SAMPLE_RATE))[None] for s in LENGTHS_S}
-        samples = {(e, t, s): [] for e in encoders for t in THREADS for s in LENGTHS_S}
+        # speech-feature times, as inference computes them
+        clips = {s: torch.from_numpy(np.resize(audio, s * SAMPLE_RATE))[None] for s in lengths}
+        samples = {(e, t, s): [] for e in encoders for t in threads for s in lengths}
         with torch.no_grad():
-            for _ in range(ROUNDS):
-                for t in THREADS:
+            for _ in range(rounds):
+                for t in threads:
                     torch.set_num_threads(t)
-                    for s in LENGTHS_S:
+                    for s in lengths:
                         for e, enc in encoders.items():
-                            samples[(e, t, s)].append(timed(lambda: encode_aligned(enc, clips[s], fps, alignment)))
-        results["encode_s"] = {e: {str(t): {str(s): statistics.median(samples[(e, t, s)]) for s in LENGTHS_S}
-                                   for t in THREADS} for e in encoders}
+                            samples[(e, t, s)].append(timed(lambda: encode_as_inference(enc, clips[s], fps, alignment)))
+        results["encode_s"] = {e: {str(t): {str(s): statistics.median(samples[(e, t, s)]) for s in lengths}
+                                   for t in threads} for e in encoders}
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    (OUT / "whisper_encoder.json").write_text(json.dumps(results, indent=2) + "\n")
+    (args.out / "whisper_encoder.json").write_text(json.dumps(results, indent=2) + "\n")
     md = render(results)
-    (OUT / "whisper_encoder.md").write_text(md)
+    (args.out / "whisper_encoder.md").write_text(md)
     print(md)
     return 0
 
@@ -162,18 +185,22 @@ def render(r: dict) -> str:
     mb = lambda n: f"{n / 1e6:.1f} MB"  # noqa: E731
     lines = ["# Whisper-base encoder against model 0.3's log-mel encoder", "",
              f"Machine: {r['machine']['cores']} CPU cores ({r['machine']['note']}), {r['machine']['cpu']}, "
-             f"torch {r['machine']['torch']}. Audio: {r['audio']}, repeated to length. Medians of {ROUNDS} "
+             f"torch {r['machine']['torch']}. Audio: {r['audio']}, repeated to length. Medians of {r['rounds']} "
              f"alternating rounds. Motion rate {r['fps']} fps ({r['alignment']} alignment).", "",
              "Produced by `benchmarks/whisper_encoder.py`.", "", "## Import (fresh interpreter, after torch)", "",
              "| module | s |", "|---|---|"]
     lines += [f"| {k} | {v:.3f} |" for k, v in r["import_s"].items()]
     lines += ["", "## Load (2 threads)", "", "| what | s |", "|---|---|"]
     lines += [f"| {k} | {v:.3f} |" for k, v in r["load_s"].items()]
-    lines += ["", "## encode_aligned, seconds", "", "| encoder | threads | " + " | ".join(f"{s} s" for s in LENGTHS_S) + " |",
-              "|---|---|" + "---|" * len(LENGTHS_S)]
+    lengths = r["lengths_s"]
+    lines += ["", "## Speech features as inference computes them, seconds", "",
+              f"One encoder window up to {r['window_s']} s; longer clips in inference's cross-faded "
+              f"{r['window_s']} s windows.", "",
+              "| encoder | threads | " + " | ".join(f"{s} s" for s in lengths) + " |",
+              "|---|---|" + "---|" * len(lengths)]
     for e, by_t in r["encode_s"].items():
         for t, by_s in by_t.items():
-            lines.append(f"| {e} | {t} | " + " | ".join(f"{by_s[str(s)]:.3f}" for s in LENGTHS_S) + " |")
+            lines.append(f"| {e} | {t} | " + " | ".join(f"{by_s[str(s)]:.3f}" for s in lengths) + " |")
     o = r["own_vs_padded_5s"]
     lines += ["", "## 5 s clip: own length against padded to 30 s", "",
               f"{o['positions']} positions. Max |diff| {o['max_abs']:.4f} (outputs up to {o['padded_max_abs']:.2f}); "
