@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import bpy
 
-from ..core import client, protocol
+from ..core import client, protocol, runs
 from ..ui import preferences, properties
 from .run import JobRun, ModalRun, Outcome, failure
 
-FEATURE = "Check"
+FEATURE = runs.CHECK
 
 
 class CheckRun(JobRun):
@@ -70,8 +70,7 @@ class WAV2SEM_OT_check_backend(ModalRun, bpy.types.Operator):
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
-        from .run import busy_reason
-        reason = busy_reason(FEATURE)
+        reason = runs.busy_reason(FEATURE)
         if reason:
             cls.poll_message_set(reason)
         return not reason

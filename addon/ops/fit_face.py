@@ -13,26 +13,12 @@ import logging
 import bpy
 from bpy.props import BoolProperty, StringProperty
 
-from . import run as runs
+from ..core import runs
+from ..ui.availability import why_cannot_fit
 from .fit_run import FEATURE, FitRun, gather
 from .run import ModalRun, Run, Status
 
 log = logging.getLogger(__name__)
-
-
-def running() -> FitRun | None:
-    """The fit in progress, if any (panel state; main thread)."""
-    return runs.active(FEATURE)
-
-
-def why_cannot_fit(context: bpy.types.Context) -> str:
-    """The reason the Fit Face button is disabled, or '' (main thread)."""
-    if runs.active() is not None:
-        return runs.busy_reason()
-    obj = context.active_object
-    if obj is None or obj.type != "MESH":
-        return "Select the head mesh first."
-    return ""
 
 
 class WAV2SEM_OT_fit_face(ModalRun, bpy.types.Operator):
@@ -88,10 +74,10 @@ class WAV2SEM_OT_cancel_fit_face(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
-        return running() is not None
+        return runs.active(runs.FIT_FACE) is not None
 
     def execute(self, context: bpy.types.Context) -> Status:
-        run = running()
+        run = runs.active(runs.FIT_FACE)
         if run is not None:
             run.cancel_requested = True
         return {"FINISHED"}

@@ -18,14 +18,14 @@ import numpy as np
 
 from ..scene import takes, fit_landmarks, fit_mesh
 from ..scene.selection import find_mesh
-from ..core import client, face_keys, protocol, scratch
+from ..core import client, face_keys, protocol, runs, scratch
 from ..ui import face_props, preferences
 from .run import JobRun, Level, Outcome, failure
 from ..core.errors import UserError
 
 log = logging.getLogger(__name__)
 
-FEATURE = "Fit Face"
+FEATURE = runs.FIT_FACE
 _FACE_POINTS = "the nose tip, the lip centres, the mouth corners, the chin and the eye corners"
 
 

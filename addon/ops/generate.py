@@ -17,7 +17,8 @@ from ..core import client
 from ..ui import preferences, properties
 from ..scene.selection import find_mesh
 from .lipsync_run import FEATURE, LipSyncRun, gather
-from . import run as runs
+from ..core import runs
+from ..ui.availability import why_cannot_generate
 from .run import ModalRun, Status, user_message
 from ..core.errors import UserError
 
@@ -70,21 +71,6 @@ class WAV2SEM_OT_generate_lipsync(ModalRun, bpy.types.Operator):
             settings.running, settings.progress, settings.status = False, 0.0, ""
 
 
-def why_cannot_generate(context: bpy.types.Context) -> str:
-    """The reason the Generate button is disabled, or '' (panel state; main thread)."""
-    if runs.active() is not None:
-        return runs.busy_reason()
-    settings = properties.settings(context)
-    assert context.scene is not None
-    try:
-        find_mesh(context, "")
-        audio_source.find_audio(context.scene, bpy.path.abspath(settings.audio_file) if settings.audio_source == "FILE" else "")
-        preferences.backend_launch(context)
-    except (UserError, client.BackendError) as exc:
-        return user_message(exc)
-    return ""
-
-
 class WAV2SEM_OT_cancel_lipsync(bpy.types.Operator):
     """Stop the running lip sync; the mesh stays as it was"""
     bl_idname = "wav2sem.cancel_lipsync"
@@ -92,10 +78,10 @@ class WAV2SEM_OT_cancel_lipsync(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
-        return runs.active(FEATURE) is not None
+        return runs.active(runs.LIP_SYNC) is not None
 
     def execute(self, context: bpy.types.Context) -> Status:
-        run = runs.active(FEATURE)
+        run = runs.active(runs.LIP_SYNC)
         if run is not None:
             run.cancel_requested = True
         return {"FINISHED"}

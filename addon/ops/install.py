@@ -10,7 +10,7 @@ from pathlib import Path
 
 import bpy
 
-from ..core import client, installer, torch_build
+from ..core import client, installer, runs, torch_build
 from ..ui import preferences
 from ..core.errors import UserError
 from .run import ModalRun, Outcome, Status
@@ -18,7 +18,7 @@ from .run import ModalRun, Outcome, Status
 ADDON_DIR = Path(__file__).resolve().parents[1]      # the add-on folder (this file is in ops/)
 
 
-FEATURE = "Install Backend"
+FEATURE = runs.INSTALL
 
 
 def plan_install(context: bpy.types.Context) -> installer.InstallPlan:

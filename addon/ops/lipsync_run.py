@@ -12,7 +12,7 @@ import bpy
 
 from ..scene import takes, audio_source, face_take
 from ..scene.selection import find_mesh
-from ..core import client, face_plan, mapping, protocol, scratch, take
+from ..core import client, face_plan, mapping, protocol, runs, scratch, take
 from ..ui import face_props, preferences, properties
 from ..scene.audio_source import AudioChoice
 from .run import JobRun, Level, Outcome, cancelled, failure
@@ -53,7 +53,7 @@ def gather(context: bpy.types.Context, op: Any) -> Inputs:
 
 
 CANCELLED = cancelled("Lip sync", "the mesh is")
-FEATURE = "Lip sync"
+FEATURE = runs.LIP_SYNC
 
 
 def mesh_facts(obj: bpy.types.Object) -> take.MeshFacts:

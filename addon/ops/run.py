@@ -1,6 +1,6 @@
 """The run layer every long operator shares (Generate Lip Sync, Fit Face, Check, Install
-Backend): the active run, its outcome, one modal runner and one failure() that names the
-feature. Main thread only.
+Backend): the run's outcome, one modal runner (which registers the run in core/runs.py) and
+one failure() that names the feature. Main thread only.
 
 A run is driven synchronously in background mode (`blender -b`), from scripts and the redo
 panel (execute), or modally in the UI (invoke: a timer polls it on the main thread; Esc or a
@@ -18,7 +18,7 @@ from typing import Any, Literal, Protocol
 
 import bpy
 
-from ..core import client, mapping
+from ..core import client, mapping, runs
 from ..core.errors import UserError
 from ..scene import takes
 
@@ -82,35 +82,6 @@ class JobRun:
         self.job.cancel()
 
 
-# (feature, exclusive, run) of the runs in progress. Exclusive ones (Generate, Fit Face) never
-# overlap; others (Check, Install) run one of a kind at a time.
-_ACTIVE: list[tuple[str, bool, Any]] = []
-
-
-def active(feature: str | None = None) -> Any | None:
-    """The run of `feature` in progress, or (None) the exclusive run in progress, else None
-    (panel state)."""
-    for name, exclusive, run in _ACTIVE:
-        if name == feature or (feature is None and exclusive):
-            return run
-    return None
-
-
-def busy_reason(feature: str | None = None) -> str:
-    """Why a run (an exclusive one, or one of `feature`) cannot start now, or ''."""
-    for name, exclusive, _ in _ACTIVE:
-        if (feature is None and exclusive) or name == feature:
-            return f"{name} is running; wait for it or press Esc."
-    return ""
-
-
-def cancel_all() -> None:
-    """The add-on is disabled: ask every run to stop (its modal handler cleans up)."""
-    for _, _, run in list(_ACTIVE):
-        run.cancel_requested = True
-        run.cancel()
-
-
 def user_message(exc: BaseException, feature: str = "Lip sync") -> str:
     """One sentence for the user; an unexpected error names the feature that failed."""
     if isinstance(exc, client.BackendError):
@@ -156,12 +127,12 @@ class ModalRun:
         """Extra UI state to clear when the run ends, if any."""
 
     def _begin(self, context: bpy.types.Context) -> None:
-        reason = busy_reason(None if self.exclusive else self.feature)
+        reason = runs.busy_reason(None if self.exclusive else self.feature)
         if reason:
             raise UserError(reason)
         run = self._start(context)
         self._run = run
-        _ACTIVE.append((self.feature, self.exclusive, run))
+        runs.add(self.feature, self.exclusive, run)
 
     def execute(self, context: bpy.types.Context) -> Status:
         """Synchronous: background mode, scripts and the redo panel."""
@@ -253,8 +224,7 @@ class ModalRun:
             if run is not None:
                 run.close()
         finally:
-            for entry in [e for e in _ACTIVE if e[2] is run]:
-                _ACTIVE.remove(entry)
+            runs.remove(run)
             self._reset_ui(context)
 
     def _reset_ui(self, context: bpy.types.Context) -> None:

@@ -9,7 +9,8 @@ import bpy
 from ..scene import takes, fit_landmarks
 from ..core import face_keys, face_plan
 from . import face_props, properties
-from ..ops import fit_face
+from ..core import runs
+from .availability import why_cannot_fit
 
 
 class WAV2SEM_UL_face_rows(bpy.types.UIList):
@@ -78,7 +79,7 @@ def draw_fit_face(layout: Any, context: bpy.types.Context, obj: bpy.types.Object
     """Fit Face for `obj`: its progress while it runs, else (with `options`, the head's Include
     Eyes and Mouth Interior) the Fit Face button and, once there are landmark empties, the
     refit from them."""
-    run = fit_face.running()
+    run = runs.active(runs.FIT_FACE)
     if run is not None:
         layout.label(text=f"Fitting '{run.inputs.head}': {run.job.message} ({run.job.fraction:.0%})", icon="SORTTIME")
         layout.operator("wav2sem.cancel_fit_face", icon="CANCEL")
@@ -94,7 +95,7 @@ def draw_fit_face(layout: Any, context: bpy.types.Context, obj: bpy.types.Object
         op = row.operator("wav2sem.fit_face", text=label, icon=icon)
         op.object, op.use_existing_landmarks = obj.name, existing
         op.include_eyes, op.interior_objects = settings.fit_include_eyes, settings.fit_interior
-    reason = fit_face.why_cannot_fit(context)
+    reason = why_cannot_fit(context)
     if reason:
         layout.label(text=reason, icon="INFO")
 

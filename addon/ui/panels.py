@@ -6,7 +6,7 @@ import bpy
 from ..scene import takes, audio_source
 from ..core import face_keys
 from . import face_panel, prewarm, properties
-from ..ops import generate
+from .availability import why_cannot_generate
 from ..core.errors import UserError
 
 
@@ -56,7 +56,7 @@ class WAV2SEM_PT_lipsync(bpy.types.Panel):
             op.subject = settings.subject
             op.intensity = settings.intensity
             op.output_mode = settings.output_mode
-            reason = generate.why_cannot_generate(context)
+            reason = why_cannot_generate(context)
             if reason:
                 layout.label(text=reason, icon="INFO")
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from unprivileged import open_folder  # noqa: F401  (fixture)
+from unprivileged import open_folder, unprivileged  # noqa: F401  (fixtures)
 from w2s_helpers import SR, assert_clean_failure, sine, write_audio
 from wav2sem.errors import AUDIO_EMPTY, AUDIO_NOT_FOUND, AUDIO_TOO_SHORT, AUDIO_UNREADABLE, Wav2SemError
 
@@ -133,16 +133,14 @@ def test_unreadable_audio_says_it_is_a_permission_problem(tmp_path, monkeypatch)
     assert "permission denied" in message and "permissions" in message and "WAV" not in message
 
 
-def test_unreadable_audio_as_an_unprivileged_user(open_folder, tiny_bundle):
-    """`wav2sem infer` run as nobody on a file only root may read: one sentence, no traceback."""
-    from unprivileged import run_wav2sem_as_nobody
-
+def test_unreadable_audio_as_an_unprivileged_user(unprivileged, open_folder, tiny_bundle):
+    """`wav2sem infer` run unprivileged on a file only root may read: one sentence, no traceback."""
     path = write_audio(open_folder / "locked.wav", sine(300, 0.5, SR), SR)
     path.chmod(0o600)
     out = open_folder / "out"
     out.mkdir(mode=0o777)
     out.chmod(0o777)
-    proc = run_wav2sem_as_nobody("infer", path, "-o", out / "take.npy", "--model", tiny_bundle)
+    proc = unprivileged.run_wav2sem("infer", path, "-o", out / "take.npy", "--model", tiny_bundle)
     line = assert_clean_failure(proc, "locked.wav", "permission denied", "permissions")
     assert "WAV, FLAC" not in line and list(out.iterdir()) == []
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from unprivileged import open_folder  # noqa: F401  (fixture)
+from unprivileged import open_folder, unprivileged  # noqa: F401  (fixtures)
 from w2s_helpers import (SR, assert_clean_failure, error_lines, run_wav2sem, run_wav2sem_inprocess, run_wav2sem_many,
                          speechlike, write_audio)
 
@@ -201,19 +201,17 @@ def test_full_disk_while_writing_is_output_unwritable(tiny_bundle, speech_wav, t
     assert sorted(p.name for p in tmp_path.iterdir()) == ["full.npy"]
 
 
-def test_output_folder_that_cannot_be_written(tiny_bundle, speech_wav, open_folder, monkeypatch):
+def test_output_folder_that_cannot_be_written(tiny_bundle, speech_wav, unprivileged, open_folder, monkeypatch):
     """A read-only output folder: refused before any work, run as an unprivileged user (these
     tests run as root, whom permissions do not stop); and still one sentence when creating the
     file fails although the folder looks writable (root, network shares: simulated)."""
     import os
     import shutil
 
-    from unprivileged import run_wav2sem_as_nobody
-
     folder = open_folder / "locked"
     folder.mkdir(mode=0o755)
     audio = shutil.copy(speech_wav, open_folder / "speech.wav")
-    proc = run_wav2sem_as_nobody("infer", audio, "-o", folder / "a.npy", "--model", tiny_bundle)
+    proc = unprivileged.run_wav2sem("infer", audio, "-o", folder / "a.npy", "--model", tiny_bundle)
     assert_clean_failure(proc, "not writable")
 
     real_open = os.open

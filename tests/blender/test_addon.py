@@ -186,7 +186,7 @@ def test_backend_crash_leaves_mesh_unchanged_and_shows_stderr(scene, template, s
     with pytest.raises(RuntimeError, match=r"stopped unexpectedly \(exit code 3\).*crashed on purpose"):
         bpy.ops.wav2sem.generate_lipsync(object="Head", audio_path=str(speech))
     assert_same(before, snapshot(head))
-    assert sys.modules[PACKAGE + ".ops.run"]._ACTIVE == []
+    assert sys.modules[PACKAGE + ".core.runs"]._ACTIVE == []
 
 
 def test_cancel_leaves_mesh_unchanged(scene, template, addon, workdir):

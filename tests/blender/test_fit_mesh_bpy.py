@@ -414,12 +414,12 @@ def test_generate_waits_while_a_fit_runs(scene, addon):
     """A lip sync started mid-fit would plan a head that has no keys yet: it is refused, as a
     fit is while a lip sync runs."""
     head = grid_head()
-    fitting = module("ops.run")._ACTIVE
+    fitting = module("core.runs")._ACTIVE
     fitting.append(("Fit Face", True, object()))   # a fit in progress (what the panel reads)
     try:
         with pytest.raises(RuntimeError, match="Fit Face is running; wait for it or press Esc"):
             bpy.ops.wav2sem.generate_lipsync(object=head.name, audio_path=str(REPO / "blend_examples" / "demo.wav"))
-        assert module("ops.generate").why_cannot_generate(bpy.context) == "Fit Face is running; wait for it or press Esc."
+        assert module("ui.availability").why_cannot_generate(bpy.context) == "Fit Face is running; wait for it or press Esc."
     finally:
         fitting.clear()
     assert head.data.shape_keys is None

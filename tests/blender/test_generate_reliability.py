@@ -93,7 +93,7 @@ def test_a_failing_close_never_leaves_a_lip_sync_running(scene, template, speech
         bpy.ops.wav2sem.generate_lipsync(object="Head", audio_path=str(speech))
     except RuntimeError:
         pass                                   # whether it reports the close or not: no state may stick
-    assert addon_module("ops.run")._ACTIVE == []
+    assert addon_module("core.runs")._ACTIVE == []
     assert not scene.wav2sem_lipsync.running and scene.wav2sem_lipsync.status == ""
     monkeypatch.undo()
     assert bpy.ops.wav2sem.generate_lipsync(object="Head", audio_path=str(speech)) == {"FINISHED"}

@@ -29,7 +29,7 @@ def test_a_fit_face_start_failure_names_fit_face(scene, addon, monkeypatch):
     monkeypatch.setattr(fit_run.scratch, "make_run_folder", broken)
     with pytest.raises(RuntimeError, match=r"Fit Face failed unexpectedly: OSError\('simulated"):
         bpy.ops.wav2sem.fit_face(object=head.name)
-    assert module("ops.run")._ACTIVE == []
+    assert module("core.runs")._ACTIVE == []
 
 
 def test_a_start_failure_keeps_the_warm_backend(scene, addon, template, speech, monkeypatch):
@@ -94,5 +94,5 @@ def test_ctrl_c_during_the_write_leaves_the_scene_as_it_was(scene, addon, templa
     assert bpy.ops.wav2sem.generate_lipsync(object=head.name, audio_path=str(speech)) == {"CANCELLED"}
     assert_same(before, snapshot(head))
     assert not [a for a in bpy.data.actions if a.name.startswith("LipSync")]
-    assert module("ops.run")._ACTIVE == []
+    assert module("core.runs")._ACTIVE == []
     module("core.client").POOL.close()

@@ -52,7 +52,7 @@ def state():
 
 
 def running() -> bool:
-    return addon("ops.fit_face").running() is not None
+    return addon("core.runs").active("Fit Face") is not None
 
 
 def counted(original, counter):
@@ -79,7 +79,7 @@ def invoke(**kwargs):
 
 def fitting_started() -> bool:
     """True once the running fit has reported progress; True (an error recorded) if none runs."""
-    run = addon("ops.fit_face").running()
+    run = addon("core.runs").active("Fit Face")
     if run is None:
         report["errors"].append("the fit ended before it could be cancelled")
         return True

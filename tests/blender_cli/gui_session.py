@@ -71,10 +71,10 @@ def check_disabled_reason():
     bpy.context.view_layer.objects.active = head
     head.select_set(True)
     ok = op_call(bpy.ops.wav2sem.generate_lipsync.poll)
-    ops = sys.modules["wav2sem_lipsync.ops.generate"]
+    availability = sys.modules["wav2sem_lipsync.ui.availability"]
     report["no_audio_poll"] = ok
     with bpy.context.temp_override(**view3d()):
-        report["no_audio_reason"] = ops.why_cannot_generate(bpy.context)
+        report["no_audio_reason"] = availability.why_cannot_generate(bpy.context)
     scene = bpy.context.scene
     editor = scene.sequence_editor_create()
     editor.active_strip = editor.sequences.new_sound("line", AUDIO, 1, 5)
@@ -188,7 +188,7 @@ def wait_esc():
 @step
 def wait_check():
     """The Check queued behind the cancelled take ends and reports the model."""
-    if sys.modules["wav2sem_lipsync.ops.run"].active("Check") is not None:
+    if sys.modules["wav2sem_lipsync.core.runs"].active("Check") is not None:
         return False
     report["check_status"] = bpy.context.preferences.addons["wav2sem_lipsync"].preferences.status
     return True
@@ -228,7 +228,7 @@ def load_file_when_running():
 
 @step
 def after_file_load():
-    operators = sys.modules["wav2sem_lipsync.ops.run"]
+    operators = sys.modules["wav2sem_lipsync.core.runs"]
     report["active_after_load"] = len(operators._ACTIVE)
     report["running_after_load"] = bpy.context.scene.wav2sem_lipsync.running
     return True

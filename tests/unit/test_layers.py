@@ -15,8 +15,9 @@ REPO = Path(__file__).resolve().parents[2]
 ADDON = REPO / "addon"
 BLENDER_ONLY = ("bpy", "bpy_extras", "mathutils", "addon_utils", "bmesh", "gpu", "aud")
 # folder -> the add-on folders it may import ("" = the add-on's root files)
-ALLOWED = {"core": {"core"}, "scene": {"core", "scene"}, "ops": {"core", "scene", "ops", "ui"},
-           "ui": {"core", "scene", "ops", "ui"}, "": {"core", "scene", "ops", "ui", ""}}
+# core < scene < ui < ops: operators read settings (ui/), panels name operators only by id.
+ALLOWED = {"core": {"core"}, "scene": {"core", "scene"}, "ui": {"core", "scene", "ui"},
+           "ops": {"core", "scene", "ui", "ops"}, "": {"core", "scene", "ui", "ops", ""}}
 
 
 def module_name(path: Path) -> str:
