@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from . import protocol
-from .errors import BackendError
 from .backend_process import BackendProcess, Inbox, died_error
+from .errors import BackendError
 from .protocol import Error, Event, Exited, FitResult, GenerateResult, Hello, ModelInfo, Point, Progress, Result
 
 log = logging.getLogger(__name__)

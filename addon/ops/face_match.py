@@ -4,12 +4,12 @@ from __future__ import annotations
 import bpy
 from bpy.props import StringProperty
 
-from ..scene import takes
 from ..core import face_keys
-from ..ui import face_props, properties
-from ..scene.selection import find_mesh
-from .run import Status
 from ..core.errors import UserError
+from ..scene import takes
+from ..scene.selection import find_mesh
+from ..ui import face_props, properties
+from .run import Status
 
 
 class WAV2SEM_OT_match_face_keys(bpy.types.Operator):

@@ -16,7 +16,7 @@ from bpy.props import BoolProperty, StringProperty
 from ..core import runs
 from ..ui.availability import why_cannot_fit
 from .fit_run import FEATURE, FitRun, gather
-from .run import ModalRun, Run, Status
+from .run import CancelRun, ModalRun, Run, Status
 
 log = logging.getLogger(__name__)
 
@@ -67,20 +67,11 @@ class WAV2SEM_OT_fit_face(ModalRun, bpy.types.Operator):
         return status
 
 
-class WAV2SEM_OT_cancel_fit_face(bpy.types.Operator):
+class WAV2SEM_OT_cancel_fit_face(CancelRun, bpy.types.Operator):
     """Stop the running Fit Face; the head stays as it was"""
     bl_idname = "wav2sem.cancel_fit_face"
     bl_label = "Cancel Fit Face"
-
-    @classmethod
-    def poll(cls, context: bpy.types.Context) -> bool:
-        return runs.active(runs.FIT_FACE) is not None
-
-    def execute(self, context: bpy.types.Context) -> Status:
-        run = runs.active(runs.FIT_FACE)
-        if run is not None:
-            run.cancel_requested = True
-        return {"FINISHED"}
+    feature = runs.FIT_FACE
 
 
 classes = (WAV2SEM_OT_fit_face, WAV2SEM_OT_cancel_fit_face)

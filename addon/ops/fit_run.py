@@ -16,12 +16,12 @@ from dataclasses import dataclass
 import bpy
 import numpy as np
 
-from ..scene import takes, fit_landmarks, fit_mesh
-from ..scene.selection import find_mesh
 from ..core import client, face_keys, protocol, runs, scratch
+from ..core.errors import UserError
+from ..scene import fit_landmarks, fit_mesh, takes
+from ..scene.selection import find_mesh
 from ..ui import face_props, preferences
 from .run import JobRun, Level, Outcome, failure
-from ..core.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -168,16 +168,7 @@ class FitRun(JobRun):
     def close(self) -> None:
         """Remove the run's files and release (or, after a failure, stop) the backend."""
         scratch.remove_run_folder(self.folder)
-        try:
-            error = self.job.error
-            if error is not None and error.code in (protocol.BACKEND_DIED, protocol.BACKEND_TIMEOUT,
-                                                    protocol.PROTOCOL_MISMATCH):
-                client.POOL.close()
-            else:
-                client.POOL.release(self.inputs.keep_warm)
-        except Exception:
-            log.exception("releasing the backend failed; stopping it")
-            client.POOL.close()
+        self.release_backend(self.inputs.keep_warm)
 
 
 def _match_rows(head: bpy.types.Object, names: tuple[str, ...], undo: fit_mesh.Undo) -> None:

@@ -1,9 +1,9 @@
 """Operators: generate, cancel and clear lip sync (Check and Install Backend have their own files).
 
 Thin by design: lipsync_run gathers the inputs, runs the backend job and writes the take;
-the operators drive it and report its Outcome (one sentence per problem). In the UI, generate and install are modal (a timer
-drains the backend's queue on the main thread; Esc cancels); in background mode
-(`blender -b`) and from scripts (EXEC) they run synchronously.
+the operator is a ModalRun (ops/run.py) that drives it and reports its Outcome (one sentence
+per problem): modal in the UI (a timer drains the backend's queue on the main thread; Esc
+cancels), synchronous in background mode (`blender -b`) and from scripts (EXEC).
 """
 from __future__ import annotations
 
@@ -12,15 +12,14 @@ import logging
 import bpy
 from bpy.props import EnumProperty, FloatProperty, StringProperty
 
-from ..scene import takes, audio_source
-from ..core import client
-from ..ui import preferences, properties
-from ..scene.selection import find_mesh
-from .lipsync_run import FEATURE, LipSyncRun, gather
-from ..core import runs
-from ..ui.availability import why_cannot_generate
-from .run import ModalRun, Status, user_message
+from ..core import client, runs
 from ..core.errors import UserError
+from ..scene import takes
+from ..scene.selection import find_mesh
+from ..ui import properties
+from ..ui.availability import why_cannot_generate
+from .lipsync_run import FEATURE, LipSyncRun, gather
+from .run import CancelRun, ModalRun, Status
 
 log = logging.getLogger(__name__)
 
@@ -71,20 +70,11 @@ class WAV2SEM_OT_generate_lipsync(ModalRun, bpy.types.Operator):
             settings.running, settings.progress, settings.status = False, 0.0, ""
 
 
-class WAV2SEM_OT_cancel_lipsync(bpy.types.Operator):
+class WAV2SEM_OT_cancel_lipsync(CancelRun, bpy.types.Operator):
     """Stop the running lip sync; the mesh stays as it was"""
     bl_idname = "wav2sem.cancel_lipsync"
     bl_label = "Cancel Lip Sync"
-
-    @classmethod
-    def poll(cls, context: bpy.types.Context) -> bool:
-        return runs.active(runs.LIP_SYNC) is not None
-
-    def execute(self, context: bpy.types.Context) -> Status:
-        run = runs.active(runs.LIP_SYNC)
-        if run is not None:
-            run.cancel_requested = True
-        return {"FINISHED"}
+    feature = runs.LIP_SYNC
 
 
 class WAV2SEM_OT_clear_lipsync(bpy.types.Operator):

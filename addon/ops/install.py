@@ -11,8 +11,8 @@ from pathlib import Path
 import bpy
 
 from ..core import client, installer, runs, torch_build
-from ..ui import preferences
 from ..core.errors import UserError
+from ..ui import preferences
 from .run import ModalRun, Outcome, Status
 
 ADDON_DIR = Path(__file__).resolve().parents[1]      # the add-on folder (this file is in ops/)

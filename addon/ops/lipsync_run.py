@@ -10,13 +10,13 @@ from typing import Any
 
 import bpy
 
-from ..scene import takes, audio_source, face_take
-from ..scene.selection import find_mesh
 from ..core import client, face_plan, mapping, protocol, runs, scratch, take
-from ..ui import face_props, preferences, properties
-from ..scene.audio_source import AudioChoice
-from .run import JobRun, Level, Outcome, cancelled, failure
 from ..core.errors import UserError
+from ..scene import audio_source, face_take, takes
+from ..scene.audio_source import AudioChoice
+from ..scene.selection import find_mesh
+from ..ui import face_props, preferences, properties
+from .run import JobRun, Level, Outcome, cancelled, failure
 
 log = logging.getLogger(__name__)
 
@@ -142,12 +142,4 @@ class LipSyncRun(JobRun):
     def close(self) -> None:
         """Remove the run's files and release (or, after a failure, stop) the backend."""
         scratch.remove_run_folder(self.folder)
-        try:
-            error = self.job.error
-            if error is not None and error.code in (protocol.BACKEND_DIED, protocol.BACKEND_TIMEOUT, protocol.PROTOCOL_MISMATCH):
-                client.POOL.close()
-            else:
-                client.POOL.release(self.inputs.keep_warm)
-        except Exception:
-            log.exception("releasing the backend failed; stopping it")
-            client.POOL.close()
+        self.release_backend(self.inputs.keep_warm)

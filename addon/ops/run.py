@@ -18,7 +18,7 @@ from typing import Any, Literal, Protocol
 
 import bpy
 
-from ..core import client, mapping, runs
+from ..core import client, mapping, protocol, runs
 from ..core.errors import UserError
 from ..scene import takes
 
@@ -80,6 +80,35 @@ class JobRun:
 
     def cancel(self) -> None:
         self.job.cancel()
+
+    def release_backend(self, keep_warm: bool) -> None:
+        """Give the pool's backend back: kept warm or stopped as the preferences say; stopped
+        after a failure of the process itself (it died, hung or spoke another protocol)."""
+        try:
+            error = self.job.error
+            if error is not None and error.code in (protocol.BACKEND_DIED, protocol.BACKEND_TIMEOUT,
+                                                    protocol.PROTOCOL_MISMATCH):
+                client.POOL.close()
+            else:
+                client.POOL.release(keep_warm)
+        except Exception:
+            log.exception("releasing the backend failed; stopping it")
+            client.POOL.close()
+
+
+class CancelRun:
+    """An operator that asks the run of `feature` to stop (the panel's cancel button)."""
+    feature = ""
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return runs.active(cls.feature) is not None
+
+    def execute(self, context: bpy.types.Context) -> Status:
+        run = runs.active(self.feature)
+        if run is not None:
+            run.cancel_requested = True
+        return {"FINISHED"}
 
 
 def user_message(exc: BaseException, feature: str = "Lip sync") -> str:

@@ -9,8 +9,8 @@ from typing import Any
 
 import bpy
 
-from . import versions
 from ..core.errors import UserError
+from . import versions
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,9 @@ from typing import Any
 
 import bpy
 
-from . import takes, rest_track
 from ..core.face_plan import KeyTake
 from ..core.mapping import MappingError
+from . import rest_track, takes
 
 
 def write_key_take(obj: bpy.types.Object, take: str, prepared: KeyTake, frame_start: int) -> takes.TakeSummary:

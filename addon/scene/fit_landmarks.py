@@ -9,9 +9,9 @@ from typing import Mapping, Sequence
 import bpy
 from mathutils import Matrix, Vector
 
-from .fit_mesh import Undo
-from ..core.protocol import FIT_LANDMARKS, Point
 from ..core.errors import UserError
+from ..core.protocol import FIT_LANDMARKS, Point
+from .fit_mesh import Undo
 
 PREFIX = "W2S_"
 LANDMARK_PROPERTY = "wav2sem_landmark"     # on the empty: the landmark it marks

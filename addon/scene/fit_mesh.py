@@ -25,9 +25,9 @@ from typing import Any, Callable, Iterable, Sequence
 import bpy
 import numpy as np
 
-from . import takes
 from ..core import face_keys
 from ..core.errors import UserError
+from . import takes
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from typing import Any
 import bpy
 import numpy as np
 
-from . import rest_track, versions
 from ..core.mapping import PreparedTake
+from . import rest_track, versions
 
 log = logging.getLogger(__name__)
 

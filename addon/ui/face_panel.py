@@ -6,10 +6,9 @@ from typing import Any
 
 import bpy
 
-from ..scene import takes, fit_landmarks
-from ..core import face_keys, face_plan
+from ..core import face_keys, face_plan, runs
+from ..scene import fit_landmarks, takes
 from . import face_props, properties
-from ..core import runs
 from .availability import why_cannot_fit
 
 

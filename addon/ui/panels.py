@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import bpy
 
-from ..scene import takes, audio_source
 from ..core import face_keys
+from ..core.errors import UserError
+from ..scene import audio_source, takes
 from . import face_panel, prewarm, properties
 from .availability import why_cannot_generate
-from ..core.errors import UserError
 
 
 class WAV2SEM_PT_lipsync(bpy.types.Panel):
