@@ -111,7 +111,7 @@ class CancelRun:
         return {"FINISHED"}
 
 
-def user_message(exc: BaseException, feature: str = "Lip sync") -> str:
+def user_message(exc: BaseException, feature: str) -> str:
     """One sentence for the user; an unexpected error names the feature that failed."""
     if isinstance(exc, client.BackendError):
         return exc.user_message()
@@ -120,7 +120,7 @@ def user_message(exc: BaseException, feature: str = "Lip sync") -> str:
     return f"{feature} failed unexpectedly: {exc!r} (see the system console)."
 
 
-def failure(exc: BaseException, feature: str = "Lip sync") -> Outcome:
+def failure(exc: BaseException, feature: str) -> Outcome:
     if not isinstance(exc, (client.BackendError, UserError, mapping.MappingError, takes.TakeError)):
         log.error("%s failed", feature, exc_info=exc)
     return Outcome({"CANCELLED"}, (("ERROR", user_message(exc, feature)),))
