@@ -3,7 +3,7 @@ file permissions do not stop. Use the `unprivileged` fixture (a `Way`) and put e
 whose permissions matter in an `open_folder` (pytest's own temporary folders are private to
 root).
 
-The way is chosen once per session and written on the terminal:
+The way is chosen once per session and said at its end:
 - as a user: as root, the command runs as the user nobody (setpriv), with an interpreter
   nobody can run and this environment's packages on PYTHONPATH; as any other user, as that
   user;
@@ -38,7 +38,7 @@ NOBODY = 65534
 CHECK = "import numpy, soundfile, torch, wav2sem"
 REFUSALS = Path(__file__).with_name("nobody_refusals.py")
 FORCE_ENV = "WAV2SEM_TEST_PERMISSIONS"       # "injected": the fallback even where nobody could run
-ANNOUNCED = pytest.StashKey[bool]()
+SUMMARY = "wav2sem-permissions-summary"     # the plugin that says which way they ran
 ServerT = TypeVar("ServerT")
 
 
@@ -92,14 +92,14 @@ def _injected(why: str) -> Way:
 
 def _as_nobody() -> Way:
     """Run as nobody through setpriv, or injected where nobody cannot run this environment."""
-    if shutil.which("setpriv") is None:
-        return _injected("setpriv (util-linux) is not installed")
-    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
     needed = [*(p for p in _packages_path().split(os.pathsep) if Path(p).exists()), tempfile.gettempdir()]
     blocked = {str(folder) for p in needed if (folder := unsearchable(p)) is not None}
     if blocked:
         return _injected(f"the user nobody cannot search {', '.join(sorted(blocked))}, on the way to this "
                          "environment's packages or the temporary folder")
+    if shutil.which("setpriv") is None:
+        return _injected("setpriv (util-linux) is not installed")
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
     drop = ("setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--")
     candidates = dict.fromkeys(c for c in (sys.executable, os.path.realpath(sys.executable), f"/usr/bin/{version}",
                                            f"/usr/local/bin/{version}", shutil.which(version)) if c)
@@ -125,18 +125,25 @@ def chosen_way() -> Way | str:
 
 @pytest.fixture
 def unprivileged(request) -> Way:
-    """The way to run `wav2sem` unprivileged (said once on the terminal)."""
+    """The way to run `wav2sem` unprivileged (said in the session's summary)."""
     way = chosen_way()
     if isinstance(way, str):
         cannot_run(f"the permission cases cannot run: {way}")
-    if not request.config.stash.get(ANNOUNCED, False):
-        request.config.stash[ANNOUNCED] = True
-        reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-        if reporter is not None:
-            reporter.ensure_newline()
-            reporter.write_line(f"permission cases run {way.description}")
+    plugins = request.config.pluginmanager
+    if not plugins.has_plugin(SUMMARY):
+        plugins.register(_Summary(way), SUMMARY)
     request.node.user_properties.append(("permissions", way.description))
     return way
+
+
+class _Summary:
+    """Says at the end of the session which way the permission cases ran."""
+
+    def __init__(self, way: Way):
+        self.way = way
+
+    def pytest_terminal_summary(self, terminalreporter) -> None:
+        terminalreporter.write_line(f"permission cases ran {self.way.description}")
 
 
 @pytest.fixture

@@ -18,6 +18,9 @@ import pytest
 
 from matrix_helpers import ENV, Server
 
+import unprivileged as permissions  # noqa: E402,I001  (from tests/backend, which matrix_helpers puts on sys.path)
+from unprivileged import open_folder, unprivileged  # noqa: E402,F401  (fixtures of the permission cases)
+
 ROWS: list[dict] = []
 RESULTS_ENV = "WAV2SEM_MATRIX_RESULTS"
 
@@ -74,12 +77,21 @@ def pytest_sessionfinish(session):
     write_table(Path(stem), ROWS)
 
 
+def _permissions_note() -> list[str]:
+    """Which way the permission cases ran (unprivileged.py), when they ran."""
+    if permissions.chosen_way.cache_info().currsize == 0:
+        return []
+    way = permissions.chosen_way()
+    return ["", f"Permission cases: run {way.description}." if isinstance(way, permissions.Way) else
+            f"Permission cases: not run ({way})."]
+
+
 def write_table(stem: Path, rows: list[dict]) -> None:
     counts = {k: sum(r["outcome"] == k for r in rows) for k in ("pass", "FAIL", "skipped")}
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     lines = [f"# Reliability matrix ({time.strftime('%Y-%m-%d')}, {machine})", "",
              f"{len(rows)} cases: {counts['pass']} pass, {counts['FAIL']} fail, {counts['skipped']} skipped. "
-             "Made by `benchmarks/reliability_matrix.py` (runs tests/reliability).", "",
+             "Made by `benchmarks/reliability_matrix.py` (runs tests/reliability).", *_permissions_note(), "",
              "| tier | case | expected | outcome | message seen |", "| --- | --- | --- | --- | --- |"]
     for r in rows:
         cells = [r["tier"], r["case"], r["expected"], r["outcome"], r["message"]]

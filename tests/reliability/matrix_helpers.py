@@ -9,7 +9,6 @@ rows and, when asked, writes results/reliability_matrix.md + .json).
 """
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,8 +17,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "backend"))   # the
 from w2s_helpers import SR, ServerProcess, run_wav2sem, run_wav2sem_inprocess, speechlike, write_audio  # noqa: E402,F401
 from w2s_helpers import SUBPROCESS_ENV as ENV  # noqa: E402
 
-IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
-ROOT_SKIP = "runs as root, which reads and writes through any permission"
 ERROR_PREFIX = "wav2sem: error:"
 
 
@@ -45,6 +42,16 @@ def assert_user_error(error: dict, *names: str, codes: tuple[str, ...] = ()) -> 
 
 
 TORCH_CACHE = "torchinductor_"   # torch's own compile cache in TMPDIR (made by importing torch), not ours
+
+
+def out_folder(parent: Path, mode: int) -> Path:
+    """parent/out holding the user's earlier keep.npy, with permissions `mode` (0o777: anyone
+    may write there, 0o555: no one but root)."""
+    folder = parent / "out"
+    folder.mkdir()
+    (folder / "keep.npy").write_bytes(b"the user's earlier file")
+    folder.chmod(mode)
+    return folder
 
 
 def listing(folder: Path) -> dict[str, tuple[int, int]]:

@@ -23,7 +23,7 @@ class AudioCase:
     expect: str                           # OK, OK_WARNING, FAIL or FAIL_OR_FINITE
     codes: tuple[str, ...] = ()           # acceptable error codes when it fails
     seconds: float = 1.0                  # audio length when it succeeds (frames checked)
-    needs_permissions: bool = False       # meaningless as root
+    needs_permissions: bool = False       # root reads through any permission: run unprivileged
 
     @property
     def expected(self) -> str:

@@ -1,6 +1,7 @@
 """Matrix tier "cli": `wav2sem infer` and `wav2sem convert` on bad input. Most cases call the
 command's `main` in this process (the CLI adds nothing but start-up time); a handful run the
-real command to cover what only a process shows (exit code, stderr, encodings)."""
+real command to cover what only a process shows (exit code, stderr, encodings), the permission
+cases among them, unprivileged (root reads and writes through any permission; unprivileged.py)."""
 from __future__ import annotations
 
 import shutil
@@ -10,11 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from matrix_helpers import (IS_ROOT, ROOT_SKIP, cli_failure, last_line, listing, run_cli, run_inprocess,
-                            speechlike, write_audio)
+from matrix_helpers import (cli_failure, last_line, listing, out_folder, run_cli, run_inprocess, speechlike,
+                            write_audio)
 from matrix_inputs import AUDIO_CASES, BUNDLE_CASES, FAIL, FAIL_OR_FINITE, OK_WARNING, broken_bundle
 
 FPS = 30.0
+PERMISSION_AUDIO = [c for c in AUDIO_CASES if c.needs_permissions]
 
 
 def matrix(case: str, expected: str):
@@ -55,10 +57,8 @@ def expect_failure(proc, out_dir: Path, before: dict, seen, *names: str) -> None
 
 # ----- audio --------------------------------------------------------------------------------------
 @pytest.mark.parametrize("case", [pytest.param(c, id=c.name, marks=matrix(f"infer: audio {c.name}", c.expected))
-                                  for c in AUDIO_CASES])
+                                  for c in AUDIO_CASES if not c.needs_permissions])
 def test_infer_audio(case, tiny_bundle, tmp_path, out_dir, seen):
-    if case.needs_permissions and IS_ROOT:
-        pytest.skip(ROOT_SKIP)
     audio = case.make(tmp_path)
     before = listing(out_dir)
     proc = infer(audio, out_dir / "take.npy", tiny_bundle)
@@ -74,6 +74,17 @@ def test_infer_audio(case, tiny_bundle, tmp_path, out_dir, seen):
                     if "silent" in line.lower() and not line.startswith("wrote ")]
         assert len(warnings) == 1, f"expected one warning about silence: {proc.stderr!r}"
         seen(warnings[0])
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.name, marks=matrix(f"infer: audio {c.name}", c.expected))
+                                  for c in PERMISSION_AUDIO])
+def test_infer_audio_unprivileged(case, unprivileged, open_folder, tiny_bundle, seen):
+    assert case.expect == FAIL, "a permission case that succeeds needs its own checks here"
+    audio = case.make(open_folder)
+    out = out_folder(open_folder, 0o777)
+    before = listing(out)
+    proc = unprivileged.run_wav2sem("infer", audio, "-o", out / "take.npy", "--model", tiny_bundle, "--device", "cpu")
+    expect_failure(proc, out, before, seen, audio.name)
 
 
 @matrix("infer: audio missing (real command)", "fails (one sentence, exit 1)")
@@ -104,29 +115,27 @@ def _onto_folder(out: Path) -> Path:
     return out / "take.npy"
 
 
-def _read_only(out: Path) -> Path:
-    out.chmod(0o555)
-    return out / "take.npy"
+OUTPUT_CASES = [("output in a missing folder", _missing_folder, "not_made_yet"),
+                ("output onto a folder", _onto_folder, "take.npy")]
 
 
-OUTPUT_CASES = [("output in a missing folder", _missing_folder, "not_made_yet", False),
-                ("output onto a folder", _onto_folder, "take.npy", False),
-                ("output in a read-only folder", _read_only, "out", True)]
-
-
-@pytest.mark.parametrize("name,target,names,needs_permissions",
+@pytest.mark.parametrize("name,target,names",
                          [pytest.param(*c, id=c[0], marks=matrix(f"infer: {c[0]}", "fails (OUTPUT_UNWRITABLE)"))
                           for c in OUTPUT_CASES])
-def test_infer_output(name, target, names, needs_permissions, tiny_bundle, speech, out_dir, seen):
-    if needs_permissions and IS_ROOT:
-        pytest.skip(ROOT_SKIP)
+def test_infer_output(name, target, names, tiny_bundle, speech, out_dir, seen):
     output = target(out_dir)
     before = listing(out_dir)
-    try:
-        proc = infer(speech, output, tiny_bundle)
-    finally:
-        out_dir.chmod(0o755)
+    proc = infer(speech, output, tiny_bundle)
     expect_failure(proc, out_dir, before, seen, names)
+
+
+@matrix("infer: output in a read-only folder", "fails (OUTPUT_UNWRITABLE)")
+def test_infer_output_read_only_unprivileged(unprivileged, open_folder, tiny_bundle, seen):
+    audio = write_audio(open_folder / "speech.wav", speechlike(1.0))
+    out = out_folder(open_folder, 0o555)
+    before = listing(out)
+    proc = unprivileged.run_wav2sem("infer", audio, "-o", out / "take.npy", "--model", tiny_bundle, "--device", "cpu")
+    expect_failure(proc, out, before, seen, "out")
 
 
 # ----- models and subjects ------------------------------------------------------------------------

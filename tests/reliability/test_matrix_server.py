@@ -3,6 +3,7 @@ server (conftest `server`) answers most cases; the fault cases (EOF, SIGTERM, ki
 their own."""
 from __future__ import annotations
 
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -10,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from matrix_helpers import ENV, IS_ROOT, ROOT_SKIP, Server, assert_one_sentence, assert_user_error, listing, \
-    speechlike, write_audio
+from matrix_helpers import ENV, Server, assert_one_sentence, assert_user_error, listing, out_folder, speechlike, \
+    write_audio
 from matrix_inputs import AUDIO_CASES, BUNDLE_CASES, FAIL, FAIL_OR_FINITE, OK_WARNING, broken_bundle
 
 
@@ -81,10 +82,8 @@ def test_cancel_unknown(live_server, seen):
 
 # ----- bad generate requests ---------------------------------------------------------------------
 @pytest.mark.parametrize("case", [pytest.param(c, id=c.name, marks=matrix(f"generate: audio {c.name}", c.expected))
-                                  for c in AUDIO_CASES])
+                                  for c in AUDIO_CASES if not c.needs_permissions])
 def test_generate_audio(case, live_server, clean_workdir, tmp_path, seen):
-    if case.needs_permissions and IS_ROOT:
-        pytest.skip(ROOT_SKIP)
     audio = case.make(tmp_path)
     out = tmp_path / "out"
     out.mkdir()
@@ -131,29 +130,58 @@ def test_generate_bad_param(name, params, names, live_server, clean_workdir, spe
     seen(assert_user_error(final["error"], names))
 
 
-OUTPUT_PLACES = [("output in a missing folder", lambda d: d / "not_made" / "take.npy", "not_made", False),
-                 ("output onto a folder", lambda d: (d / "take.npy").mkdir() or d / "take.npy", "take.npy", False),
-                 ("output in a read-only folder", lambda d: d / "take.npy", "out", True)]
+OUTPUT_PLACES = [("output in a missing folder", lambda d: d / "not_made" / "take.npy", "not_made"),
+                 ("output onto a folder", lambda d: (d / "take.npy").mkdir() or d / "take.npy", "take.npy")]
 
 
-@pytest.mark.parametrize("name,place,names,needs_permissions",
+@pytest.mark.parametrize("name,place,names",
                          [pytest.param(*c, id=c[0], marks=matrix(f"generate: {c[0]}", "OUTPUT_UNWRITABLE"))
                           for c in OUTPUT_PLACES])
-def test_generate_bad_output(name, place, names, needs_permissions, live_server, clean_workdir, speech, tmp_path, seen):
-    if needs_permissions and IS_ROOT:
-        pytest.skip(ROOT_SKIP)
+def test_generate_bad_output(name, place, names, live_server, clean_workdir, speech, tmp_path, seen):
     out = tmp_path / "out"
     out.mkdir()
-    if needs_permissions:
-        out.chmod(0o555)
-    try:
-        final = generate(live_server, speech, output=str(place(out)))
-    finally:
-        out.chmod(0o755)
+    final = generate(live_server, speech, output=str(place(out)))
     seen(message_of(final))
     assert final["type"] == "error", final
     seen(assert_user_error(final["error"], names, codes=("OUTPUT_UNWRITABLE",)))
     assert set(listing(out)) <= {"take.npy"}
+
+
+# ----- permissions: root reads and writes through any, so these run unprivileged (unprivileged.py) -----
+@pytest.fixture
+def unprivileged_server(unprivileged, open_folder, tiny_bundle):
+    """`wav2sem serve` run unprivileged, on a copy of the tiny bundle it may read."""
+    server = unprivileged.start_server(Server, "--model", shutil.copytree(tiny_bundle, open_folder / "bundle"))
+    yield server
+    server.close()
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.name, marks=matrix(f"generate: audio {c.name}", c.expected))
+                                  for c in AUDIO_CASES if c.needs_permissions])
+def test_generate_audio_unprivileged(case, unprivileged_server, open_folder, seen):
+    assert case.expect == FAIL, "a permission case that succeeds needs its own checks here"
+    audio = case.make(open_folder)
+    out = out_folder(open_folder, 0o777)
+    before = listing(out)
+    final = generate(unprivileged_server, audio, output=str(out / "take.npy"))
+    seen(message_of(final))
+    assert final["type"] == "error", f"expected an error, got a result: {final}"
+    seen(assert_user_error(final["error"], audio.name, codes=case.codes))
+    assert listing(out) == before, "the output folder changed on failure"
+    unprivileged_server.probe()
+
+
+@matrix("generate: output in a read-only folder", "OUTPUT_UNWRITABLE")
+def test_generate_output_read_only_unprivileged(unprivileged_server, open_folder, seen):
+    speech = write_audio(open_folder / "speech.wav", speechlike(1.0))
+    out = out_folder(open_folder, 0o555)
+    before = listing(out)
+    final = generate(unprivileged_server, speech, output=str(out / "take.npy"))
+    seen(message_of(final))
+    assert final["type"] == "error", final
+    seen(assert_user_error(final["error"], "out", codes=("OUTPUT_UNWRITABLE",)))
+    assert listing(out) == before, "the output folder changed on failure"
+    unprivileged_server.probe()
 
 
 @pytest.mark.parametrize("case", [pytest.param(c, id=c.name, marks=matrix(f"generate: {c.name}", "MODEL_NOT_FOUND or MODEL_INVALID"))
