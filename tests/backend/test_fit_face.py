@@ -15,7 +15,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import fit_heads  # noqa: E402
 
-from wav2sem.fit import FIT_LANDMARKS, NO_FACE, NoFaceError, fit_face, reference_landmarks  # noqa: E402
+from wav2sem.fit import FIT_LANDMARKS, NoFaceError, fit_face, reference_landmarks  # noqa: E402
+from wav2sem.protocol import NO_FACE  # noqa: E402
 from wav2sem.fit.geometry import Surface, closest_on_triangles, similarity, triangulate, vertex_normals  # noqa: E402
 
 needs_bpy = pytest.mark.skipif(importlib.util.find_spec("bpy") is None, reason="the test heads are decimated by Blender (bpy)")

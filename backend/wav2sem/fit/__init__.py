@@ -19,13 +19,13 @@ from typing import Callable
 import numpy as np
 
 from ..errors import BAD_REQUEST, Wav2SemError
+from ..protocol import NO_FACE
 from . import align, features, transfer, warp
 from .geometry import Surface, sample_surface, triangulate
 from .reference import FIT_LANDMARKS, Reference, reference_head, reference_landmarks
 
-__all__ = ["FIT_LANDMARKS", "FitResult", "NoFaceError", "NO_FACE", "fit_face", "reference_landmarks"]
+__all__ = ["FIT_LANDMARKS", "FitResult", "NoFaceError", "fit_face", "reference_landmarks"]
 
-NO_FACE = "NO_FACE"
 # Mean distance between the placed reference and the mesh (reference millimetres, trimmed)
 # above which no face is found: heads fit within about 3 mm, spheres and boxes at 7 mm and more.
 NO_FACE_MM = 5.0

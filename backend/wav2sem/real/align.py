@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 
-from ..errors import AUDIO_EMPTY, AUDIO_TOO_SHORT, BAD_REQUEST, Wav2SemError
+from ..errors import AUDIO_EMPTY, AUDIO_TOO_SHORT, BAD_REQUEST, INTERNAL, Wav2SemError
 from ..synth.timing import PhoneSegment
 from .phonemize import phonemize_symbols, words_of
 
@@ -168,7 +168,7 @@ def align_scored(audio: np.ndarray, text: str, language: str,
         pron = next(queue)
         phones = list(word)
         if len(phones) != len(pron):   # cannot happen: the dictionary entry is this pronunciation
-            raise AlignmentError("INTERNAL", f"pocketsphinx returned {len(phones)} phones for a word of {len(pron)}.")
+            raise AlignmentError(INTERNAL, f"pocketsphinx returned {len(phones)} phones for a word of {len(pron)}.")
         for (symbol, arpabet), phone in zip(pron, phones):
             segments.append(PhoneSegment(symbol, arpabet, phone.start * FRAME_S,
                                          (phone.start + phone.duration) * FRAME_S))

@@ -41,7 +41,8 @@ import subprocess
 import unicodedata
 from typing import Sequence
 
-from ..errors import Wav2SemError
+from ..errors import BAD_REQUEST, Wav2SemError
+from ..synth.tts import TTS_UNAVAILABLE
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,6 @@ _BRACKETED = re.compile(r"\[[^\]]*\]|\([^)]*\)|\{[^}]*\}|<[^>]*>|\*[^*]*\*")
 # A word: letters/marks/digits, with inner apostrophes (don't, l'homme) or a decimal number.
 _WORD = re.compile(r"\d+(?:[.,]\d+)*|[^\W\d_]+(?:['’][^\W\d_]+)*", re.UNICODE)
 _warned: set[str] = set()
-_PHONEMIZE_FAILED = "BAD_REQUEST"
 _ESPEAK_TIMEOUT_S = 60
 
 
@@ -163,7 +163,7 @@ def _voice(language: str) -> str:
     try:
         return LANGUAGES[language]
     except KeyError:
-        raise Wav2SemError(_PHONEMIZE_FAILED, f"Unknown transcript language {language!r}; use one of "
+        raise Wav2SemError(BAD_REQUEST, f"Unknown transcript language {language!r}; use one of "
                                               f"{', '.join(sorted(LANGUAGES))}.") from None
 
 
@@ -195,13 +195,13 @@ def _espeak_ipa(words: Sequence[str], voice: str) -> list[str]:
 def _run_espeak(text: str, voice: str) -> list[str]:
     exe = shutil.which("espeak-ng")
     if exe is None:
-        raise Wav2SemError("TTS_UNAVAILABLE", "espeak-ng is not installed, so transcripts cannot be turned into "
+        raise Wav2SemError(TTS_UNAVAILABLE, "espeak-ng is not installed, so transcripts cannot be turned into "
                                               "phones; install the Debian package espeak-ng.")
     # Input on stdin (no argument-length limit); stderr carries notices such as "Full
     # dictionary is not installed for 'be'" (it then spells by rule), which are harmless.
     proc = subprocess.run([exe, "-v", voice, "-q", "--ipa"], input=text, capture_output=True, text=True,
                           encoding="utf-8", timeout=_ESPEAK_TIMEOUT_S)
     if proc.returncode != 0:
-        raise Wav2SemError("TTS_UNAVAILABLE", f"espeak-ng failed on the transcript (voice {voice}): "
+        raise Wav2SemError(TTS_UNAVAILABLE, f"espeak-ng failed on the transcript (voice {voice}): "
                                               f"{proc.stderr.strip()[-200:] or 'no output'}.")
     return [line.strip() for line in proc.stdout.splitlines() if line.strip()]

@@ -33,7 +33,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from ..errors import OUTPUT_UNWRITABLE, Wav2SemError
+from ..errors import BAD_REQUEST, OUTPUT_UNWRITABLE, Wav2SemError
 from .augment import Augmentation, augment, change_speed, random_augmentation
 from .head import build_head
 from .motion import FPS, SAMPLE_RATE, animate, articulator_track
@@ -118,7 +118,7 @@ def corpus_template(head: str):
 
 def _check_head(head: str) -> None:
     if head not in HEADS:
-        raise Wav2SemError("BAD_REQUEST", f"Unknown head {head!r}; use one of {', '.join(HEADS)}.")
+        raise Wav2SemError(BAD_REQUEST, f"Unknown head {head!r}; use one of {', '.join(HEADS)}.")
 
 
 def render_item(spec: ItemSpec, speaker: Speaker, clip: SpeechClip, out: Path, head: str = "synthetic") -> tuple[float, int]:
@@ -196,7 +196,7 @@ def check_engines(engines: Iterable[str]) -> None:
             for voice in festival.VOICES:
                 festival.check_voice(voice)
         else:
-            raise Wav2SemError("BAD_REQUEST", f"Unknown TTS engine {engine!r}; use espeak and/or festival.")
+            raise Wav2SemError(BAD_REQUEST, f"Unknown TTS engine {engine!r}; use espeak and/or festival.")
 
 
 def _settings(hours: float, seed: int, engines: tuple[str, ...], head: str) -> dict:
@@ -217,7 +217,7 @@ def _prepare(out: Path, hours: float, seed: int, engines: tuple[str, ...],
         saved = json.loads(plan_path.read_text(encoding="utf-8"))
         if saved.get("settings") != settings:
             s = saved.get("settings", {})
-            raise Wav2SemError("BAD_REQUEST", f"{out} already holds a corpus made with --hours {s.get('hours')} "
+            raise Wav2SemError(BAD_REQUEST, f"{out} already holds a corpus made with --hours {s.get('hours')} "
                                               f"--seed {s.get('seed')} --engines {','.join(s.get('engines', []))} "
                                               f"--head {s.get('head', 'synthetic')}; "
                                               "use the same settings to resume or choose another --out folder.")
