@@ -19,7 +19,9 @@ from wav2sem.fit import FIT_LANDMARKS, NoFaceError, fit_face, reference_landmark
 from wav2sem.protocol import NO_FACE  # noqa: E402
 from wav2sem.fit.geometry import Surface, closest_on_triangles, similarity, triangulate, vertex_normals  # noqa: E402
 
-needs_bpy = pytest.mark.skipif(importlib.util.find_spec("bpy") is None, reason="the test heads are decimated by Blender (bpy)")
+needs_bpy = pytest.mark.skipif(importlib.util.find_spec("bpy") is None,
+                               reason="the test heads are decimated by Blender (the bpy module; "
+                                      "pip install -e '.[test]' installs it)")
 SHAPES = ("jawOpen", "mouthClose", "mouthFunnel", "mouthPucker", "mouthRollLower", "mouthSmile_L")
 
 

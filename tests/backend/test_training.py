@@ -126,7 +126,7 @@ def test_the_synthetic_head_still_trains_a_vertex_model_with_recipe_0_2(tmp_path
 def test_torchrun_two_processes_with_gloo(corpus, tmp_path):
     torchrun = Path(sys.executable).with_name("torchrun")
     if not torchrun.exists():
-        pytest.skip("torchrun is not next to this Python")
+        pytest.skip("torchrun is not next to this Python; it comes with torch (pip install -e '.[test,train]')")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run([str(torchrun), "--nproc-per-node", "2", "--master-port", "29517", "-m", "wav2sem",
                            "train", "animation", "--corpus", str(corpus), "--out", str(tmp_path / "ddp"),

@@ -32,7 +32,8 @@ def speech(tmp_path_factory) -> np.ndarray:
     if files:
         return np.concatenate([load_audio(f) for f in files]).astype(np.float32)
     if shutil.which("espeak-ng") is None:
-        pytest.skip("no real audio: neither KTuberling's sounds nor espeak-ng is installed")
+        pytest.skip("no real audio: neither KTuberling's sounds nor espeak-ng is installed (Debian packages "
+                    "ktuberling-data, espeak-ng; make system-deps installs them)")
     path = tmp_path_factory.mktemp("speech") / "speech.wav"
     text = "The quick brown fox jumps over the lazy dog. " * 3
     subprocess.run(["espeak-ng", "-w", str(path), text], check=True, timeout=60)

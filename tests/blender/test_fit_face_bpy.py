@@ -13,10 +13,6 @@ from mathutils import Vector
 
 from bpy_helpers import PACKAGE, REPO, bpy, curves_of, evaluated_coords, ict_builder
 
-pytest.importorskip("wav2sem.fit")
-if not hasattr(sys.modules["wav2sem.fit"], "fit_face"):
-    pytest.skip("wav2sem.fit has no fit_face yet", allow_module_level=True)
-
 DEMO = REPO / "blend_examples" / "demo.wav"
 INTERIOR_PARTS = ("gums_and_tongue", "teeth")
 LEFT_OUT = ("lacrimal_fluid", "eye_blend", "eye_occlusion")       # thin see-through layers

@@ -54,6 +54,6 @@ def test_demo_blend_opens_in_blender_3_4(tmp_path):
 
 
 def test_demo_blend_opens_in_the_bpy_module(tmp_path):
-    pytest.importorskip("bpy")
+    pytest.importorskip("bpy", reason="the bpy module is not installed (pip install -e '.[test]' installs it)")
     script = f"import bpy\nbpy.ops.wm.open_mainfile(filepath={str(DEMO)!r})\n{INSPECT}"
     check(inspect([sys.executable, "-c", script], tmp_path))

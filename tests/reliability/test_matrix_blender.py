@@ -13,9 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ci_policy import cannot_run
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "blender"))   # bpy_helpers (sets HOME first)
-bpy_helpers = pytest.importorskip("bpy_helpers")
-from bpy_helpers import PACKAGE, REPO, VERTEX_COUNT, addon_utils, assert_same, bpy, make_head, snapshot  # noqa: E402
+try:
+    from bpy_helpers import PACKAGE, REPO, VERTEX_COUNT, addon_utils, assert_same, bpy, make_head, snapshot
+except ImportError as exc:       # as the bpy tier's conftest: a missing or broken bpy, said the same way
+    cannot_run(f"the matrix's blender tier (tests/reliability/test_matrix_blender.py) cannot run: the bpy module "
+               f"does not import ({type(exc).__name__}: {exc}; `make setup` installs it)")
 
 from matrix_helpers import assert_one_sentence, speechlike, write_audio  # noqa: E402
 from matrix_inputs import AUDIO_CASES, FAIL  # noqa: E402

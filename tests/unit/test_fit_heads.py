@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import fit_heads  # noqa: E402
 from fit_heads import FIT_LANDMARKS  # noqa: E402
 
-needs_bpy = pytest.mark.skipif(importlib.util.find_spec("bpy") is None, reason="decimation runs Blender (bpy)")
+needs_bpy = pytest.mark.skipif(importlib.util.find_spec("bpy") is None, reason="decimation runs Blender (the bpy module; pip install -e '.[test]' installs it)")
 
 
 def _kit():
