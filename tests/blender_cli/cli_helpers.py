@@ -1,7 +1,10 @@
 """Constants and helpers of the `blender -b` tests (imported by conftest and the tests)."""
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import subprocess
 import wave
 from pathlib import Path
 
@@ -37,3 +40,19 @@ def write_wav(path: Path, seconds: float) -> Path:
         wav.setframerate(16000)
         wav.writeframes((signal * 12000).astype("<i2").tobytes())
     return path
+
+
+def run_in_window(blender_args: list[str], env: dict, timeout: float = 240) -> subprocess.CompletedProcess:
+    """Blender with a window under Xvfb (`xvfb-run`), as one process group: on a timeout the
+    whole group is killed (xvfb-run alone would leave Blender and its backend running,
+    taking the cores of every later test), then the timeout is raised."""
+    command = ["xvfb-run", "-a", "-s", "-screen 0 1280x800x24", BLENDER, *blender_args]
+    with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          start_new_session=True) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+            raise
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from cli_helpers import REPO, SCENE_FPS, write_wav
+from cli_helpers import REPO, SCENE_FPS, run_in_window, write_wav
 
 pytestmark = pytest.mark.blender_cli
 ICT_HEAD = REPO / "blend_examples" / "ict_head.py"
@@ -194,13 +194,12 @@ def test_face_keys_panel_modal_generate_and_one_step_undo(ict, tmp_path):
     import shutil
     if shutil.which("xvfb-run") is None:
         pytest.skip("xvfb-run is not installed (Debian package xvfb)")
-    from cli_helpers import BLENDER
+
     out = tmp_path / "face_gui.json"
     env = dict(ict.env, WAV2SEM_MODEL=ict.ict_bundle)
-    result = subprocess.run(
-        ["xvfb-run", "-a", "-s", "-screen 0 1280x800x24", BLENDER, str(ict.ict_scene), "--enable-event-simulate",
-         "--python", str(REPO / "tests" / "blender_cli" / "face_gui_session.py"), "--", str(ict.speech), str(out)],
-        env=env, capture_output=True, text=True, timeout=240)
+    result = run_in_window([str(ict.ict_scene), "--enable-event-simulate", "--python",
+                            str(REPO / "tests" / "blender_cli" / "face_gui_session.py"), "--", str(ict.speech), str(out)],
+                           env)
     assert out.exists(), result.stdout[-3000:] + result.stderr[-3000:]
     report = json.loads(out.read_text())
     assert not report["errors"], report["errors"]

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from cli_helpers import BLENDER, REPO
+from cli_helpers import BLENDER, REPO, run_in_window
 
 pytestmark = pytest.mark.blender_cli
 FAKE_FIT = REPO / "tests" / "fake_fit_backend.py"
@@ -191,10 +191,8 @@ def test_modal_fit_face_with_progress_esc_cancel_and_one_step_undo(cli, tmp_path
         pytest.skip("xvfb-run is not installed (Debian package xvfb)")
     env, mode_file = fake_env(cli, tmp_path)
     out = tmp_path / "fit_gui.json"
-    result = subprocess.run(
-        ["xvfb-run", "-a", "-s", "-screen 0 1280x800x24", BLENDER, "--enable-event-simulate",
-         "--python", str(REPO / "tests" / "blender_cli" / "fit_gui_session.py"), "--", str(mode_file), str(out)],
-        env=env, capture_output=True, text=True, timeout=240)
+    result = run_in_window(["--enable-event-simulate", "--python", str(REPO / "tests" / "blender_cli" / "fit_gui_session.py"),
+                            "--", str(mode_file), str(out)], env)
     assert out.exists(), result.stdout[-3000:] + result.stderr[-3000:]
     report = json.loads(out.read_text())
     assert not report["errors"], report["errors"]

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 
 import pytest
-from cli_helpers import BLENDER, REPO, write_wav
+from cli_helpers import REPO, run_in_window, write_wav
 
 pytestmark = pytest.mark.blender_cli
 
@@ -19,11 +18,9 @@ def test_modal_generate_cancel_and_undo(cli, tmp_path):
     audio = write_wav(tmp_path / "line.wav", 1.2)
     long_audio = write_wav(tmp_path / "long.wav", 300.0)   # long enough to be caught while decoding
     out = tmp_path / "report.json"
-    result = subprocess.run(
-        ["xvfb-run", "-a", "-s", "-screen 0 1280x800x24", BLENDER, str(cli.work / "scene.blend"),
-         "--enable-event-simulate", "--python", str(REPO / "tests" / "blender_cli" / "gui_session.py"), "--",
-         str(audio), str(long_audio), str(out)],
-        env=cli.env, capture_output=True, text=True, timeout=240)
+    result = run_in_window([str(cli.work / "scene.blend"), "--enable-event-simulate", "--python",
+                            str(REPO / "tests" / "blender_cli" / "gui_session.py"), "--", str(audio), str(long_audio),
+                            str(out)], cli.env)
     assert out.exists(), result.stdout[-3000:] + result.stderr[-3000:]
     report = json.loads(out.read_text())
     assert not report["errors"], report["errors"]
