@@ -39,15 +39,7 @@ class WAV2SEM_OT_fit_face(ModalRun, bpy.types.Operator):
                     "named teeth, tooth, tongue, gum or mouth")
 
     feature = FEATURE
-
-    @classmethod
-    def poll(cls, context: bpy.types.Context) -> bool:
-        if bpy.app.background:
-            return True   # headless calls pass everything explicitly; errors are reported by execute
-        reason = why_cannot_fit(context)
-        if reason:
-            cls.poll_message_set(reason)
-        return not reason
+    why_disabled = staticmethod(why_cannot_fit)
 
     # steps
     def _start(self, context: bpy.types.Context) -> FitRun:

@@ -43,15 +43,7 @@ class WAV2SEM_OT_generate_lipsync(ModalRun, bpy.types.Operator):
     output_mode: EnumProperty(name="Output", items=properties.OUTPUT_MODES, default="COMPACT")  # type: ignore[valid-type]
 
     feature = FEATURE
-
-    @classmethod
-    def poll(cls, context: bpy.types.Context) -> bool:
-        if bpy.app.background:
-            return True  # headless calls pass everything explicitly; errors are reported by execute
-        reason = why_cannot_generate(context)
-        if reason:
-            cls.poll_message_set(reason)
-        return not reason
+    why_disabled = staticmethod(why_cannot_generate)
 
     # steps
     def _start(self, context: bpy.types.Context) -> LipSyncRun:

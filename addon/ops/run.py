@@ -146,6 +146,20 @@ class ModalRun:
     _run: Any = None
     _timer: Any = None
 
+    @staticmethod
+    def why_disabled(context: bpy.types.Context) -> str:
+        """The sentence a disabled button shows, or '' (ui/availability.py)."""
+        return ""
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        if bpy.app.background:
+            return True   # headless calls pass everything explicitly; errors are reported by execute
+        reason = cls.why_disabled(context)
+        if reason:
+            cls.poll_message_set(reason)  # type: ignore[attr-defined]  # mixed into a bpy.types.Operator
+        return not reason
+
     def _start(self, context: bpy.types.Context) -> Run:
         raise NotImplementedError
 
